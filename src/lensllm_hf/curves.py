@@ -78,8 +78,14 @@ class CurveTable:
         return self.losses[:, hits[0]]
 
     def points(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """The usable (sizes, losses) of one model; raises CurveError naming the problem."""
-        return validate_points(self.sizes, self.losses[row], where=f"{self.source}: model {self.models[row]!r}",
+        """The (sizes, losses) of one model; raises CurveError naming the problem.
+
+        NaN cells are runs not made (yet) and are left out; a cell that held a bad value
+        (recorded in ``problems``) fails the model instead.
+        """
+        losses = self.losses[row]
+        made = ~np.isnan(losses)
+        return validate_points(self.sizes[made], losses[made], where=f"{self.source}: model {self.models[row]!r}",
                                problem=self.problems.get(self.models[row]))
 
     @classmethod

@@ -78,6 +78,20 @@ class Ranking:
     def ranked(self) -> list[CandidateFit]:
         return [c for c in self.candidates if c.status == "complete"]
 
+    def format(self) -> str:
+        """A plain-text table for terminals: rank, model, prediction, interval, transition, law."""
+        lines = [f"{'#':>3}  {'model':<40} {'predicted':>9}  {'90% interval':<17} {'transition':>10}  parameters"]
+        for i, c in enumerate(self.candidates, start=1):
+            if c.status != "complete":
+                lines.append(f"{'-':>3}  {c.model:<40} {'failed':>9}  {c.error}")
+                continue
+            value = c.predicted_loss if c.predicted_loss is not None else c.score
+            interval = f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]" if c.interval else "-"
+            transition = f"{c.transition_size:,.0f}" if c.transition_size else "-"
+            params = " ".join(f"{k}={v:.4g}" for k, v in c.params.items()) or (c.law or "")
+            lines.append(f"{i:>3}  {c.model:<40} {value:>9.4f}  {interval:<17} {transition:>10}  {params}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,

@@ -154,6 +154,10 @@ class SeparableLaw(ScalingLaw):
         """h(D; theta) for theta of shape (..., n_theta) and sizes (n,): shape (..., n)."""
         raise NotImplementedError
 
+    def basis_grad(self, sizes: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """dh/dtheta at one theta: shape (n, n_theta)."""
+        raise NotImplementedError
+
     def _fit(self, sizes, losses):
         y = losses
         w2 = 1.0 / y**2
@@ -177,9 +181,15 @@ class SeparableLaw(ScalingLaw):
             pred = x[n_theta] + x[n_theta + 1] * self.basis(sizes, x[:n_theta])
             return np.log(np.maximum(pred, 1e-300)) - np.log(y)
 
+        def jacobian(x):
+            h = self.basis(sizes, x[:n_theta])
+            pred = np.maximum(x[n_theta] + x[n_theta + 1] * h, 1e-300)
+            grad_theta = x[n_theta + 1] * self.basis_grad(sizes, x[:n_theta])
+            return np.column_stack([grad_theta, np.ones_like(h), h]) / pred[:, None]
+
         try:
-            result = optimize.least_squares(residuals, x0, bounds=(lo, hi), x_scale="jac", method="trf",
-                                            max_nfev=200)
+            result = optimize.least_squares(residuals, x0, jac=jacobian, bounds=(lo, hi), x_scale="jac", method="trf",
+                                            ftol=1e-7, xtol=1e-7, max_nfev=100)
             x = result.x if result.cost <= 0.5 * cost[best] else x0
         except (ValueError, np.linalg.LinAlgError) as error:  # keep the grid optimum
             x = x0

@@ -30,7 +30,11 @@ class PowerLaw(SeparableLaw):
         beta = theta[..., 0:1]
         with np.errstate(divide="ignore", over="ignore"):
             out = np.exp(np.clip(-beta * np.log(sizes), -700, 700))
-        return out[0] if theta.ndim == 1 else out
+        return out
+
+    def basis_grad(self, sizes, theta):
+        log_d = np.log(sizes)
+        return (-log_d * np.exp(np.clip(-theta[0] * log_d, -700, 700)))[:, None]
 
     def _named(self, x):
         beta, E, B = x

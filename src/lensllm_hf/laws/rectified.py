@@ -30,7 +30,16 @@ class RectifiedLaw(SeparableLaw):
         with np.errstate(divide="ignore", over="ignore"):
             ratio = np.exp(np.clip(beta * (np.log(sizes) - log_dl), -700, 700))
         out = 1.0 / (1.0 + ratio)
-        return out[0] if theta.ndim == 1 else out
+        return out
+
+    def basis_grad(self, sizes, theta):
+        beta, log_dl = theta
+        with np.errstate(divide="ignore"):
+            offset = np.where(sizes > 0, np.log(np.maximum(sizes, 1e-300)) - log_dl, 0.0)
+        ratio = np.where(sizes > 0, np.exp(np.clip(beta * offset, -700, 700)), 0.0)
+        h = 1.0 / (1.0 + ratio)
+        slope = h * h * ratio  # -dh/d(beta * offset)
+        return np.column_stack([-slope * offset, slope * beta])
 
     def _named(self, x):
         beta, log_dl, E, A = x
@@ -85,7 +94,15 @@ class LensLLMLaw(RectifiedLaw):
         with np.errstate(divide="ignore", over="ignore"):
             power = np.where(sizes > 0, np.exp(np.clip(beta * np.log(np.maximum(sizes, 1e-300)), -700, 700)), 0.0)
         out = 1.0 / (self.F + power)
-        return out[0] if theta.ndim == 1 else out
+        return out
+
+    def basis_grad(self, sizes, theta):
+        if not self._fixed_F:
+            return super().basis_grad(sizes, theta)
+        log_d = np.log(np.maximum(sizes, 1e-300))
+        power = np.where(sizes > 0, np.exp(np.clip(theta[0] * log_d, -700, 700)), 0.0)
+        h = 1.0 / (self.F + power)
+        return (-h * h * power * np.where(sizes > 0, log_d, 0.0))[:, None]
 
     def _fit(self, sizes, losses):
         if self._fixed_F and not (np.isfinite(self.F) and self.F > 0):

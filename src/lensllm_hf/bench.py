@@ -1,0 +1,155 @@
+"""The selection protocol of DESIGN.md §2 on curve tables: PearCorr, RelAcc, compute, error.
+
+Every method sees the columns up to each budget, ranks the candidates, and is scored against
+the true losses at the target column.
+
+Example:
+    >>> rows = run_bench([CurveTable.read_csv("flan.csv")], methods=["ats"])
+    >>> summarize(rows)["flan"]["ats"]["pearson"]
+    62.7...
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Iterable, Sequence
+
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from .curves import CurveError, CurveTable
+from .methods import METHODS, rank
+
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_ranking", "summarize"]
+
+DEFAULT_TARGET = 1_638_400
+DEFAULT_BUDGETS = (204_800, 102_400, 51_200, 25_600, 12_800, 6_400, 3_200)
+#: The adaptive method may spend at most this fraction of fine-tuning every candidate at the target.
+ADAPTIVE_FLOPS_FRACTION = 1 / 16
+
+
+def score_ranking(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(PearCorr, RelAcc) of predicted scores against true losses, both as fractions.
+
+    The selected model is the one with the lowest score (the first on ties).
+    """
+    scores = np.asarray(scores, dtype=float)
+    truth = np.asarray(truth, dtype=float)
+    if np.ptp(scores) == 0 or np.ptp(truth) == 0:
+        pearson = float("nan")
+    else:
+        pearson = float(np.corrcoef(scores, truth)[0, 1])
+    chosen = truth[int(np.argmin(scores))]
+    spread = truth.max() - truth.min()
+    relacc = float((truth.max() - chosen) / spread) if spread > 0 else 1.0
+    return pearson, relacc
+
+
+def run_bench(tables: Sequence[CurveTable], methods: Iterable[str] | None = None, target: int = DEFAULT_TARGET,
+              budgets: Sequence[int] = DEFAULT_BUDGETS) -> list[dict]:
+    """One row per (table, method, budget) with the scores of the protocol.
+
+    Tables are scored in parallel processes (one per core), each on its own; the rows come
+    back in input order, so the output does not depend on scheduling.
+    """
+    methods = list(methods or METHODS)
+    jobs = [(table, methods, target, tuple(budgets)) for table in tables]
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1:
+        return [row for job in jobs for row in _bench_table(*job)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [row for rows in pool.map(_bench_table, *zip(*jobs)) for row in rows]
+
+
+def _bench_table(table: CurveTable, methods: list[str], target: int, budgets: Sequence[int]) -> list[dict]:
+    truth = table.column(target)
+    if not np.all(np.isfinite(truth)):
+        bad = [m for m, t in zip(table.models, truth) if not np.isfinite(t)]
+        raise CurveError(f"{table.source}: no usable true loss at the target {target} for {', '.join(bad)}; "
+                         "fix those cells or drop the rows")
+    full_cost = _full_cost(table, target)
+    rows = [_score(table.up_to(budget), method, target, budget, truth, full_cost)
+            for budget in budgets for method in methods if method != "adaptive"]
+    if "adaptive" in methods:
+        rows.append(_score_adaptive(table.up_to(max(budgets)), target, truth, full_cost))
+    return rows
+
+
+def _score_adaptive(table: CurveTable, target: int, truth: np.ndarray, full_cost: float) -> dict:
+    """The adaptive loop with the table standing in for training: buying a size reveals its column."""
+    from .adaptive import select_adaptive
+
+    scale = table.params if table.params is not None else np.ones(len(table.models))
+
+    def buy(model: str, size: int) -> tuple[float, float]:
+        row = table.models.index(model)
+        return float(table.column(size)[row]), float(scale[row] * size)
+
+    result = select_adaptive(table.models, table.sizes.tolist(), target, buy,
+                             max_flops=ADAPTIVE_FLOPS_FRACTION * full_cost, params=table.params)
+    return _row(table, "adaptive", None, target, result.ranking, truth, result.flops / full_cost)
+
+
+def _score(seen: CurveTable, method: str, target: int, budget: int, truth: np.ndarray, full_cost: float) -> dict:
+    ranking = rank(seen, target, method)
+    spent = sum(c.flops or 0.0 for c in ranking.candidates)
+    return _row(seen, method, budget, target, ranking, truth, spent / full_cost)
+
+
+def _row(seen: CurveTable, method: str, budget: int | None, target: int, ranking, truth: np.ndarray,
+         compute_fraction: float) -> dict:
+    by_model = {c.model: c for c in ranking.candidates}
+    scores = np.array([by_model[m].score if by_model[m].status == "complete" else np.nan for m in seen.models])
+    ok = np.isfinite(scores)
+    # A failed candidate cannot be chosen: it scores as the worst prediction.
+    scores = np.where(ok, scores, np.nanmax(scores) + 1 if ok.any() else 0.0)
+    pearson, relacc = score_ranking(scores, truth)
+    errors = [abs(by_model[m].predicted_loss - t) / t for m, t in zip(seen.models, truth)
+              if by_model[m].predicted_loss is not None]
+    return {
+        "dataset": seen.name,
+        "method": method,
+        "budget": budget,
+        "ratio": None if budget is None else budget / target,
+        "pearson": pearson,
+        "relacc": relacc,
+        "compute_fraction": compute_fraction,
+        "median_rel_error": float(np.median(errors)) if errors and _predicts_loss(method) else None,
+        "failed": int((~ok).sum()),
+    }
+
+
+def _predicts_loss(method: str) -> bool:
+    return method == "adaptive" or METHODS[method].predicts_loss
+
+
+def _full_cost(table: CurveTable, target: int) -> float:
+    """FLOPs of fine-tuning every candidate on the target size."""
+    if table.params is not None and np.all(np.isfinite(table.params)):
+        return float(np.sum(table.params) * target)
+    return float(len(table.models) * target)
+
+
+def summarize(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Means over budgets per dataset and method, scores in percent (as the papers print them)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        out.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault("_rows", []).append(row)
+    for methods in out.values():
+        for name, cell in methods.items():
+            group = cell.pop("_rows")
+            cell.update(
+                pearson=100 * _mean(r["pearson"] for r in group),
+                relacc=100 * _mean(r["relacc"] for r in group),
+                compute_fraction=_mean(r["compute_fraction"] for r in group),
+                median_rel_error=_mean(r["median_rel_error"] for r in group),
+            )
+    return out
+
+
+def _mean(values: Iterable[float | None]) -> float:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else float("nan")
