@@ -1,0 +1,65 @@
+"""The adaptive loop: it buys data only where the decision needs it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lensllm_hf.adaptive import select_adaptive
+from lensllm_hf.errors import LensLLMError
+
+SIZES = [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
+TARGET = 1_000_000
+
+
+def curve(scale, size):
+    return scale * (3.2 if size == 0 else 2.8 * (size / 200) ** -0.12) * np.exp(1e-3 * np.sin(size))
+
+
+def make_buy(scales, log, fail=()):
+    def buy(model, size):
+        log.append((model, size))
+        if model in fail:
+            raise LensLLMError(f"{model} could not be loaded")
+        return curve(scales[model], size), 10.0 * size
+    return buy
+
+
+def test_a_clear_winner_stops_early():
+    scales = {"best": 0.6, "mid": 1.0, "worst": 1.3}
+    log = []
+    result = select_adaptive(list(scales), SIZES, TARGET, make_buy(scales, log), method="ats")
+    assert result.ranking.best == "best"
+    grid_cost = 3 * 10.0 * sum(SIZES)
+    assert result.flops < grid_cost / 4
+    assert len(log) == len(set(log)), "a run was bought twice"
+    assert result.flops == pytest.approx(sum(10.0 * s for _, s in log))
+
+
+def test_close_candidates_get_more_data_than_clear_losers():
+    scales = {"a": 1.0, "b": 1.004, "loser": 1.6}
+    result = select_adaptive(list(scales), SIZES, TARGET, make_buy(scales, []), method="ats")
+    assert max(result.bought["a"]) > max(result.bought["loser"])
+    assert result.ranking.best in {"a", "b"}
+
+
+def test_a_failing_candidate_does_not_stop_the_others():
+    scales = {"good": 0.8, "broken": 0.5, "fine": 1.0}
+    result = select_adaptive(list(scales), SIZES, TARGET, make_buy(scales, [], fail={"broken"}), method="ats")
+    assert result.ranking.best == "good"
+    broken = next(c for c in result.ranking.candidates if c.model == "broken")
+    assert broken.status == "failed" and "could not be loaded" in broken.error
+
+
+def test_flops_budget_is_respected():
+    scales = {"a": 1.0, "b": 1.001, "c": 1.002}
+    cap = 10.0 * 3 * (200 + 400 + 800 + 1600 + 3200)
+    result = select_adaptive(list(scales), SIZES, TARGET, make_buy(scales, []), method="ats", max_flops=cap)
+    assert result.flops <= cap
+
+
+def test_bad_arguments():
+    with pytest.raises(LensLLMError, match="no candidates"):
+        select_adaptive([], SIZES, TARGET, make_buy({}, []))
+    with pytest.raises(LensLLMError, match="must exceed the largest subset size"):
+        select_adaptive(["a"], SIZES, 100, make_buy({"a": 1.0}, []))

@@ -1,0 +1,174 @@
+"""The scaling laws: parameter recovery, intervals, serialisation, determinism, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lensllm_hf.laws import LAWS, AtSLaw, FitError, LensLLMLaw, PowerLaw, RectifiedLaw, ScalingLaw, detect_transition
+
+SIZES = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200], dtype=float)
+TARGET = 1_638_400.0
+
+
+def rectified(D, B, F, beta, E):
+    return B / (F + np.asarray(D, dtype=float) ** beta) + E
+
+
+def noisy(losses, sigma, seed):
+    return losses * np.exp(np.random.default_rng(seed).normal(0, sigma, len(losses)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    beta=st.floats(0.3, 0.9),
+    log_dl=st.floats(np.log(300), np.log(5000)),
+    E=st.floats(0.3, 1.5),
+    A=st.floats(1.0, 3.0),
+    seed=st.integers(0, 10_000),
+)
+def test_rectified_recovers_curve_and_slope(beta, log_dl, E, A, seed):
+    F = np.exp(beta * log_dl)
+    truth = rectified(SIZES, A * F, F, beta, E)
+    law = RectifiedLaw().fit(SIZES, noisy(truth, 0.003, seed))
+    # Inside the data the curve is recovered closely, and the slope of the power phase too.
+    assert np.max(np.abs(np.log(law.predict(SIZES) / truth))) < 0.02
+    assert law.params_["beta"] == pytest.approx(beta, rel=0.35)
+    # Extrapolation by 32x stays within the law's own 90 % interval.
+    far = np.array([1_638_400.0])
+    lo, hi = law.predict_interval(far, 0.9)
+    assert lo[0] <= rectified(far, A * F, F, beta, E)[0] <= hi[0]
+
+
+def test_rectified_exact_recovery_without_noise():
+    truth = rectified(SIZES, 40.0, 20.0, 0.5, 1.2)
+    law = RectifiedLaw().fit(SIZES, truth)
+    assert law.predict([TARGET])[0] == pytest.approx(rectified(TARGET, 40.0, 20.0, 0.5, 1.2), rel=1e-3)
+    assert law.params_["E"] == pytest.approx(1.2, rel=0.02)
+    assert law.params_["beta"] == pytest.approx(0.5, rel=0.02)
+
+
+@settings(max_examples=20, deadline=None)
+@given(B=st.floats(2.0, 20.0), beta=st.floats(0.1, 0.6), E=st.floats(0.2, 1.5), seed=st.integers(0, 10_000))
+def test_power_recovers(B, beta, E, seed):
+    D = SIZES[1:]
+    truth = B * D**-beta + E
+    law = PowerLaw().fit(D, noisy(truth, 0.002, seed))
+    assert np.max(np.abs(np.log(law.predict(D) / truth))) < 0.01
+    assert law.predict([TARGET])[0] == pytest.approx(B * TARGET**-beta + E, rel=0.08)
+
+
+def test_power_ignores_the_zero_shot_point():
+    truth = 5.0 * SIZES[1:] ** -0.3 + 1.0
+    law = PowerLaw().fit(SIZES, np.r_[9.0, truth])
+    assert 0.0 not in law.sizes_
+    assert law.params_["beta"] == pytest.approx(0.3, rel=1e-3)
+
+
+def test_lensllm_with_given_F_keeps_it_and_recovers_the_rest():
+    truth = rectified(SIZES, 6.0, 2.5, 0.35, 0.8)
+    law = LensLLMLaw(F=2.5).fit(SIZES, noisy(truth, 0.001, 1))
+    assert law.params_["F"] == 2.5
+    assert law.params_["beta"] == pytest.approx(0.35, rel=0.05)
+    assert law.params_["E"] == pytest.approx(0.8, rel=0.1)
+    # At D = 0 the curve gives the zero-shot loss B/F + E.
+    assert law.predict([0])[0] == pytest.approx(6.0 / 2.5 + 0.8, rel=0.01)
+
+
+def test_lensllm_rejects_a_non_positive_F():
+    with pytest.raises(FitError, match="F must be"):
+        LensLLMLaw(F=-1.0).fit(SIZES, rectified(SIZES, 6.0, 2.5, 0.35, 0.8))
+
+
+def test_ats_is_a_line_in_log_log_on_the_power_phase():
+    D = SIZES[1:]
+    flat = np.array([3.0, 2.99, 2.985])  # pre-power phase: barely moves
+    power = noisy(2.98 * (D[3:] / D[3]) ** -0.2, 0.002, 5)
+    law = AtSLaw().fit(D, np.r_[flat, power])
+    assert law.params_["transition_size"] == D[3]
+    assert law.params_["b"] == pytest.approx(-0.2, abs=0.01)
+    assert law.predict([TARGET])[0] == pytest.approx(2.98 * (TARGET / D[3]) ** -0.2, rel=0.05)
+
+
+def test_transition_detection_finds_the_knee():
+    D = np.array([200, 400, 800, 1600, 3200, 6400, 12800, 25600], dtype=float)
+    losses = noisy(np.where(D < 1600, 3.0 - 0.001 * np.log2(D / 200), 3.0 * (D / 1600) ** -0.15), 0.0005, 0)
+    assert detect_transition(D, losses) == 1600.0
+    # A noisy straight line throughout: all but the first point is power phase (as in AtS).
+    assert detect_transition(D, noisy(5 * D**-0.1, 0.002, 3)) == 400.0
+
+
+def test_interval_contains_prediction_and_widens_with_distance():
+    law = RectifiedLaw().fit(SIZES, noisy(rectified(SIZES, 40.0, 20.0, 0.5, 1.2), 0.01, 3))
+    sizes = np.array([1e5, 1e6, 1e7])
+    lo, hi = law.predict_interval(sizes, 0.9)
+    centre = law.predict(sizes)
+    assert np.all(lo < centre) and np.all(centre < hi)
+    assert np.all(np.diff(np.log(hi / lo)) > 0)
+    lo80, hi80 = law.predict_interval(sizes, 0.8)
+    assert np.all(lo80 > lo) and np.all(hi80 < hi)
+
+
+def test_interval_coverage_on_synthetic_curves():
+    """90 % intervals cover a held-out point 4x beyond the data in most of 60 noisy curves."""
+    hits = []
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        beta, F, E = rng.uniform(0.3, 0.8), rng.uniform(5, 200), rng.uniform(0.5, 1.5)
+        B = F * rng.uniform(1.0, 3.0)
+        observed = noisy(rectified(SIZES, B, F, beta, E), 0.01, seed)
+        law = RectifiedLaw().fit(SIZES[:-2], observed[:-2])
+        lo, hi = law.predict_interval([SIZES[-1]], 0.9)
+        hits.append(lo[0] <= observed[-1] <= hi[0])
+    assert 0.8 <= np.mean(hits) <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(LAWS))
+def test_round_trip_through_dict_predicts_the_same(name):
+    losses = noisy(rectified(SIZES, 40.0, 20.0, 0.5, 1.2), 0.005, 7)
+    law = LAWS[name]().fit(SIZES, losses)
+    again = ScalingLaw.from_dict(law.to_dict())
+    assert type(again) is type(law)
+    np.testing.assert_allclose(again.predict([TARGET, 1e5]), law.predict([TARGET, 1e5]), rtol=1e-9)
+    assert again.transition_size_ == law.transition_size_
+
+
+def test_unknown_law_in_dict_is_a_clear_error():
+    with pytest.raises(FitError, match="unknown law 'cubic'"):
+        ScalingLaw.from_dict({"law": "cubic", "params": {}})
+
+
+@pytest.mark.parametrize("name", sorted(LAWS))
+def test_fits_are_deterministic_bit_for_bit(name):
+    losses = noisy(rectified(SIZES, 40.0, 20.0, 0.5, 1.2), 0.02, 11)
+    a = LAWS[name]().fit(SIZES, losses)
+    b = LAWS[name]().fit(SIZES, losses.copy())
+    assert a.params_ == b.params_
+    assert a.predict_interval([TARGET]) == b.predict_interval([TARGET])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([3.0, np.nan, 2.0, 1.9], "NaN, infinite or <= 0"),
+    ([3.0, np.inf, 2.0, 1.9], "NaN, infinite or <= 0"),
+    ([3.0, -1.0, 2.0, 1.9], "NaN, infinite or <= 0"),
+    ([3.0, 2.5], "at least 3 are needed"),
+])
+def test_bad_points_raise_one_clear_error(bad, message):
+    with pytest.raises(ValueError, match=message):
+        RectifiedLaw().fit(SIZES[: len(bad)], bad)
+
+
+def test_predict_before_fit_says_what_to_do():
+    with pytest.raises(FitError, match="call fit"):
+        RectifiedLaw().predict([1000])
+
+
+def test_engine_does_not_import_torch():
+    code = ("import sys, lensllm_hf.laws, lensllm_hf.methods, lensllm_hf.bench, lensllm_hf.adaptive, lensllm_hf.cli; "
+            "lensllm_hf.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
