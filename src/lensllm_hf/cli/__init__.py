@@ -14,7 +14,7 @@ import sys
 from ..errors import LensLLMError
 
 #: Sub-command modules, in the order ``lensllm --help`` lists them.
-COMMANDS = ["fit", "bench"]
+COMMANDS = ["fit", "bench", "card"]
 
 
 def build_parser() -> argparse.ArgumentParser:

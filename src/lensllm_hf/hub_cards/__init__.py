@@ -1,0 +1,55 @@
+"""Fitted scaling laws as Hugging Face model-card metadata: written, pushed and read back.
+
+A card's YAML gets a ``lensllm`` key holding a list of fits (law, parameters, points,
+prediction, dataset, metric, adapter, version, date; see :mod:`.metadata` for the layout),
+one per (dataset, config, split, metric, adapter); the observed losses also go into the
+card's standard ``model-index``. Everything goes through ``huggingface_hub``'s ``ModelCard``,
+``ModelCardData``, ``EvalResult`` and ``metadata_update``.
+
+Example:
+    >>> from lensllm_hf.ranking import Ranking
+    >>> from lensllm_hf.hub_cards import fits_from_ranking, write_card, push_fits, load_fits, find_fit
+    >>> ranking = Ranking.read_json("fit.json")  # doctest: +SKIP
+    >>> fits = fits_from_ranking(ranking, "gpt2", dataset="imdb", split="test")  # doctest: +SKIP
+    >>> write_card("out/gpt2", fits)  # the local card  # doctest: +SKIP
+    >>> push_fits("alice/gpt2", fits)  # a commit to your repo, a pull request to others'  # doctest: +SKIP
+    >>> fit = find_fit(load_fits("alice/gpt2"), dataset="imdb", split="test")  # doctest: +SKIP
+    >>> fit.law.predict([1_638_400])  # doctest: +SKIP
+"""
+
+from .errors import (
+    CardError,
+    CardMetadataError,
+    HubAuthError,
+    HubError,
+    HubNotFoundError,
+    HubPermissionError,
+    HubUnavailableError,
+)
+from .hub import load_fits, push_fits
+from .local import card_with_fits, read_card, write_card
+from .metadata import METADATA_KEY, CardFit, eval_results_for, find_fit, fits_from_ranking, merge_fits, parse_fits
+from .trainer import push_to_hub_with_fits
+
+__all__ = [
+    "METADATA_KEY",
+    "CardError",
+    "CardFit",
+    "CardMetadataError",
+    "HubAuthError",
+    "HubError",
+    "HubNotFoundError",
+    "HubPermissionError",
+    "HubUnavailableError",
+    "card_with_fits",
+    "eval_results_for",
+    "find_fit",
+    "fits_from_ranking",
+    "load_fits",
+    "merge_fits",
+    "parse_fits",
+    "push_fits",
+    "push_to_hub_with_fits",
+    "read_card",
+    "write_card",
+]

@@ -1,0 +1,223 @@
+"""Fits on the Hub: :func:`push_fits` through ``huggingface_hub.metadata_update``, :func:`load_fits` back.
+
+The Hub address is huggingface_hub's (``HF_ENDPOINT``), the token ``token=`` or its usual
+lookup (``HF_TOKEN``, then ``hf auth login``). Every Hub failure becomes one
+:class:`~lensllm_hf.hub_cards.errors.HubError` line that names the cause and what to do;
+no message ever contains the token.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+from huggingface_hub import CommitInfo, HfApi, ModelCard, constants, get_token, metadata_update
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+)
+from huggingface_hub.repocard_data import eval_results_to_model_index
+
+from .errors import (
+    CardError,
+    CardMetadataError,
+    HubAuthError,
+    HubError,
+    HubNotFoundError,
+    HubPermissionError,
+    HubUnavailableError,
+)
+from .local import CARD_NAME, read_card
+from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, merge_fits, parse_fits
+
+try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError
+
+__all__ = ["load_fits", "push_fits"]
+
+#: Org roles that may commit to the org's repos.
+_WRITER_ROLES = {"admin", "write", "contributor"}
+
+
+def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: bool | None = None,
+              token: str | None = None, commit_message: str | None = None) -> CommitInfo:
+    """Publish fits in the model card of a Hub repo, keeping the card's other metadata.
+
+    The fits are merged into the card's ``lensllm`` block (the same (dataset, config, split,
+    metric, adapter) replaces its entry) and the observed losses into ``model-index``; the
+    card is then updated with ``huggingface_hub.metadata_update``, which only adds and updates
+    eval results: those of sizes a re-pushed fit no longer has stay (``write_card`` drops them).
+    The commit names the head it read, so a card changed meanwhile is never overwritten.
+
+    Args:
+        repo_id: the model repo, ``"namespace/name"``.
+        fits: one :class:`CardFit` or several (see :func:`fits_from_ranking`).
+        create_pr: True opens a pull request, False commits to ``main``; None (default) commits
+            when the token's user or one of its organisations owns ``repo_id``, else opens a PR.
+        token: a Hub token with write access; default: ``HF_TOKEN`` or the ``hf auth login`` one.
+        commit_message: the commit (or PR) title.
+
+    Returns:
+        The commit: ``.commit_url``, and ``.pr_url`` when a pull request was opened.
+
+    Raises:
+        HubError: no token, 401, 403, 404, network down, a 5xx, or the card changed meanwhile
+            (412); nothing was changed.
+        CardMetadataError: the card on the Hub has a malformed ``lensllm`` block.
+
+    Example:
+        >>> fits = fits_from_ranking(Ranking.read_json("fit.json"), "gpt2", dataset="imdb")  # doctest: +SKIP
+        >>> push_fits("alice/gpt2-imdb", fits).commit_url  # doctest: +SKIP
+        'https://huggingface.co/alice/gpt2-imdb/commit/...'
+    """
+    fits = as_fit_list(fits)
+    token = token or get_token()
+    if not token:
+        raise HubAuthError("no Hugging Face token: set HF_TOKEN to a token with write access or run "
+                           "'hf auth login'; nothing was changed on the Hub or here")
+    with _explained(repo_id, "pushing fits to", pushing=True):
+        api = HfApi()
+        if create_pr is None:
+            create_pr = not _may_commit(repo_id, api.whoami(token=token))
+        # The head of main before reading the card: the commit is refused if it moves (no lost update).
+        head = api.model_info(repo_id, token=token).sha
+        card = _hub_card(repo_id, token)
+        existing = parse_fits(card.data.get(METADATA_KEY), repo_id) if card else []  # malformed: stop here
+        model_name = (card.data.model_name if card else None) or repo_id
+        metadata = {
+            METADATA_KEY: [fit.to_dict() for fit in merge_fits(existing, fits)],
+            "model-index": eval_results_to_model_index(model_name, eval_results_for(fits)),
+        }
+        titles = ", ".join(sorted({fit.dataset for fit in fits}))
+        return metadata_update(repo_id, metadata, overwrite=True, token=token, create_pr=create_pr, parent_commit=head,
+                               commit_message=commit_message or f"Add LensLLM scaling-law fits ({titles})")
+
+
+def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -> list[CardFit]:
+    """The fits published in a model card, as :class:`CardFit` objects whose ``.law`` predicts.
+
+    Args:
+        repo_id_or_path: a Hub repo ID, a model folder, or a README.md path.
+        token: for private repos; default: ``HF_TOKEN`` or the ``hf auth login`` one.
+
+    Returns:
+        The fits in the card's order; empty when the card (or the folder's README.md) has none.
+
+    Example:
+        >>> fits = load_fits("alice/gpt2-imdb")  # doctest: +SKIP
+        >>> fit = find_fit(fits, dataset="imdb", split="test")  # doctest: +SKIP
+        >>> fit.law.predict([1_638_400])  # doctest: +SKIP
+        array([2.31...])
+    """
+    path = Path(repo_id_or_path)
+    if path.is_dir():
+        path = path / CARD_NAME
+        if not path.exists():
+            return []
+    if path.is_file():
+        card = read_card(path)
+        return parse_fits(card.data.get(METADATA_KEY), str(path))
+    repo_id = str(repo_id_or_path)
+    with _explained(repo_id, "reading the card of", pushing=False):
+        card = _hub_card(repo_id, token)
+    return parse_fits(card.data.get(METADATA_KEY), repo_id) if card else []
+
+
+def _hub_card(repo_id: str, token: str | None) -> ModelCard | None:
+    """The repo's card as huggingface_hub loads it, or None when the repo has no README.md."""
+    try:
+        return ModelCard.load(repo_id, token=token)
+    except RemoteEntryNotFoundError:  # not LocalEntryNotFoundError: that one means "could not ask the Hub"
+        return None
+    except HFValidationError:
+        raise CardError(f"{repo_id}: no such folder or file here, and not a Hub repo ID "
+                        "('namespace/name')") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise CardMetadataError(f"{repo_id}: the card's metadata is malformed ({' '.join(str(error).split())}); "
+                                "fix it on the Hub first") from None
+
+
+def _may_commit(repo_id: str, who: dict) -> bool:
+    """Whether the token's user may commit to ``repo_id`` directly (its own namespace or a writable org)."""
+    namespace = repo_id.split("/")[0] if "/" in repo_id else None
+    if namespace is None:
+        return False
+    if namespace == who.get("name"):
+        return True
+    return any(org.get("name") == namespace and org.get("roleInOrg") in _WRITER_ROLES for org in who.get("orgs", []))
+
+
+@contextmanager
+def _explained(repo_id: str, doing: str, *, pushing: bool) -> Iterator[None]:
+    """Turn huggingface_hub and network errors into one HubError line (never the raw response)."""
+    try:
+        yield
+    except CardError:
+        raise
+    except Exception as error:
+        hub_error = _as_hub_error(error, repo_id, doing, pushing)
+        if hub_error is None:
+            raise
+        raise hub_error from None
+
+
+def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool) -> HubError | None:
+    cause = _root_cause(error)
+    where = constants.ENDPOINT
+    safe = "; nothing was changed on the Hub or here" if pushing else ""
+    if isinstance(cause, OfflineModeIsEnabled):
+        return HubUnavailableError(f"{doing} {repo_id}: HF_HUB_OFFLINE is set; unset it to reach the Hub{safe}")
+    if isinstance(cause, TransportError):
+        return HubUnavailableError(f"{doing} {repo_id}: cannot reach the Hub at {where} ({type(cause).__name__}); "
+                                   f"check the network or HF_ENDPOINT and retry{safe}")
+    if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+        status = cause.response.status_code
+        if isinstance(cause, GatedRepoError):
+            return HubPermissionError(f"{doing} {repo_id}: the repo is gated; accept its conditions on the Hub "
+                                      f"with this account first{safe}")
+        if isinstance(cause, RepositoryNotFoundError) or status == 404:
+            return HubNotFoundError(f"{doing} {repo_id}: no such model repo on {where} ({status}), or it is private "
+                                    f"and the token cannot see it; check the ID or create the repo first{safe}")
+        if status == 401:
+            return HubAuthError(f"{doing} {repo_id}: the Hub rejected the token (401 Unauthorized); set HF_TOKEN to "
+                                f"a valid token or run 'hf auth login'{safe}")
+        if status == 403:
+            fix = "use a token with write access, or open a pull request (--pr / create_pr=True)" if pushing \
+                else "use a token that can read this repo"
+            return HubPermissionError(f"{doing} {repo_id}: the token may not do this (403 Forbidden); {fix}{safe}")
+        if status == 400:
+            reason = " ".join(str(cause.server_message or "").split())[:200]
+            return HubError(f"{doing} {repo_id}: the Hub rejected the card (400 Bad Request: {reason}){safe}")
+        if status == 412:
+            return HubError(f"{doing} {repo_id}: the card changed on the Hub while pushing (412); run it again "
+                            f"to merge with the new card{safe}")
+        if status >= 500:
+            return HubUnavailableError(f"{doing} {repo_id}: the Hub at {where} answered {status} (server error); "
+                                       f"try again later{safe}")
+        return HubError(f"{doing} {repo_id}: the Hub answered {status}{safe}")
+    if isinstance(error, LocalEntryNotFoundError):  # the Hub's answer was unusable and nothing is cached
+        return HubUnavailableError(f"{doing} {repo_id}: could not fetch the card from {where}; check the network "
+                                   f"or HF_ENDPOINT and retry{safe}")
+    return None
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The first Hub or network error in the chain (huggingface_hub wraps them), else ``error``."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, HfHubHTTPError | TransportError | OfflineModeIsEnabled):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return error

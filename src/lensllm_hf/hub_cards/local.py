@@ -1,0 +1,129 @@
+"""Fits in the README.md of a local model folder (a Trainer ``output_dir`` or a ``save_pretrained`` folder)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .errors import CardError, CardMetadataError
+from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, is_result_of, merge_fits, parse_fits
+
+__all__ = ["CARD_NAME", "card_with_fits", "read_card", "write_card"]
+
+#: The model card's file name in a model folder and on the Hub.
+CARD_NAME = "README.md"
+
+# A Jinja template for huggingface_hub's ModelCard.from_template: the YAML comes from CardData.
+_NEW_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+This card carries scaling-law fits made with `lensllm_hf` in its `lensllm` metadata: the test
+loss of this model fine-tuned on small subsets of a dataset, the law fitted to it, and the loss
+it predicts on the full dataset. Read them with `lensllm card show` or
+`lensllm_hf.hub_cards.load_fits`.
+"""
+
+
+def write_card(model_dir: str | os.PathLike, fits: CardFit | Iterable[CardFit]) -> Path:
+    """Write fits into ``model_dir/README.md``, keeping the card's body and its other metadata.
+
+    A fit replaces the card's fit with the same (dataset, config, split, metric, adapter);
+    others are added beside it. Without a README.md a short card is created. The file is
+    replaced in one step, and only after the new card has been re-read and validated, so a
+    malformed card is reported (naming the field) and left exactly as it was.
+
+    Args:
+        model_dir: a Trainer ``output_dir`` or a ``save_pretrained`` folder.
+        fits: one :class:`CardFit` or several (see :func:`fits_from_ranking`).
+
+    Returns:
+        The path of the README.md written.
+
+    Example:
+        >>> ranking = Ranking.read_json("fit.json")  # doctest: +SKIP
+        >>> write_card("out/gpt2", fits_from_ranking(ranking, "gpt2", dataset="imdb", split="test"))  # doctest: +SKIP
+        PosixPath('out/gpt2/README.md')
+    """
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise CardError(f"{folder}: no such folder; pass a Trainer output_dir or a save_pretrained folder")
+    fits = as_fit_list(fits)
+    path = folder / CARD_NAME
+    if path.exists():
+        card = read_card(path)
+    else:
+        card = ModelCard.from_template(ModelCardData(), template_str=_NEW_CARD_TEMPLATE,
+                                       model_name=fits[0].model or folder.resolve().name)
+    updated = card_with_fits(card, fits, source=str(path), model_name=fits[0].model or folder.resolve().name)
+    _replace_file(path, str(updated))
+    return path
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """Load a local card with huggingface_hub's own parsing; malformed metadata is a :class:`CardMetadataError`."""
+    try:
+        return ModelCard.load(Path(path))
+    except (ValueError, yaml.YAMLError) as error:
+        raise CardMetadataError(f"{path}: the card's metadata is malformed ({_one_line(error)}); "
+                                "fix it by hand first") from None
+
+
+def card_with_fits(card: ModelCard, fits: Iterable[CardFit], *, source: str, model_name: str) -> ModelCard:
+    """A new card: ``card`` with ``fits`` merged into its ``lensllm`` block and ``model-index``.
+
+    ``card`` itself is not changed. The result is checked the way huggingface_hub checks a card
+    it loads (``ModelCardData`` parses and validates ``model-index``) and its ``lensllm`` block
+    is read back, so nothing unreadable is ever written.
+
+    Args:
+        source: names the card in error messages (a path or a repo ID).
+        model_name: the ``model-index`` name when the card has none yet.
+    """
+    fits = as_fit_list(fits)
+    merged = merge_fits(parse_fits(card.data.get(METADATA_KEY), source), fits)
+    updated = ModelCard(card.content)  # a copy, so a failure below leaves the caller's card alone
+    data = updated.data
+    data[METADATA_KEY] = [fit.to_dict() for fit in merged]
+    # Results written for an earlier fit of the same key go: its sizes may differ from the new one.
+    kept = [r for r in data.eval_results or [] if not any(is_result_of(r, fit) for fit in fits)]
+    data.eval_results = _merge_results(kept, eval_results_for(fits))
+    data.model_name = data.model_name or model_name
+    try:
+        parse_fits(ModelCard(updated.content).data.get(METADATA_KEY), source)
+    except ValueError as error:  # a bug here, not the user's: say so rather than write it
+        raise CardMetadataError(f"{source}: the updated card does not validate ({_one_line(error)})") from None
+    return updated
+
+
+def _merge_results(existing: list[EvalResult], new: list[EvalResult]) -> list[EvalResult]:
+    """``existing`` with each new result updating the same metric, else appended (as ``metadata_update`` does)."""
+    merged = list(existing)
+    for result in new:
+        same = next((old for old in merged if old.is_equal_except_value(result)), None)
+        if same is None:
+            merged.append(result)
+        else:
+            same.metric_value = result.metric_value
+    return merged
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in one step: a crash leaves the old file, never half a card."""
+    tmp = path.with_name(f".{path.name}.lensllm-tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
