@@ -58,6 +58,7 @@ def select_adaptive(
     method: str = "default",
     level: float = LEVEL,
     start_points: int = 4,
+    start_share: float = 0.5,
     max_flops: float | None = None,
     params: Sequence[float] | None = None,
 ) -> AdaptiveResult:
@@ -72,6 +73,8 @@ def select_adaptive(
         method: the selection method fitted each round (see ``lensllm_hf.methods``).
         level: interval level used to decide which candidates could still win.
         start_points: how many of the smallest sizes every candidate gets first.
+        start_share: with ``max_flops``, every candidate keeps getting the next size while
+            that spends at most this share of the budget; the rest goes to the contenders.
         max_flops: stop buying once this many FLOPs are spent (None: only sizes limit it).
         params: parameter counts (kept in the ranking's table, used by ``modelsize``).
     """
@@ -111,9 +114,16 @@ def select_adaptive(
         projected = flops_per_example.get(models[row], 0.0) * sizes[col] if row is not None else 0.0
         return state.flops + projected <= max_flops
 
-    for row in range(len(models)):
-        for col in range(min(start_points, len(sizes))):
-            if models[row] not in failed and affordable(row, col):
+    # Every candidate first gets the smallest sizes, and then whole columns while they take at
+    # most `start_share` of the budget: a fair look at all before spending on the leaders.
+    for col in range(len(sizes)):
+        alive = [row for row in range(len(models)) if models[row] not in failed]
+        if col >= start_points:
+            projected = sum(flops_per_example.get(models[row], 0.0) * sizes[col] for row in alive)
+            if max_flops is None or state.flops + projected > start_share * max_flops:
+                break
+        for row in alive:
+            if affordable(row, col):
                 purchase(row, col)
 
     table = CurveTable(list(models), np.asarray(sizes), losses,

@@ -58,9 +58,10 @@ def run_bench(tables: Sequence[CurveTable], methods: Iterable[str] | None = None
     methods = list(methods or METHODS)
     jobs = [(table, methods, target, tuple(budgets)) for table in tables]
     workers = min(len(jobs), os.cpu_count() or 1)
-    if workers <= 1:
+    # fork needs no `if __name__ == "__main__"` guard in the caller's script; elsewhere run serially.
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [row for job in jobs for row in _bench_table(*job)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         return [row for rows in pool.map(_bench_table, *zip(*jobs)) for row in rows]
 
 
