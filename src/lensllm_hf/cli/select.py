@@ -1,0 +1,108 @@
+"""``lensllm select CONFIG.yaml``: fine-tune the candidates on small subsets and rank them.
+
+    lensllm select CONFIG.yaml [--output-dir DIR]              # the whole selection (resumes)
+    lensllm select CONFIG.yaml --only MODEL --size N           # one run, e.g. from 'lensllm plan'
+    lensllm select CONFIG.yaml --from-store                    # fit and rank what the store holds
+
+Writes ``selection.json`` (the ``lensllm fit --json`` shape), ``selection.png``,
+``selection.md`` and a model card per candidate (``cards/<model>/README.md``) into the output
+directory; the run records stay in its ``store/``, so running again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import LensLLMError
+
+__all__ = ["add_parser", "run", "write_outputs"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "select", help="fine-tune candidates on small subsets and rank them (the main job)",
+        description="Fine-tune every candidate of CONFIG.yaml on nested subsets, fit the scaling law and rank the "
+                    "candidates by predicted loss at the target size. Runs already recorded are skipped.")
+    parser.add_argument("config", metavar="CONFIG.yaml", help="the selection config (candidates, dataset, sizes, ...)")
+    add_common_options(parser)
+    parser.add_argument("--only", action="append", metavar="MODEL",
+                        help="make only this candidate's runs (repeatable); no ranking is written")
+    parser.add_argument("--size", action="append", type=int, metavar="N",
+                        help="make only the runs of this subset size (repeatable; 0 = zero-shot)")
+    parser.add_argument("--from-store", action="store_true", help="train nothing: fit and rank the recorded runs")
+    parser.add_argument("--strategy", choices=["grid", "adaptive"], help="override the config's strategy")
+    parser.set_defaults(run=run)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="outputs and the run store (default: the config's output_dir, else lensllm_out/<config>)")
+    parser.add_argument("--store", metavar="URL", help="the run store, a folder or fsspec URL (default: DIR/store)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="keep the Trainer's own logs and progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import SelectConfig
+
+    config = SelectConfig.from_yaml(args.config)
+    overrides = {"progress": not args.no_progress, "verbose": args.verbose}
+    if args.strategy:
+        overrides["strategy"] = args.strategy
+    selector = config.selector(output_dir=args.output_dir, store=args.store, **overrides)
+    out = Path(selector.output_dir)
+    if args.only or args.size:
+        made = selector.train(only=args.only, sizes=args.size)
+        failed = [r for r in made if r.status != "complete"]
+        for rec in made:
+            print(f"{rec.model_id} D={rec.train_size}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
+        for name, error in selector.failures_.items():
+            if not any(r.model_id == name for r in made):
+                print(f"{name}: failed ({error})")
+        print(f"records in {selector.store_}")
+        return 1 if failed or selector.failures_ else 0
+    result = selector.from_store() if args.from_store else selector.run()
+    return report(result, out, command="select")
+
+
+def report(result, out: Path, *, command: str) -> int:
+    """Print the ranking and where the files are; the exit code (2 when nothing was ranked)."""
+    paths = write_outputs(result, out)
+    print(result.fits.format())
+    saved = result.fraction_saved
+    print(f"\nFLOPs spent {result.flops:.3g}" + (f", {saved:.1%} saved against fine-tuning every candidate on "
+                                                 f"{result.target_size:,.0f} examples" if saved is not None else ""))
+    for c in result.fits.candidates:
+        if c.status != "complete":
+            print(f"lensllm {command}: warning: {c.model} not ranked: {c.error}", file=sys.stderr)
+    print("\nfiles:")
+    for label, path in paths.items():
+        print(f"  {label:<10} {path}")
+    if result.best is None:
+        print(f"lensllm {command}: error: no candidate could be ranked; see the errors above", file=sys.stderr)
+        return 2
+    print(f"\nbest: {result.best}")
+    return 0
+
+
+def write_outputs(result, out: Path) -> dict[str, Path]:
+    """selection.json, selection.md, selection.png and the model cards, in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"ranking": result.to_json(out / "selection.json")}
+    table = out / "selection.md"
+    table.write_text(result.to_markdown() + "\n", encoding="utf-8")
+    paths["table"] = table
+    result.plot(out / "selection.png")
+    paths["plot"] = out / "selection.png"
+    try:
+        cards = result.write_cards(out / "cards")
+    except LensLLMError as error:  # a card problem must not hide the ranking
+        print(f"warning: model cards not written: {error}", file=sys.stderr)
+    else:
+        if cards:
+            paths["cards"] = out / "cards"
+    if result.info.get("store"):
+        paths["store"] = Path(result.info["store"]) if "://" not in result.info["store"] else result.info["store"]
+    return paths

@@ -1,0 +1,211 @@
+"""What a selection returns: the ranking as a table, the best model, the compute spent, outputs.
+
+Example:
+    >>> result = selector.run()
+    >>> result.best
+    'EleutherAI/pythia-70m'
+    >>> result.ranking[["model", "predicted_loss", "interval_low", "interval_high"]]
+    >>> result.to_json("selection.json"); result.plot("selection.png")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..curves import CurveTable
+from ..errors import LensLLMError
+from ..ranking import Ranking, _clean
+
+__all__ = ["SelectionResult"]
+
+#: Columns of :attr:`SelectionResult.ranking`, in order.
+COLUMNS = ["model", "predicted_loss", "interval_low", "interval_high", "transition_size", "flops", "status",
+           "error"]
+
+
+@dataclass
+class SelectionResult:
+    """The outcome of :meth:`LensLLMSelector.run`.
+
+    Attributes:
+        fits: the :class:`~lensllm_hf.ranking.Ranking` (laws, parameters, points per candidate),
+            the object behind ``ranking``; its JSON is what ``lensllm fit --json`` writes.
+        table: the observed losses, candidate x subset size (NaN: not run).
+        target_size: the dataset size the predictions are for.
+        strategy: ``"grid"`` or ``"adaptive"``.
+        flops: FLOPs of the runs the decision used (the records' ``total_flos``).
+        full_flops: FLOPs of fine-tuning every ranked candidate on ``target_size`` examples,
+            extrapolated per candidate from its FLOPs per example.
+        bought: per candidate, the subset sizes run (0 is the zero-shot evaluation).
+        metric: what the losses are (``"eval_loss"`` or e.g. ``"1 - eval_accuracy"``).
+        level: the interval level.
+        info: dataset name, config and split, adapters per candidate (for model cards).
+
+    Example:
+        >>> result.best, f"{result.fraction_saved:.0%}"
+        ('gpt2', '91%')
+    """
+
+    fits: Ranking
+    table: CurveTable | None
+    target_size: float
+    strategy: str = "grid"
+    flops: float = 0.0
+    full_flops: float | None = None
+    bought: dict[str, list[int]] = field(default_factory=dict)
+    metric: str = "eval_loss"
+    level: float = 0.9
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> str | None:
+        """The candidate to fine-tune, or None when none could be ranked."""
+        return self.fits.best
+
+    @property
+    def fraction_saved(self) -> float | None:
+        """1 - flops / full_flops: the compute saved against fine-tuning every candidate on the target."""
+        if not self.full_flops or not math.isfinite(self.full_flops):
+            return None
+        return 1.0 - self.flops / self.full_flops
+
+    @property
+    def ranking(self):
+        """The ranking as a pandas DataFrame, best first, one row per candidate (failed ones last).
+
+        Columns: model, predicted_loss, interval_low, interval_high, transition_size, flops,
+        status, error; the index is the rank (1 = best), failed candidates have none.
+        """
+        import pandas as pd
+
+        rows = []
+        for c in self.fits.candidates:
+            interval = c.interval or [None, None]
+            rows.append([c.model, c.predicted_loss if c.predicted_loss is not None else c.score, interval[0],
+                         interval[1], c.transition_size, c.flops, c.status, c.error])
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        frame.index = pd.Index([i + 1 if s == "complete" else None for i, s in enumerate(frame["status"])],
+                               name="rank", dtype="Int64")
+        return frame
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ranking JSON of ``lensllm fit --json`` plus a ``selection`` block (compute, strategy)."""
+        data = self.fits.to_dict()
+        data["selection"] = _clean({
+            "strategy": self.strategy,
+            "metric": self.metric,
+            "level": self.level,
+            "flops": self.flops,
+            "full_flops": self.full_flops,
+            "fraction_saved": self.fraction_saved,
+            "bought": self.bought,
+            **{k: v for k, v in self.info.items() if k != "adapters"},
+        })
+        return data
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON; ``Ranking.read_json`` reads it back."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def to_markdown(self) -> str:
+        """A Markdown table of the ranking, with the compute summary under it."""
+        pct = f"{self.level:.0%}"
+        lines = [f"| # | model | predicted loss | {pct} interval | transition | FLOPs spent | status |",
+                 "|--:|:--|--:|:--|--:|--:|:--|"]
+        for i, c in enumerate(self.fits.candidates, start=1):
+            if c.status != "complete":
+                lines.append(f"| - | {_md(c.model)} | - | - | - | {_num(c.flops)} | failed: {_md(c.error or '')} |")
+                continue
+            value = c.predicted_loss if c.predicted_loss is not None else c.score
+            interval = f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]" if c.interval else "-"
+            source = f" ({c.source})" if c.source else ""
+            lines.append(f"| {i} | {_md(c.model)} | {value:.4f} | {interval} | {_num(c.transition_size)} | "
+                         f"{_num(c.flops)} | complete{_md(source)} |")
+        saved = self.fraction_saved
+        lines.append("")
+        lines.append(f"Target: {self.target_size:,.0f} examples; method: {self.fits.method}; strategy: {self.strategy}; "
+                     f"metric: {self.metric}.")
+        lines.append(f"FLOPs spent: {self.flops:.3g}" + (f" ({saved:.1%} saved against fine-tuning every candidate "
+                                                           f"on the target, {self.full_flops:.3g})" if saved is not None
+                                                           else "") + ".")
+        lines.append(f"Best: {self.best or 'none (no candidate could be ranked)'}")
+        return "\n".join(lines)
+
+    def plot(self, path: str | Path | None = None, **kwargs: Any):
+        """One PNG: loss against D (log-log) per candidate, fit, interval, transition, target.
+
+        Returns the matplotlib Figure; with ``path`` it is also saved there.
+        """
+        from ..plotting import plot_selection
+
+        return plot_selection(self, path, **kwargs)
+
+    def card_fits(self, model: str | None = None) -> list:
+        """The model-card fits of one candidate (default: the best), for ``hub_cards.push_fits``.
+
+        Example:
+            >>> from lensllm_hf.hub_cards import push_fits
+            >>> push_fits("alice/pythia-70m", result.card_fits("EleutherAI/pythia-70m"))  # doctest: +SKIP
+        """
+        from ..hub_cards import fits_from_ranking
+
+        model = model or self.best
+        if model is None:
+            raise LensLLMError("no candidate was ranked, so there is no fit to publish")
+        adapters: Mapping[str, str | None] = self.info.get("adapters", {})
+        return fits_from_ranking(self.fits, model, dataset=self.info.get("dataset") or "custom",
+                                 config=self.info.get("dataset_config"), split=self.info.get("dataset_split"),
+                                 metric=self.metric, adapter=adapters.get(model))
+
+    def write_cards(self, folder: str | Path) -> dict[str, Path]:
+        """A model card (README.md with the fitted law) per ranked candidate, under ``folder/<model>/``.
+
+        Through :mod:`lensllm_hf.hub_cards`; push one with ``lensllm card push`` or
+        ``hub_cards.push_fits(repo, result.card_fits(model))``. Returns the card path per candidate.
+        """
+        from ..hub_cards import write_card
+
+        written: dict[str, Path] = {}
+        for c in self.fits.ranked:
+            if not c.law or not c.params or c.source:
+                continue  # a baseline ranking (ZeroShot...) has no law; a published fit has its card
+            folder_of = Path(folder) / _slug(c.model)
+            folder_of.mkdir(parents=True, exist_ok=True)
+            written[c.model] = write_card(folder_of, self.card_fits(c.model))
+        return written
+
+    def __repr__(self) -> str:
+        ranked = ", ".join(c.model for c in self.fits.ranked[:5])
+        return f"SelectionResult(best={self.best!r}, ranked=[{ranked}], strategy={self.strategy!r}, flops={self.flops:.3g})"
+
+    def _repr_markdown_(self) -> str:  # notebooks show the table
+        return self.to_markdown()
+
+
+def require_ranked(result: SelectionResult) -> None:
+    if result.best is None:
+        errors = "; ".join(f"{c.model}: {c.error}" for c in result.fits.candidates) or "no candidates"
+        raise LensLLMError(f"no candidate could be ranked ({errors})")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.replace("/", "--")).strip("-.") or "model"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _num(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:,.0f}" if abs(value) < 1e6 else f"{value:.3g}"

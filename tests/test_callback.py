@@ -1,0 +1,392 @@
+"""LensLLMCallback on real Trainer runs with tiny models (CPU, a few steps each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from lensllm_hf import LensLLMCallback
+from lensllm_hf.callbacks import CallbackError
+from lensllm_hf.errors import LensLLMError
+from lensllm_hf.records import RecordError, has_record, list_records, load_table, read_record
+from tiny_models import (lm_collator, make_text_dataset, make_tiny_gpt2, make_tiny_t5, make_tokenizer,
+                         seq2seq_collator, tokenize_lm, tokenize_seq2seq)
+
+torch.set_num_threads(1)
+TESTS = Path(__file__).resolve().parent
+REQUIRED = ("schema_version", "model", "train_size", "evaluations", "final_eval_loss", "total_flos", "ntk", "status")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def gpt2_path(tmp_path_factory):
+    return make_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def data(tok):
+    return tokenize_lm(make_text_dataset(48, seed=1), tok), tokenize_lm(make_text_dataset(24, seed=2), tok)
+
+
+def make_trainer(path, tok, data, out, callbacks=(), eval_dataset="default", model=None, **args):
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    defaults = dict(per_device_train_batch_size=8, num_train_epochs=1, learning_rate=1e-3, save_strategy="no",
+                    use_cpu=True, disable_tqdm=True, logging_strategy="no", seed=0)
+    defaults.update(args)
+    train, ev = data
+    model = model if model is not None else AutoModelForCausalLM.from_pretrained(path)
+    return Trainer(model=model, args=TrainingArguments(str(out), **defaults), train_dataset=train,
+                   eval_dataset=ev if eval_dataset == "default" else eval_dataset, data_collator=lm_collator(tok),
+                   callbacks=list(callbacks))
+
+
+def record_of(out) -> dict:
+    return json.loads((Path(out) / "lensllm_record.json").read_text())
+
+
+def test_one_line_records_a_complete_run(gpt2_path, tok, data, tmp_path):
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, eval_strategy="steps", eval_steps=3)
+    trainer.add_callback(LensLLMCallback(probe_examples=8))
+    trainer.train()
+    rec = record_of(tmp_path)
+    assert all(key in rec for key in REQUIRED)
+    assert rec["status"] == "complete" and rec["error"] is None and rec["schema_version"] == 1
+    assert rec["model"]["id"] == gpt2_path and rec["model"]["architecture"] == "GPT2LMHeadModel"
+    assert rec["model"]["num_parameters"] == rec["model"]["trainable_parameters"] == trainer.model.num_parameters()
+    assert rec["train_size"] == 48 and rec["seed"] == 0 and rec["world_size"] == 1
+    assert rec["effective_batch_size"] == 8 and rec["adapter"] is None
+    assert rec["dataset"]["fingerprint"] == data[0]._fingerprint and rec["dataset"]["eval_num_rows"] == 24
+    assert [e["step"] for e in rec["evaluations"]] == [3, 6]
+    assert [e["examples_seen"] for e in rec["evaluations"]] == [24, 48]
+    assert rec["final_eval_loss"] == pytest.approx(trainer.evaluate()["eval_loss"], rel=1e-6)
+    assert rec["total_flos"] == trainer.state.total_flos > 0
+    assert 0 < rec["evaluations"][0]["total_flos"] < rec["evaluations"][1]["total_flos"] == rec["total_flos"]
+    ntk = rec["ntk"]
+    assert ntk["k"] == 8 and len(ntk["eigenvalues"]) == len(ntk["r"]) == 8
+    assert ntk["eta"] == 1e-3 and ntk["t"] == 6 and 0 <= ntk["F"] <= sum(x * x for x in ntk["r"])
+    assert ntk["lr_sum"] < ntk["eta"] * ntk["t"]  # linear decay: less than eta * t
+    assert rec["wall_time_s"] > 0 and rec["versions"]["transformers"]
+    assert rec["training"]["learning_rate"] == 1e-3 and len(rec["config_hash"]) == 10
+    # The manual evaluate() above fired on_evaluate again at the last step: still two evaluations.
+    assert len(record_of(tmp_path)["evaluations"]) == 2
+
+
+def test_store_name_and_load_table(gpt2_path, tok, data, tmp_path):
+    store = tmp_path / "store"
+    for size in (16, 32):
+        train = data[0].select(range(size))
+        trainer = make_trainer(gpt2_path, tok, (train, data[1]), tmp_path / f"out{size}",
+                               callbacks=[LensLLMCallback(store=store, model_name="tiny", probe_examples=4)])
+        if size == 16:
+            trainer.evaluate()  # before train(): becomes the run's zero-shot point
+        trainer.train()
+    paths = list_records(store)
+    assert [os.path.basename(p).split("__")[:3] for p in paths] == [["tiny", "D16", "seed0"], ["tiny", "D32", "seed0"]]
+    rec = read_record(paths[0])
+    assert has_record(store, "tiny", 16, 0, rec.config_hash)
+    assert not (tmp_path / "out16" / "lensllm_record.json").exists()
+    assert [e.step for e in rec.evaluations] == [0, 2] and rec.zero_shot_loss > rec.final_eval_loss
+    table = load_table(str(store))
+    assert table.models == ["tiny"] and table.sizes.tolist() == [0, 16, 32]
+    assert table.flops[0, 0] == 0 < table.flops[0, 1] < table.flops[0, 2] and table.ntk_F is not None
+
+
+def test_asks_for_a_final_evaluation_when_the_run_has_none(gpt2_path, tok, data, tmp_path):
+    # eval_strategy "no": the callback asks for one evaluation, at the last step.
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path / "a", callbacks=[LensLLMCallback(ntk_probe=False)],
+                           max_steps=4)
+    trainer.train()
+    rec = record_of(tmp_path / "a")
+    assert [e["step"] for e in rec["evaluations"]] == [4] and rec["final_eval_loss"] is not None
+    assert rec["ntk"] is None
+    # Steps strategy whose last step is not an evaluation step: the Trainer adds it, not twice.
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path / "b", callbacks=[LensLLMCallback(ntk_probe=False)],
+                           max_steps=5, eval_strategy="steps", eval_steps=2)
+    trainer.train()
+    assert [e["step"] for e in record_of(tmp_path / "b")["evaluations"]] == [2, 4, 5]
+
+
+def test_stopped_early_gets_its_final_evaluation_at_train_end(gpt2_path, tok, data, tmp_path):
+    from transformers import TrainerCallback
+
+    class StopAt2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                control.should_training_stop = True
+
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, callbacks=[StopAt2(), LensLLMCallback(ntk_probe=False)],
+                           eval_strategy="epoch")
+    trainer.train()
+    rec = record_of(tmp_path)
+    assert rec["evaluations"][-1]["step"] == 2 and rec["status"] == "complete"
+    assert len(rec["evaluations"]) == 1
+
+
+def test_stream_mode_records_a_whole_curve(gpt2_path, tok, data, tmp_path):
+    cb = LensLLMCallback(eval_at_examples=[8, 16, 32], store=tmp_path / "store", model_name="tiny", ntk_probe=False)
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, callbacks=[cb], per_device_train_batch_size=4)
+    trainer.train()
+    rec = read_record(list_records(tmp_path / "store")[0])
+    assert [(e.step, e.examples_seen, e.at_examples) for e in rec.evaluations] == [
+        (0, 0, None), (2, 8, 8), (4, 16, 16), (8, 32, 32), (12, 48, None)]
+    assert rec.zero_shot_loss == rec.evaluations[0].eval_loss
+    assert rec.stream == {"eval_at_examples": [8, 16, 32]}
+    table = load_table(tmp_path / "store")
+    assert table.sizes.tolist() == [0, 8, 16, 32, 48]
+    assert table.losses[0, -1] < table.losses[0, 0]
+
+
+def test_geometric_sizes(gpt2_path, tok, tmp_path):
+    train = tokenize_lm(make_text_dataset(450, seed=5, max_words=8), tok)
+    ev = tokenize_lm(make_text_dataset(8, seed=6, max_words=8), tok)
+    cb = LensLLMCallback(eval_at_examples="geometric", ntk_probe=False)
+    trainer = make_trainer(gpt2_path, tok, (train, ev), tmp_path, callbacks=[cb], per_device_train_batch_size=50,
+                           num_train_epochs=2)
+    trainer.train()
+    rec = record_of(tmp_path)
+    assert rec["stream"] == {"eval_at_examples": [200, 400]}  # sizes in the first pass only
+    assert [(e["examples_seen"], e["at_examples"]) for e in rec["evaluations"]] == [
+        (0, None), (200, 200), (400, 400), (900, None)]
+
+
+def test_gradient_accumulation(gpt2_path, tok, data, tmp_path):
+    cb = LensLLMCallback(eval_at_examples=[16], eval_on_start=False, probe_examples=4)
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, callbacks=[cb], per_device_train_batch_size=4,
+                           gradient_accumulation_steps=2, include_num_input_tokens_seen=True)
+    trainer.train()
+    rec = record_of(tmp_path)
+    assert rec["effective_batch_size"] == 8 and rec["training"]["gradient_accumulation_steps"] == 2
+    assert [(e["step"], e["examples_seen"]) for e in rec["evaluations"]] == [(2, 16), (6, 48)]
+    assert rec["ntk"]["t"] == 6
+    tokens = [e["tokens_seen"] for e in rec["evaluations"]]
+    assert 0 < tokens[0] < tokens[1] == trainer.state.num_input_tokens_seen
+
+
+def test_dict_of_eval_sets(gpt2_path, tok, data, tmp_path):
+    evals = {"small": data[1].select(range(8)), "big": data[1]}
+    cb = LensLLMCallback(eval_name="big", probe_examples=4)
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, callbacks=[cb], eval_dataset=evals,
+                           eval_strategy="steps", eval_steps=3)
+    trainer.train()
+    rec = record_of(tmp_path)
+    assert rec["metric"] == "eval_big_loss" and rec["dataset"]["eval_num_rows"] == 24
+    assert [e["step"] for e in rec["evaluations"]] == [3, 6]  # one entry per step, both sets merged
+    last = rec["evaluations"][-1]
+    assert {"eval_small_loss", "eval_big_loss"} <= set(last["metrics"])
+    assert rec["final_eval_loss"] == last["metrics"]["eval_big_loss"]
+    with pytest.raises(CallbackError, match="eval_name='nope'"):
+        make_trainer(gpt2_path, tok, data, tmp_path / "x", callbacks=[LensLLMCallback(eval_name="nope")],
+                     eval_dataset=evals).train()
+
+
+def test_same_final_loss_with_and_without_the_probe(gpt2_path, tok, data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    losses = []
+    for i, callbacks in enumerate(([], [LensLLMCallback(ntk_probe=False)], [LensLLMCallback(probe_examples=16)])):
+        # Dropout on, shuffled data: any RNG the probe consumed would change the result.
+        model = AutoModelForCausalLM.from_pretrained(gpt2_path, resid_pdrop=0.2, attn_pdrop=0.2, embd_pdrop=0.2)
+        trainer = make_trainer(gpt2_path, tok, data, tmp_path / str(i), callbacks=callbacks, model=model,
+                               num_train_epochs=2)
+        trainer.train()
+        losses.append(trainer.evaluate()["eval_loss"])
+        assert all(p.grad is None for p in trainer.model.parameters())
+    assert losses[0] == losses[1] == losses[2]
+    assert record_of(tmp_path / "2")["ntk"]["F"] is not None
+
+
+def test_peft_lora(gpt2_path, tok, data, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(gpt2_path),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], lora_dropout=0.1,
+                                      task_type="CAUSAL_LM"))
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, callbacks=[LensLLMCallback(probe_examples=4)],
+                           model=model)
+    trainer.train()
+    rec = record_of(tmp_path)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert rec["adapter"]["peft_type"] == "LORA" and rec["adapter"]["r"] == 4 and rec["adapter"]["lora_alpha"] == 8
+    assert rec["adapter"]["target_modules"] == ["c_attn"] and rec["adapter"]["trainable_parameters"] == trainable
+    assert rec["model"]["id"] == gpt2_path and rec["model"]["trainable_parameters"] == trainable
+    assert rec["ntk"]["n_params"] == trainable and rec["ntk"]["zero_gradient_parameters"] == 2
+    assert rec["status"] == "complete" and rec["ntk"]["F"] > 0
+
+
+def test_seq2seq_trainer_with_t5(tok, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(make_tiny_t5(tmp_path / "t5"))
+    train = tokenize_seq2seq(make_text_dataset(24, seed=7), tok)
+    ev = tokenize_seq2seq(make_text_dataset(8, seed=8), tok)
+    args = Seq2SeqTrainingArguments(str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=3,
+                                    learning_rate=1e-3, save_strategy="no", use_cpu=True, disable_tqdm=True,
+                                    eval_strategy="steps", eval_steps=3)
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train, eval_dataset=ev,
+                             data_collator=seq2seq_collator(tok, model), callbacks=[LensLLMCallback(probe_examples=4)])
+    trainer.train()
+    rec = record_of(tmp_path / "out")
+    assert rec["status"] == "complete" and rec["model"]["architecture"] == "T5ForConditionalGeneration"
+    assert rec["ntk"]["method"] == "loop" and rec["ntk"]["F"] >= 0 and rec["final_eval_loss"] > 0
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_no_eval_dataset_fails_before_training_unless_allowed(gpt2_path, tok, data, tmp_path):
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path / "a", callbacks=[LensLLMCallback()], eval_dataset=None)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.raises(CallbackError) as error:
+        trainer.train()
+    assert "eval_dataset=" in str(error.value) and "allow_no_eval=True" in str(error.value)
+    assert "\n" not in str(error.value) and isinstance(error.value, LensLLMError)
+    assert trainer.state.global_step == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path / "b", callbacks=[LensLLMCallback(allow_no_eval=True)],
+                           eval_dataset=None, logging_strategy="steps", logging_steps=2)
+    trainer.train()
+    rec = record_of(tmp_path / "b")
+    assert rec["status"] == "complete" and rec["evaluations"] == [] and rec["final_eval_loss"] is None
+    assert rec["ntk"] is None and rec["train_loss"] > 0
+    assert [p["step"] for p in rec["train_curve"]] == [2, 4, 6]
+
+
+def test_unwritable_output_dir_or_store_fails_before_training(gpt2_path, tok, data, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(RecordError) as error:  # given to the Trainer: fails at init
+        make_trainer(gpt2_path, tok, data, tmp_path / "out", callbacks=[LensLLMCallback(store=blocker / "store")])
+    assert "cannot write run records" in str(error.value) and "\n" not in str(error.value)
+
+    out = tmp_path / "gone"
+    trainer = make_trainer(gpt2_path, tok, data, out)  # the Trainer makes its output_dir at init...
+    out.rmdir()
+    out.write_text("...and something replaced it with a file")
+    trainer.add_callback(LensLLMCallback())  # added late: fails at train begin
+    with pytest.raises(RecordError, match="output_dir or store"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_bad_arguments():
+    with pytest.raises(CallbackError, match="'geometric' or a list"):
+        LensLLMCallback(eval_at_examples="log")
+    with pytest.raises(CallbackError, match="whole numbers > 0"):
+        LensLLMCallback(eval_at_examples=[100, -1])
+    with pytest.raises(CallbackError, match="at least 2"):
+        LensLLMCallback(probe_examples=1)
+
+
+def test_nan_eval_loss_is_recorded_honestly(gpt2_path, tok, data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gpt2_path)
+    with torch.no_grad():
+        model.lm_head.weight[5, 0] = float("nan")
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, callbacks=[LensLLMCallback(probe_examples=4)], model=model,
+                           max_steps=2)
+    trainer.train()  # no crash
+    rec = record_of(tmp_path)
+    assert rec["status"] == "failed" and "NaN" in rec["error"] and "learning rate" in rec["error"]
+    assert rec["final_eval_loss"] is None and rec["evaluations"][-1]["eval_loss"] is None
+    assert "not finite" in rec["ntk"]["error"] and rec["ntk"]["F"] is None
+    assert any("NaN" in w for w in rec["warnings"])
+
+
+def test_record_is_interrupted_while_running_and_failed_after_an_error(gpt2_path, tok, data, tmp_path):
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Peek(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(record_of(tmp_path)["status"])
+            if state.global_step == 2:
+                raise RuntimeError("disk on fire")
+
+    cb = LensLLMCallback(probe_examples=4)
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path, callbacks=[cb, Peek()])
+    with pytest.raises(RuntimeError):
+        trainer.train()
+    assert seen == ["interrupted", "interrupted"]
+    assert record_of(tmp_path)["status"] == "interrupted"  # a crash without a word leaves this
+    cb.mark_failed(RuntimeError("disk on fire"))  # what a planner that catches errors calls
+    rec = record_of(tmp_path)
+    assert rec["status"] == "failed" and rec["error"] == "RuntimeError: disk on fire"
+
+
+SCRIPT_PRELUDE = f"""
+import sys, torch
+sys.path.insert(0, {str(TESTS)!r})
+from tiny_models import lm_collator, make_text_dataset, make_tokenizer, tokenize_lm
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+from lensllm_hf import LensLLMCallback
+torch.set_num_threads(1)
+model_path, out, store = sys.argv[1], sys.argv[2], sys.argv[3]
+tok = make_tokenizer()
+train = tokenize_lm(make_text_dataset(32, seed=1), tok)
+ev = tokenize_lm(make_text_dataset(8, seed=2), tok)
+"""
+
+
+def test_uncaught_error_in_a_script_marks_the_record_failed(gpt2_path, tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(SCRIPT_PRELUDE + textwrap.dedent("""
+        collate = lm_collator(tok)
+        calls = []
+        def flaky(features):
+            calls.append(1)
+            if len(calls) == 4:
+                raise ValueError("corrupt example 17")
+            return collate(features)
+        args = TrainingArguments(out, per_device_train_batch_size=4, max_steps=6, save_strategy="no", use_cpu=True,
+                                 disable_tqdm=True)
+        Trainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args, train_dataset=train,
+                eval_dataset=ev, data_collator=flaky, callbacks=[LensLLMCallback(ntk_probe=False)]).train()
+    """))
+    proc = subprocess.run([sys.executable, str(script), gpt2_path, str(tmp_path / "out"), ""], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "corrupt example 17" in proc.stderr  # the usual traceback still shows
+    rec = record_of(tmp_path / "out")
+    assert rec["status"] == "failed" and rec["error"] == "ValueError: corrupt example 17"
+
+
+def test_two_processes_write_exactly_one_record(gpt2_path, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(SCRIPT_PRELUDE + textwrap.dedent("""
+        args = TrainingArguments(out, per_device_train_batch_size=4, max_steps=3, save_strategy="no", use_cpu=True,
+                                 disable_tqdm=True, learning_rate=1e-3)
+        Trainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args, train_dataset=train,
+                eval_dataset=ev, data_collator=lm_collator(tok),
+                callbacks=[LensLLMCallback(store=store, probe_examples=4)]).train()
+        print("process", args.process_index, "of", args.world_size)
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # accelerate 1.15 runs `--cpu --num_processes 2` as one process unless mpirun is set up;
+    # torchrun (--multi_gpu) with use_cpu=True gives two CPU processes over gloo.
+    proc = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), gpt2_path,
+                           str(tmp_path / "out"), str(tmp_path / "store")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "process 0 of 2" in proc.stdout and "process 1 of 2" in proc.stdout
+    files = list_records(tmp_path / "store")
+    assert len(files) == 1 and os.listdir(tmp_path / "store") == [os.path.basename(files[0])]
+    rec = read_record(files[0])
+    assert rec.status == "complete" and rec.world_size == 2 and rec.effective_batch_size == 8
+    assert rec.train_size == 32 and [e.examples_seen for e in rec.evaluations] == [24]
+    assert rec.ntk["F"] is not None and rec.total_flos > 0

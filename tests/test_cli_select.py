@@ -1,0 +1,161 @@
+"""``lensllm select`` and ``lensllm plan`` on a YAML config of tiny local models, and SIGKILL-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from lensllm_hf.cli import main  # noqa: E402
+from lensllm_hf.records import list_records, read_record  # noqa: E402
+
+from tiny_models import make_text_dataset, make_tiny_gpt2  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_config(folder: Path, *, epochs: int = 2, candidates=None, **extra) -> Path:
+    """A config with two tiny GPT-2s (given by paths relative to the config) and JSONL data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "models" / "small").exists():
+        make_tiny_gpt2(folder / "models" / "small", n_layer=1, n_embd=16, seed=0)
+        make_tiny_gpt2(folder / "models" / "large", n_layer=2, n_embd=64, seed=1)
+        (folder / "data").mkdir(exist_ok=True)
+        make_text_dataset(200, seed=0).to_json(folder / "data" / "train.jsonl")
+        make_text_dataset(32, seed=1).to_json(folder / "data" / "eval.jsonl")
+    config = {
+        "candidates": candidates or ["models/small", {"model": "models/large", "name": "large"}],
+        "dataset": {"files": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"}, "text_column": "text"},
+        "target_size": 4000, "min_size": 8, "budget": 32, "max_length": 32,
+        "training_args": {"per_device_train_batch_size": 8, "num_train_epochs": epochs, "learning_rate": 3e-3},
+        **extra,
+    }
+    path = folder / "select.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_select_writes_outputs_and_resumes(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg")
+    out = tmp_path / "out"
+    assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "best:" in printed and str(out / "selection.json") in printed and str(out / "selection.png") in printed
+    data = json.loads((out / "selection.json").read_text())
+    assert {c["model"] for c in data["ranking"]} == {"models/small", "large"}  # names as written in the config
+    assert (out / "selection.png").stat().st_size > 20_000
+    assert (out / "selection.md").read_text().startswith("| # | model |")
+    assert {p.parent.name for p in (out / "cards").glob("*/README.md")} == {"models--small", "large"}
+    stamps = {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")}
+    assert len(stamps) == 8
+
+    assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 0  # resumes: nothing to run
+    assert {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")} == stamps
+    assert json.loads((out / "selection.json").read_text())["best"] == data["best"]
+
+
+def test_plan_prints_one_command_per_run_and_from_store_ranks(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg")
+    out = tmp_path / "shared"
+    assert main(["plan", str(config), "--output-dir", str(out)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 2 * 4 and "--from-store" in captured.err
+    argv = shlex.split(lines[0])
+    assert argv[:2] == ["lensllm", "select"] and "--only" in argv and "--size" in argv
+    for line in lines:  # what a scheduler would do, anywhere that sees the store
+        assert main(shlex.split(line)[1:]) == 0
+    assert "D=0: complete" in capsys.readouterr().out
+    assert main(["plan", str(config), "--output-dir", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == ""  # nothing left to run
+    assert main(["select", str(config), "--output-dir", str(out), "--from-store", "--no-progress"]) == 0
+    assert json.loads((out / "selection.json").read_text())["best"] in {"models/small", "large"}
+
+
+def test_select_only_rejects_an_unknown_candidate(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg")
+    capsys.readouterr()
+    assert main(["select", str(config), "--output-dir", str(tmp_path / "o"), "--only", "gpt5", "--size", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "gpt5: not a candidate" in err and len(err.splitlines()) == 1
+
+
+def test_nothing_ranked_exits_nonzero_but_writes_the_failures(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg", candidates=["./no-such-model", "./neither"])
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 2
+    assert "no candidate could be ranked" in capsys.readouterr().err
+    assert json.loads((out / "selection.json").read_text())["best"] is None
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("candidates: [gpt2\n", "not valid YAML"),
+    ("- just a list\n", "must be a YAML mapping"),
+    ("candidates: [gpt2]\n", "'dataset' is missing"),
+    ("candidates: [gpt2]\ndataset: {files: {train: nope.jsonl}}\n", "does not exist"),
+    ("candidates: [gpt2]\ndataset: wikitext\nbudgets: 3\n", "unknown key(s) budgets"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    assert main(["select", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_sigkill_mid_selection_then_rerun_completes_and_skips_recorded_runs(tmp_path):
+    # Enough epochs that each run lasts a moment, so the kill lands inside one.
+    config = write_config(tmp_path / "cfg", epochs=25)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-m", "lensllm_hf.cli", "select", str(config), "--output-dir", str(out), "--no-progress"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    complete: dict[str, int] = {}
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "store").is_dir():
+                found = {p: read_record(p).status for p in list_records(out / "store")}
+                complete = {p: os.stat(p).st_mtime_ns for p, status in found.items() if status == "complete"}
+                if len(complete) >= 3 and "interrupted" in found.values():  # killed inside a training run
+                    break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the selection ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    after_kill = list_records(out / "store")
+    statuses = [read_record(p).status for p in after_kill]  # every file parses: nothing half-written
+    assert statuses.count("complete") >= len(complete) and set(statuses) <= {"complete", "interrupted"}
+    assert statuses.count("interrupted") == 1  # the run in flight, and only it, is lost
+    kept = {p: os.stat(p).st_mtime_ns for p in after_kill if read_record(p).status == "complete"}
+
+    assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 0
+    final = list_records(out / "store")
+    assert len(final) == 8 and all(read_record(p).status == "complete" for p in final)
+    assert all(os.stat(p).st_mtime_ns == stamp for p, stamp in kept.items())  # recorded runs were skipped
+    assert json.loads((out / "selection.json").read_text())["best"] is not None

@@ -1,0 +1,98 @@
+"""``lensllm demo``: the whole selection offline, its outputs, resume and determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from lensllm_hf.cli import main  # noqa: E402
+from lensllm_hf.demo import DEMO_MODELS, build_tokenizer, number_words, task_texts  # noqa: E402
+from lensllm_hf.records import list_records  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One demo run as a user would start it: a fresh process, offline."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg"}
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "lensllm_hf.cli", "demo", "--output-dir", str(out), "--no-progress"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    return out, done, time.perf_counter() - t0
+
+
+def test_demo_prints_the_ranking_and_where_the_files_are(demo):
+    out, done, seconds = demo
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert seconds < 300  # the budget on 2 CPU cores (about a minute here)
+    for spec in DEMO_MODELS:
+        assert spec.name in done.stdout
+    assert "best: tiny-" in done.stdout
+    for name in ("selection.json", "selection.png", "selection.md"):
+        assert str(out / name) in done.stdout and (out / name).stat().st_size > 0
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_outputs_are_those_of_select(demo):
+    out, done, _ = demo
+    data = json.loads((out / "selection.json").read_text())
+    assert {c["model"] for c in data["ranking"]} == {spec.name for spec in DEMO_MODELS}
+    assert all(c["status"] == "complete" for c in data["ranking"])
+    assert data["selection"]["fraction_saved"] > 0.5
+    assert len({p.parent.name for p in (out / "cards").glob("*/README.md")}) == len(DEMO_MODELS)
+    # Four architectures of different sizes, and every run recorded (zero-shot plus 6 subset sizes).
+    architectures = {json.loads((out / "models" / s.name / "config.json").read_text())["model_type"]
+                     for s in DEMO_MODELS}
+    assert architectures == {"gpt2", "llama", "gpt_neox", "opt"}
+    assert len(list_records(out / "store")) == len(DEMO_MODELS) * 7
+    # The config it wrote is a 'lensllm select' config: selecting again from its store gives the same.
+    before = (out / "selection.json").read_text()
+    assert main(["select", str(out / "config.yaml"), "--output-dir", str(out), "--from-store", "--no-progress"]) == 0
+    assert json.loads((out / "selection.json").read_text())["ranking"] == json.loads(before)["ranking"]
+
+
+def test_demo_rerun_resumes_without_training(demo, capsys):
+    out, _, _ = demo
+    stamps = {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")}
+    best = json.loads((out / "selection.json").read_text())["best"]
+    t0 = time.perf_counter()
+    assert main(["demo", "--output-dir", str(out), "--no-progress"]) == 0
+    assert time.perf_counter() - t0 < 30
+    assert {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")} == stamps
+    assert f"best: {best}" in capsys.readouterr().out
+
+
+def test_demo_selection_is_deterministic(demo, tmp_path):
+    """The same models and data, trained again from scratch (store removed), give the same losses."""
+    out, _, _ = demo
+    again = tmp_path / "again"
+    shutil.copytree(out, again, ignore=shutil.ignore_patterns("store", "cards", "selection.*"))
+    assert main(["select", str(again / "config.yaml"), "--output-dir", str(again), "--no-progress",
+                 "--only", "tiny-gpt2"]) == 0
+    for size in (0, 32, 1024):
+        name = f"tiny-gpt2__D{size}__"
+        (first,) = [p for p in list_records(out / "store") if Path(p).name.startswith(name)]
+        (second,) = [p for p in list_records(again / "store") if Path(p).name.startswith(name)]
+        a, b = json.loads(Path(first).read_text()), json.loads(Path(second).read_text())
+        assert Path(first).name == Path(second).name  # same config hash: same data, same arguments
+        assert a["final_eval_loss"] == pytest.approx(b["final_eval_loss"], rel=1e-6)
+
+
+def test_demo_text_and_tokenizer_are_fixed():
+    assert number_words(412) == "four hundred twelve" and number_words(70) == "seventy"
+    assert task_texts(3, seed=1) == task_texts(3, seed=1)
+    tokenizer = build_tokenizer()
+    ids = tokenizer("412 in words : four hundred twelve .")["input_ids"]
+    assert "<unk>" not in tokenizer.convert_ids_to_tokens(ids) and ids[-1] == tokenizer.eos_token_id
+    assert len(ids) == 3 + 3 + 3 + 1 + 1  # one token per digit and per word, then <eos>
