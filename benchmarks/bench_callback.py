@@ -7,10 +7,10 @@ Targets (issue 3), CPU only, about 6 minutes on 2 cores:
 
 1. overhead of the callback without probe and without extra evaluations: under 1 % of the wall
    time of a tiny GPT-2 run of at least 30 s (measured two ways: time spent inside the
-   callback's hooks, and the wall and CPU-time difference with runs without the callback);
+   callback's hooks, and the time per step against runs without the callback);
 2. the NTK probe (k = 16): its time as a share of that run and its peak extra memory (RSS);
 3. the same probe on a 124M-parameter GPT-2 (GPT-2 small config, random weights) on CPU, in
-   a 20-step subset run, with the default 2 GiB probe budget and with 4 GiB;
+   a 12-step subset run, with the default 2 GiB probe budget and with 4 GiB;
 4. stream mode (one run, ``eval_at_examples``) against separate runs on nested subsets of the
    tiny model: the two curves side by side, for a linear-decay schedule, a constant one, and
    three epochs.
@@ -135,11 +135,29 @@ def probe_run(model, tok, train, ev, out, steps: int) -> dict:
             "method": rec.ntk["method"], "F": rec.ntk["F"]}
 
 
+class StopAfter(TrainerCallback):
+    """Stops training after ``seconds`` of wall time and times the steps (first in the callback list)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.end, self.cpu_end, self.steps = time.perf_counter(), time.process_time(), state.global_step
+        if self.end - self.begin >= self.seconds:
+            # End with an evaluation, as a real run does, so LensLLMCallback adds none of its own.
+            control.should_training_stop = control.should_evaluate = True
+
+
 def overhead(tok, tmp: Path, target_seconds: float) -> dict:
     """Callback without probe or extra evaluations, against no callback, on >= target_seconds runs.
 
-    One thread, runs in the order without / with / with / without (drift cancels), each timed
-    in wall and in process CPU time (less sensitive to other work on a shared machine).
+    One thread; each run trains for ``target_seconds`` of wall time and is timed from train begin
+    (the callback's set-up included) to its last step, in steps per second of wall and of process
+    CPU time (less sensitive to other work on a shared machine). Runs go without / with / with /
+    without, so a drift in machine load cancels.
     """
     path = make_tiny_gpt2(tmp / "tiny")
     train = tokenize_lm(make_text_dataset(512, seed=1), tok)
@@ -147,39 +165,40 @@ def overhead(tok, tmp: Path, target_seconds: float) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
-    def run(steps, callbacks, out):
+    def run(seconds, callbacks, out):
+        clock = StopAfter(seconds)
         trainer = trainer_for(AutoModelForCausalLM.from_pretrained(path), tok, train, ev, tmp / out,
-                              callbacks=callbacks, max_steps=steps, eval_strategy="steps", eval_steps=steps,
-                              logging_strategy="steps", logging_steps=50)
-        wall, cpu = time.perf_counter(), time.process_time()
+                              callbacks=[clock, *callbacks], max_steps=10**6, logging_strategy="steps",
+                              logging_steps=50)
         trainer.train()
-        return time.perf_counter() - wall, time.process_time() - cpu
+        return {"wall_s": clock.end - clock.begin, "cpu_s": clock.cpu_end - clock.cpu_begin, "steps": clock.steps}
 
-    run(100, [], "warm-up")
-    per_step = run(300, [], "calibrate")[0] / 300
-    steps = int(math.ceil(target_seconds * 1.25 / per_step))  # margin: the machine may speed up
+    run(3, [], "warm-up")
     TimedLensLLMCallback.hook_seconds = 0.0
-    times = {"without": [], "with": []}
+    runs = {"without": [], "with": []}
     for kind in ("without", "with", "with", "without"):
         callbacks = [TimedLensLLMCallback(ntk_probe=False)] if kind == "with" else []
-        times[kind].append(run(steps, callbacks, kind))
+        runs[kind].append(run(target_seconds, callbacks, kind))
     torch.set_num_threads(threads)
-    wall = {k: statistics.fmean(w for w, _ in v) for k, v in times.items()}
-    cpu = {k: statistics.fmean(c for _, c in v) for k, v in times.items()}
+
+    def per_step(kind, clock):
+        return sum(r[clock] for r in runs[kind]) / sum(r["steps"] for r in runs[kind])
+
+    wall_with = statistics.fmean(r["wall_s"] for r in runs["with"])
     hook = TimedLensLLMCallback.hook_seconds / 2  # per run
     result = {
-        "steps": steps,
-        "runs": {k: [{"wall_s": w, "cpu_s": c} for w, c in v] for k, v in times.items()},
-        "wall_without_s": wall["without"],
-        "wall_with_s": wall["with"],
-        "min_run_wall_s": min(w for v in times.values() for w, _ in v),
+        "runs": runs,
+        "min_run_wall_s": min(r["wall_s"] for v in runs.values() for r in v),
+        "ms_per_step_without": 1000 * per_step("without", "wall_s"),
+        "ms_per_step_with": 1000 * per_step("with", "wall_s"),
+        "wall_difference_pct": 100 * (per_step("with", "wall_s") / per_step("without", "wall_s") - 1),
+        "cpu_difference_pct": 100 * (per_step("with", "cpu_s") / per_step("without", "cpu_s") - 1),
         "hook_seconds": hook,
-        "hook_share_pct": 100 * hook / wall["with"],
-        "wall_difference_pct": 100 * (wall["with"] - wall["without"]) / wall["without"],
-        "cpu_difference_pct": 100 * (cpu["with"] - cpu["without"]) / cpu["without"],
+        "hook_share_pct": 100 * hook / wall_with,
+        "wall_with_s": wall_with,
     }
     probe = probe_run(AutoModelForCausalLM.from_pretrained(path), tok, train, ev, tmp / "probe", steps=5)
-    probe["share_of_run_pct"] = 100 * probe["probe_seconds"] / wall["with"]
+    probe["share_of_run_pct"] = 100 * probe["probe_seconds"] / wall_with
     result["probe"] = probe
     return result
 
@@ -253,7 +272,7 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "bench_callback.json"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny-seconds", type=float, default=30.0)
-    parser.add_argument("--big-train-size", type=int, default=160, help="examples of the 124M run (batch 8)")
+    parser.add_argument("--big-train-size", type=int, default=96, help="examples of the 124M run (batch 8)")
     parser.add_argument("--skip-big", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -274,12 +293,14 @@ def main() -> None:
         results["stream_vs_nested"] = sv = stream_vs_nested(tok, tmp)
     results["bench_seconds"] = time.perf_counter() - started
 
-    print(f"\n== Callback overhead, tiny GPT-2, 1 thread ({ov['steps']} steps per run, no probe, no extra evaluation) ==")
-    print(f"  wall without callback   {ov['wall_without_s']:8.2f} s   (mean of 2 runs; shortest run {ov['min_run_wall_s']:.1f} s)")
-    print(f"  wall with callback      {ov['wall_with_s']:8.2f} s   (mean of 2 runs)")
-    print(f"  difference              wall {ov['wall_difference_pct']:+.2f} %, process CPU time {ov['cpu_difference_pct']:+.2f} % "
-          "(run-to-run noise included)")
-    print(f"  time inside its hooks   {ov['hook_seconds']:8.3f} s   = {ov['hook_share_pct']:.3f} % of the run")
+    print("\n== Callback overhead, tiny GPT-2, 1 thread (no probe, no extra evaluation; 2 runs each, "
+          f"shortest {ov['min_run_wall_s']:.1f} s) ==")
+    print(f"  time per step without callback  {ov['ms_per_step_without']:7.3f} ms")
+    print(f"  time per step with callback     {ov['ms_per_step_with']:7.3f} ms")
+    print(f"  difference                      wall {ov['wall_difference_pct']:+.2f} %, process CPU time "
+          f"{ov['cpu_difference_pct']:+.2f} % (run-to-run noise included)")
+    print(f"  time inside its hooks           {ov['hook_seconds']:7.3f} s per run = {ov['hook_share_pct']:.3f} % "
+          "of the run")
     rows = [("tiny GPT-2", ov["probe"], ov["probe"]["share_of_run_pct"])]
     if "big" in results:
         big = results["big"]

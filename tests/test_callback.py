@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -146,6 +147,11 @@ def test_stream_mode_records_a_whole_curve(gpt2_path, tok, data, tmp_path):
     table = load_table(tmp_path / "store")
     assert table.sizes.tolist() == [0, 8, 16, 32, 48]
     assert table.losses[0, -1] < table.losses[0, 0]
+    # The extra evaluations put the RNG back (dropout is on, data shuffled): the training is the
+    # one a run without the callback makes.
+    plain = make_trainer(gpt2_path, tok, data, tmp_path / "plain", per_device_train_batch_size=4)
+    plain.train()
+    assert plain.evaluate()["eval_loss"] == rec.final_eval_loss
 
 
 def test_geometric_sizes(gpt2_path, tok, tmp_path):
@@ -373,13 +379,17 @@ def test_two_processes_write_exactly_one_record(gpt2_path, tmp_path):
         Trainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args, train_dataset=train,
                 eval_dataset=ev, data_collator=lm_collator(tok),
                 callbacks=[LensLLMCallback(store=store, probe_examples=4)]).train()
-        print("process", args.process_index, "of", args.world_size)
+        sys.stdout.write(f"process {args.process_index} of {args.world_size}\n")  # one write: no interleaving
+        sys.stdout.flush()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port: other test runs on this machine may hold 29500
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     # accelerate 1.15 runs `--cpu --num_processes 2` as one process unless mpirun is set up;
     # torchrun (--multi_gpu) with use_cpu=True gives two CPU processes over gloo.
     proc = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), gpt2_path,
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, str(script), gpt2_path,
                            str(tmp_path / "out"), str(tmp_path / "store")],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,13 +12,22 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from lensllm_hf.cli import main  # noqa: E402
 from lensllm_hf.demo import DEMO_MODELS, build_tokenizer, number_words, task_texts  # noqa: E402
 from lensllm_hf.records import list_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # What the demo itself does: tiny models, one intra-op thread (see lensllm_hf.demo.run_demo).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +105,15 @@ def test_demo_text_and_tokenizer_are_fixed():
     ids = tokenizer("412 in words : four hundred twelve .")["input_ids"]
     assert "<unk>" not in tokenizer.convert_ids_to_tokens(ids) and ids[-1] == tokenizer.eos_token_id
     assert len(ids) == 3 + 3 + 3 + 1 + 1  # one token per digit and per word, then <eos>
+
+
+def test_demo_models_are_built_the_same_every_time(tmp_path):
+    from safetensors.torch import load_file
+
+    from lensllm_hf.demo import build_models
+
+    spec = next(s for s in DEMO_MODELS if s.family == "opt")  # the quickest to pre-train
+    first = build_models(tmp_path / "a", specs=(spec,), log=lambda _: None)[spec.name]
+    second = build_models(tmp_path / "b", specs=(spec,), log=lambda _: None)[spec.name]
+    a, b = load_file(f"{first}/model.safetensors"), load_file(f"{second}/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -93,9 +93,9 @@ class DatasetConfig:
                 evalset = (datasets.load_dataset(self.id, self.config, split=self.eval_split, revision=self.revision)
                            if self.eval_split else None)
             except Exception as error:  # network, unknown ID or split: one line
-                raise ConfigError(f"cannot load the dataset {self.id!r} (config {self.config!r}, split {self.split!r}): "
-                                  f"{_one_line(error)}; check dataset.id/config/split, or use dataset.files offline"
-                                  ) from None
+                raise ConfigError(f"cannot load the dataset {self.id!r} (config {self.config!r}, split "
+                                  f"{self.split!r}): {_one_line(error)}; check dataset.id/config/split, or use "
+                                  "dataset.files offline") from None
         if evalset is not None and self.eval_rows is not None:
             evalset = evalset.select(range(min(self.eval_rows, len(evalset))))
         return train, evalset
@@ -256,7 +256,8 @@ def _resolve_candidate(item: Any, base: Path) -> Any:
         if resolved != item["model"]:
             from .selector.candidates import Candidate
 
-            item.setdefault("name", Candidate(item["model"], peft_config=item.get("peft", item.get("peft_config"))).name)
+            adapter = item.get("peft", item.get("peft_config"))
+            item.setdefault("name", Candidate(item["model"], peft_config=adapter).name)
             item["model"] = resolved
         return item
     return item

@@ -1,4 +1,4 @@
-"""The embedded default: a whole selection among tiny local models, offline, in about two minutes.
+"""The embedded default: a whole selection among tiny local models, offline, in about a minute on CPU.
 
 ``lensllm demo`` builds four small causal LMs of different architectures and sizes (GPT-2,
 Llama, GPT-NeoX/Pythia and OPT configs), pre-trains each briefly on a general text so they

@@ -87,7 +87,9 @@ def plot_selection(result: Any, path: str | Path | None = None, *, title: str | 
                 t = float(c.transition_size)
                 ax.plot([t], law.predict([t]), "v", color=colour, ms=9, mec="black", mew=0.6, zorder=4)
             if c.predicted_loss is not None and c.interval:
-                ax.errorbar([target], [c.predicted_loss], yerr=[[c.predicted_loss - c.interval[0]],
+                # Side by side around the target line, so overlapping intervals stay readable.
+                x = target * 1.07 ** (i - (len(candidates) - 1) / 2)
+                ax.errorbar([x], [c.predicted_loss], yerr=[[c.predicted_loss - c.interval[0]],
                                                                 [c.interval[1] - c.predicted_loss]],
                             fmt="D", color=colour, ms=6, capsize=4, lw=1.6, zorder=5)
                 ys.extend([c.interval[0], c.interval[1]])
@@ -111,8 +113,8 @@ def plot_selection(result: Any, path: str | Path | None = None, *, title: str | 
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
     best = fits.best
-    fig.suptitle(title or (f"LensLLM selection: fine-tune {best}" if best else "LensLLM selection: no candidate ranked"),
-                 x=0.01, ha="left", fontsize=13, fontweight="bold")
+    headline = f"LensLLM selection: fine-tune {best}" if best else "LensLLM selection: no candidate ranked"
+    fig.suptitle(title or headline, x=0.01, ha="left", fontsize=13, fontweight="bold")
     saved = result.fraction_saved
     subtitle = (f"method {fits.method}, strategy {result.strategy}, {result.level:.0%} intervals; "
                 f"FLOPs spent {result.flops:.3g}" + (f" ({saved:.0%} saved vs. fine-tuning all on the target)"

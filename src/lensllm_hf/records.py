@@ -115,6 +115,26 @@ class RunRecord:
     makes it reproducible and comparable. Build one with keywords; :meth:`to_dict` gives the JSON
     document and :meth:`from_dict` checks and rebuilds it.
 
+    Attributes:
+        model: ``id`` (the row name in curve tables), ``name_or_path``, ``revision``,
+            ``architecture``, ``num_parameters``, ``trainable_parameters``.
+        train_size: the subset size D (None when unknown).
+        status: one of :data:`STATUSES`; ``error`` says why when ``failed``.
+        adapter: the PEFT summary (``peft_type``, ``r``, ``lora_alpha``, ``target_modules``, ...,
+            ``trainable_parameters``), or None.
+        dataset: ``fingerprint`` and ``num_rows`` of the training set, same for the eval set.
+        seed, world_size, effective_batch_size, config_hash, training: the run's set-up
+            (``training`` holds the arguments the config hash covers).
+        metric: the key of the loss in the evaluations' metrics.
+        evaluations: every evaluation, one per step (see :class:`Evaluation`).
+        final_eval_loss: the loss of the evaluation at the last step; None if NaN or missing.
+        train_loss, train_curve: the Trainer's training loss, and the logged losses per step.
+        total_flos: the Trainer's FLOP count for the whole run.
+        ntk: the NTK probe (``F``, ``eta``, ``t``, ``eigenvalues``, ``r``, ``coefficients``, ...,
+            or ``{"F": None, "error": ...}``), None when the probe was off.
+        stream: ``{"eval_at_examples": [...]}`` for a stream-mode run.
+        wall_time_s, started_at, finished_at, versions, warnings: bookkeeping.
+
     Example:
         >>> rec = RunRecord(model={"id": "gpt2"}, train_size=800, seed=0, status="complete",
         ...                 evaluations=[Evaluation(step=50, examples_seen=800, eval_loss=2.9)],

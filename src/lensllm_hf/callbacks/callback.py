@@ -3,7 +3,8 @@
 A plain :class:`transformers.TrainerCallback` in the style of ``integration_utils``: it sets up on
 the first event, imports its heavy parts lazily, and only the main process writes. It never
 changes training: the only thing it asks of the Trainer is an evaluation (``should_evaluate``)
-where the run would otherwise end without one, or at the stream-mode sizes you request.
+where the run would otherwise end without one, or at the stream-mode sizes you request, and
+such an evaluation puts the global RNG back when it is done.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class LensLLMCallback(TrainerCallback):
         self._has_eval = False
         self._early: list[Evaluation] = []
         self._hook = self._previous_hook = None
+        self._rng_before_eval: tuple[int, tuple] | None = None
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -166,7 +168,18 @@ class LensLLMCallback(TrainerCallback):
             self._write()
             self._install_failure_hook()
         if self._has_eval and self.eval_on_start and not args.eval_on_start and trainer is not None:
-            trainer.evaluate()  # the zero-shot point (all processes: evaluation gathers across them)
+            self._evaluate_quietly(trainer)  # the zero-shot point
+
+    @staticmethod
+    def _evaluate_quietly(trainer) -> None:
+        """``trainer.evaluate()`` (on every process: it gathers across them), RNG left as it was."""
+        from .ntk import rng_state, set_rng_state
+
+        saved = rng_state()
+        try:
+            trainer.evaluate()
+        finally:
+            set_rng_state(saved)
 
     def _eval_source(self, eval_dataset) -> tuple[str, Any]:
         """The loss metric's name and the dataset the probe draws from."""
@@ -190,13 +203,27 @@ class LensLLMCallback(TrainerCallback):
         if self.record is None or not self._has_eval:
             return
         seen = self._examples_seen(state)
+        ask = False
         while self._thresholds and seen >= self._thresholds[0]:
             self._pending_at = self._thresholds.pop(0)
-            control.should_evaluate = True
+            ask = True
         if state.global_step >= state.max_steps and _value(args.eval_strategy) == "no":
-            control.should_evaluate = True  # the final eval loss is the point LensLLM fits
+            ask = True  # the final eval loss is the point LensLLM fits
+        self._rng_before_eval = None
+        if ask and not control.should_evaluate:
+            # Evaluating draws from the global RNG (each DataLoader iterator takes a seed), which
+            # would shift the dropout masks and data order of the steps after it: an evaluation
+            # the run would not have made puts the RNG back when it is done (in on_evaluate).
+            from .ntk import rng_state
+
+            self._rng_before_eval = (state.global_step, rng_state())
+            control.should_evaluate = True
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self._rng_before_eval is not None and self._rng_before_eval[0] == state.global_step:
+            from .ntk import set_rng_state
+
+            set_rng_state(self._rng_before_eval[1])  # kept: a dict of eval sets calls this once per set
         metrics = {k: _number(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         if self.record is None:
             # trainer.evaluate() before train(): keep it as the zero-shot point of the coming run.
@@ -239,7 +266,7 @@ class LensLLMCallback(TrainerCallback):
         ended_with_eval = any(e.step == state.global_step and self.record.metric in e.metrics
                               for e in self.record.evaluations)
         if self._has_eval and trainer is not None and not ended_with_eval:
-            trainer.evaluate()  # the run did not end with an evaluation (e.g. stopped by another callback)
+            self._evaluate_quietly(trainer)  # the run did not end with one (e.g. stopped by another callback)
         self._finished = True
         self._finish(args, state)
         if state.is_world_process_zero:

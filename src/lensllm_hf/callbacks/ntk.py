@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-__all__ = ["NTKProbe", "empirical_ntk", "ntk_F", "preserved_state"]
+__all__ = ["NTKProbe", "empirical_ntk", "ntk_F", "preserved_state", "rng_state", "set_rng_state"]
 
 #: Sketch width when gradients are projected: inner products keep a relative error of about
 #: sqrt(2 / projection_dim), 1.6 % here, far below the run-to-run noise of a fine-tune.
@@ -264,8 +264,7 @@ def preserved_state(model: torch.nn.Module) -> Iterator[None]:
     final loss are the same with and without the probe.
     """
     modes = [(module, module.training) for module in model.modules()]
-    rng = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
-           torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    rng = rng_state()
     base = _base_model(model)
     attn = getattr(getattr(base, "config", None), "_attn_implementation", None)
     switched = False
@@ -282,11 +281,22 @@ def preserved_state(model: torch.nn.Module) -> Iterator[None]:
             base.set_attn_implementation(attn)
         for module, mode in modes:
             module.training = mode
-        torch.set_rng_state(rng[0])
-        np.random.set_state(rng[1])
-        random.setstate(rng[2])
-        if rng[3] is not None:
-            torch.cuda.set_rng_state_all(rng[3])
+        set_rng_state(rng)
+
+
+def rng_state() -> tuple:
+    """Every RNG a training step may draw from: torch (CPU and CUDA), numpy, random."""
+    return (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def set_rng_state(state: tuple) -> None:
+    """Put back what :func:`rng_state` saved."""
+    torch.set_rng_state(state[0])
+    np.random.set_state(state[1])
+    random.setstate(state[2])
+    if state[3] is not None:
+        torch.cuda.set_rng_state_all(state[3])
 
 
 def _base_model(model: torch.nn.Module) -> torch.nn.Module:

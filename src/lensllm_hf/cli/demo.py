@@ -1,4 +1,4 @@
-"""``lensllm demo``: the main job end to end, offline, on tiny local models (about two minutes on CPU).
+"""``lensllm demo``: the main job end to end, offline, on tiny local models (about a minute on CPU).
 
     lensllm demo [--output-dir lensllm_out/demo]
 
@@ -18,7 +18,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run a whole selection offline on tiny local models (about two minutes)",
+        "demo", help="run a whole selection offline on tiny local models (about a minute on CPU)",
         description="Build four tiny pre-trained models (GPT-2, Llama, Pythia, OPT configs) and a task dataset, "
                     "select the one to fine-tune, and write the ranking, the plot and the model cards.")
     parser.add_argument("--output-dir", default="lensllm_out/demo", metavar="DIR",

@@ -116,8 +116,9 @@ class LensLLMSelector:
     Example:
         >>> from datasets import load_dataset
         >>> data = load_dataset("imdb")
-        >>> selector = LensLLMSelector(["EleutherAI/pythia-70m", "gpt2"], data["train"], data["test"].select(range(500)),
-        ...                            target_size=25_000, budget=1_600, training_args={"learning_rate": 5e-5})
+        >>> selector = LensLLMSelector(["EleutherAI/pythia-70m", "gpt2"], data["train"],
+        ...                            data["test"].select(range(500)), target_size=25_000, budget=1_600,
+        ...                            training_args={"learning_rate": 5e-5})
         >>> result = selector.run()
         >>> result.best, result.ranking
     """
@@ -218,7 +219,8 @@ class LensLLMSelector:
         if self.sizes is not None:
             sizes = sorted({int(s) for s in self.sizes if int(s) > 0})
             if not sizes:
-                raise LensLLMError(f"sizes={list(self.sizes)!r} has no size > 0; give subset sizes like [200, 400, 800]")
+                raise LensLLMError(f"sizes={list(self.sizes)!r} has no size > 0; "
+                                   "give subset sizes like [200, 400, 800]")
         else:
             sizes = geometric_sizes(self.min_size, int(self.budget))
         self.sizes_: list[int] = sizes
@@ -232,8 +234,9 @@ class LensLLMSelector:
                                "lower the budget or give more data")
         points = len(sizes) + (1 if self.zero_shot else 0)
         if points < 3:
-            raise LensLLMError(f"subset sizes {sizes}{' plus zero-shot' if self.zero_shot else ''} give {points} points; "
-                               "a law needs at least 3: raise the budget or lower min_size")
+            zero = " plus zero-shot" if self.zero_shot else ""
+            raise LensLLMError(f"subset sizes {sizes}{zero} give {points} points; a law needs at least 3: "
+                               "raise the budget or lower min_size")
         if self.max_flops is not None and self.strategy != "adaptive":
             raise LensLLMError("max_flops only applies to strategy='adaptive'; drop it or switch the strategy")
         self.store_ = str(self.store) if self.store is not None else os.path.join(str(self.output_dir), "store")
@@ -354,8 +357,11 @@ class LensLLMSelector:
 
     def _config_hash(self, c: Candidate) -> str:
         training = {k: v for k, v in self._user_args(c).items() if k not in _NOT_HASHED}
+        # A local folder is named by the candidate's name (already in the record name), not by its
+        # path: the same config run from another checkout or machine finds the same records.
         return records.config_hash({
-            "model": c.model, "tokenizer": c.tokenizer, "model_kwargs": c.model_kwargs, "adapter": c.peft_dict(),
+            "model": _portable(c.model), "tokenizer": _portable(c.tokenizer), "model_kwargs": c.model_kwargs,
+            "adapter": c.peft_dict(),
             "training": training, "data": self._data_hash, "metric": self._metric_key(),
             "preprocess": _name_of(self.preprocess) or f"default({self.text_column}, {self.max_length})",
             "collator": _name_of(self.data_collator), "loader": _name_of(self.model_loader),
@@ -397,7 +403,8 @@ class LensLLMSelector:
             only = list(only)
             unknown = [n for n in only if n not in names]
             if unknown:
-                raise LensLLMError(f"--only {', '.join(unknown)}: not a candidate; the candidates are {', '.join(names)}")
+                raise LensLLMError(f"--only {', '.join(unknown)}: not a candidate; "
+                                   f"the candidates are {', '.join(names)}")
         if isinstance(sizes, int):
             sizes = [sizes]
         if sizes is not None:
@@ -469,16 +476,22 @@ class LensLLMSelector:
         try:
             args = TrainingArguments(**kwargs)
         except (TypeError, ValueError) as error:
-            raise LensLLMError(f"candidate {c.name!r}: bad training arguments ({_one_line(error)}); fix training_args")
+            raise LensLLMError(f"candidate {c.name!r}: bad training arguments ({_one_line(error)}); "
+                               "fix training_args") from None
         callback = LensLLMCallback(store=self.store_, ntk_probe=self.ntk_probe and size > 0,
                                    probe_examples=min(self.probe_examples, max(2, len(evalset))),
                                    model_name=c.name, config_hash=self._hashes[c.name])
         metric_fn = self._metric_fn()
-        trainer = Trainer(model=model, args=args, train_dataset=train.select(range(size)) if size else None,
-                          eval_dataset=evalset, data_collator=collator, processing_class=tokenizer,
-                          compute_metrics=(lambda p: {self.metric: metric_fn(p)}) if metric_fn else None,
-                          preprocess_logits_for_metrics=argmax_logits if metric_fn else None,
-                          callbacks=[callback] if size else None)
+        try:
+            trainer = Trainer(model=model, args=args, train_dataset=train.select(range(size)) if size else None,
+                              eval_dataset=evalset, data_collator=collator, processing_class=tokenizer,
+                              compute_metrics=(lambda p: {self.metric: metric_fn(p)}) if metric_fn else None,
+                              preprocess_logits_for_metrics=argmax_logits if metric_fn else None,
+                              callbacks=[callback] if size else None)
+        except LensLLMError:
+            raise
+        except Exception as error:  # e.g. a model the Trainer cannot place or wrap: this candidate only
+            raise _LoadError(f"could not set up the Trainer for {c.model!r}: {_one_line(error)}") from None
         if not self.verbose:
             trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints every log line
         try:
@@ -629,7 +642,8 @@ class LensLLMSelector:
         spent_by: dict[str, float] = {}
         full = 0.0
         for c in ranking.candidates:
-            rs = [r for r in recs.get(c.model, []) if r.status == "complete" and r.train_size in bought.get(c.model, [])]
+            used = bought.get(c.model, [])
+            rs = [r for r in recs.get(c.model, []) if r.status == "complete" and r.train_size in used]
             spent_by[c.model] = float(sum(r.total_flos or 0.0 for r in rs))
             if c.status == "complete" and c.source is None:
                 c.flops = spent_by[c.model]
@@ -683,8 +697,10 @@ class LensLLMSelector:
         """Under ``accelerate launch`` every process must skip or run the same runs: rank 0 decides."""
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return value
+        from accelerate import PartialState
         from accelerate.utils import broadcast_object_list
 
+        PartialState()  # joins the process group on first use (before any Trainer exists)
         return broadcast_object_list([value], from_process=0)[0]
 
     @contextlib.contextmanager
@@ -776,6 +792,11 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
     if hasattr(torch, "mps") and torch.backends.mps.is_available():
         torch.mps.empty_cache()
+
+
+def _portable(model: str | None) -> str | None:
+    """A Hub ID as is; a local folder as None (its path differs from machine to machine)."""
+    return None if model is None or os.path.isdir(model) else model
 
 
 def _name_of(fn: Any) -> str | None:

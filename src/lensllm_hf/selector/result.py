@@ -132,8 +132,8 @@ class SelectionResult:
                          f"{_num(c.flops)} | complete{_md(source)} |")
         saved = self.fraction_saved
         lines.append("")
-        lines.append(f"Target: {self.target_size:,.0f} examples; method: {self.fits.method}; strategy: {self.strategy}; "
-                     f"metric: {self.metric}.")
+        lines.append(f"Target: {self.target_size:,.0f} examples; method: {self.fits.method}; "
+                     f"strategy: {self.strategy}; metric: {self.metric}.")
         lines.append(f"FLOPs spent: {self.flops:.3g}" + (f" ({saved:.1%} saved against fine-tuning every candidate "
                                                            f"on the target, {self.full_flops:.3g})" if saved is not None
                                                            else "") + ".")
@@ -185,7 +185,8 @@ class SelectionResult:
 
     def __repr__(self) -> str:
         ranked = ", ".join(c.model for c in self.fits.ranked[:5])
-        return f"SelectionResult(best={self.best!r}, ranked=[{ranked}], strategy={self.strategy!r}, flops={self.flops:.3g})"
+        return (f"SelectionResult(best={self.best!r}, ranked=[{ranked}], strategy={self.strategy!r}, "
+                f"flops={self.flops:.3g})")
 
     def _repr_markdown_(self) -> str:  # notebooks show the table
         return self.to_markdown()
