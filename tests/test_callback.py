@@ -379,7 +379,7 @@ def test_two_processes_write_exactly_one_record(gpt2_path, tmp_path):
         Trainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args, train_dataset=train,
                 eval_dataset=ev, data_collator=lm_collator(tok),
                 callbacks=[LensLLMCallback(store=store, probe_examples=4)]).train()
-        sys.stdout.write(f"process {args.process_index} of {args.world_size}\n")  # one write: no interleaving
+        sys.stdout.write(f"process {args.process_index} of {args.world_size}\\n")  # one write: no interleaving
         sys.stdout.flush()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -61,6 +61,8 @@ def test_record_name_is_stable_readable_and_safe():
     # Two long paths that share their ending still get different names.
     assert record_name("/a" + deep, 200, 1, "h") != name
     assert record_name("my model:v2", 200, 1, "h").startswith("my--model--v2__")
+    assert records.record_path("memory://runs/", "a/b", 8, 0, "h") == "memory://runs/a--b__D8__seed0__h.lensllm.json"
+    assert records.record_path("runs", "a", 8, 0, "h") == os.path.join("runs", "a__D8__seed0__h.lensllm.json")
 
 
 def test_config_hash_ignores_key_order_and_float_spelling():

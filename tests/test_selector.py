@@ -203,10 +203,11 @@ def test_memory_does_not_grow_over_20_runs(data, tmp_path):
     assert len(list_records(tmp_path / "store")) == 20
     # The allocator settles within the first runs; after that RSS is flat (measured: 0.0 MB per
     # run alone, noise of +-10 MB among other tests), while keeping only each run's model alive
-    # adds 6.3 MB per run. Judge the trend of the last 12 runs, not one noisy point.
-    tail = np.array(rss[-12:])
-    slope = float(np.polyfit(np.arange(tail.size), tail, 1)[0])
-    assert slope < 2.0, f"RSS grows {slope:.2f} MB per run: {[round(x) for x in rss]}"
+    # adds 6.3 MB per run. Compare medians of early and late runs, so that one transient spike
+    # of the allocator (seen: +120 MB for a single run among other tests) does not decide.
+    runs_apart = 12
+    growth = (np.median(rss[-4:]) - np.median(rss[4:8])) / runs_apart
+    assert growth < 2.0, f"RSS grows {growth:.2f} MB per run: {[round(x) for x in rss]}"
 
 
 @pytest.mark.parametrize("change, message", [

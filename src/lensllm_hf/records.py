@@ -54,6 +54,7 @@ __all__ = [
     "load_table",
     "read_record",
     "record_name",
+    "record_path",
     "write_record",
 ]
 
@@ -255,6 +256,17 @@ def record_name(model: str, train_size: int | None, seed: int | None, config_has
     return f"{slug}__D{size}__seed{seed_part}__{config_hash or 'none'}{STORE_SUFFIX}"
 
 
+def record_path(store: str | os.PathLike, model: str, train_size: int | None, seed: int | None,
+                config_hash: str | None) -> str:
+    """Where the record of this run lives in ``store`` (a path, or a URL for fsspec stores).
+
+    Example:
+        >>> record_path("s3://bucket/runs", "gpt2", 800, 0, "3f2a9c01d4")
+        's3://bucket/runs/gpt2__D800__seed0__3f2a9c01d4.lensllm.json'
+    """
+    return _join(str(store), record_name(model, train_size, seed, config_hash))
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """A short, stable hash of a training configuration (key order and float spelling do not matter).
 
@@ -357,7 +369,7 @@ def has_record(store: str | os.PathLike, model: str, train_size: int | None, see
         >>> has_record("runs/", "gpt2", 800, seed=0, config_hash="3f2a9c01d4")
         False
     """
-    target = _join(str(store), record_name(model, train_size, seed, config_hash))
+    target = record_path(store, model, train_size, seed, config_hash)
     fs, path = _fs(target)
     try:
         if not fs.exists(path):

@@ -400,7 +400,8 @@ class LensLLMCallback(TrainerCallback):
     def _target(self, args) -> str:
         if self.store is None:
             return os.path.join(args.output_dir, records.DEFAULT_RECORD_NAME)
-        return records._join(self.store, self.record.name)
+        rec = self.record
+        return records.record_path(self.store, rec.model_id, rec.train_size, rec.seed, rec.config_hash)
 
     def _write(self) -> None:
         if self.record_path is not None:
