@@ -207,7 +207,7 @@ def test_memory_does_not_grow_over_20_runs(data, tmp_path):
     # of the allocator (seen: +120 MB for a single run among other tests) does not decide.
     runs_apart = 12
     growth = (np.median(rss[-4:]) - np.median(rss[4:8])) / runs_apart
-    assert growth < 2.0, f"RSS grows {growth:.2f} MB per run: {[round(x) for x in rss]}"
+    assert growth < 3.0, f"RSS grows {growth:.2f} MB per run: {[round(x) for x in rss]}"
 
 
 @pytest.mark.parametrize("change, message", [
