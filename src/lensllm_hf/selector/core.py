@@ -417,7 +417,7 @@ class LensLLMSelector:
                 for s in self.run_sizes_ if sizes is None or s in sizes]
 
     def _record_path(self, c: Candidate, size: int) -> str:
-        return records._join(self.store_, records.record_name(c.name, size, self.seed, self._hashes[c.name]))
+        return records.record_path(self.store_, c.name, size, self.seed, self._hashes[c.name])
 
     def _read(self, path: str) -> RunRecord | None:
         try:
