@@ -99,7 +99,10 @@ def test_select_only_rejects_an_unknown_candidate(tmp_path, capsys):
 
 
 def test_nothing_ranked_exits_nonzero_but_writes_the_failures(tmp_path, capsys):
-    config = write_config(tmp_path / "cfg", candidates=["./no-such-model", "./neither"])
+    # Folders that exist (a missing one is a config error) but hold no model: each fails to load.
+    for name in ("not-a-model", "neither"):
+        (tmp_path / "cfg" / name).mkdir(parents=True)
+    config = write_config(tmp_path / "cfg", candidates=["./not-a-model", "./neither"])
     out = tmp_path / "out"
     capsys.readouterr()
     assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 2
@@ -113,7 +116,7 @@ def test_nothing_ranked_exits_nonzero_but_writes_the_failures(tmp_path, capsys):
     ("- just a list\n", "must be a YAML mapping"),
     ("candidates: [gpt2]\n", "'dataset' is missing"),
     ("candidates: [gpt2]\ndataset: {files: {train: nope.jsonl}}\n", "does not exist"),
-    ("candidates: [gpt2]\ndataset: wikitext\nbudgets: 3\n", "unknown key(s) budgets"),
+    ("candidates: [gpt2]\ndataset: wikitext\nbudgets: 3\n", "unknown key: 'budgets'; did you mean 'budget'?"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, content, message):
     path = tmp_path / "bad.yaml"

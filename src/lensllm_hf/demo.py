@@ -152,7 +152,7 @@ def build_models(root: str | os.PathLike, *, specs: tuple[DemoModel, ...] = DEMO
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from .selector.core import _quiet
+    from .selector.runner import quiet_logs
 
     root = Path(root)
     tokenizer = build_tokenizer()
@@ -163,14 +163,14 @@ def build_models(root: str | os.PathLike, *, specs: tuple[DemoModel, ...] = DEMO
     if pending and pretrain:
         import datasets
 
-        with _quiet(False):
+        with quiet_logs(False):
             corpus = datasets.Dataset.from_dict({"text": pretrain_texts(PRETRAIN_ROWS, SEED + 3)})
             corpus = corpus.map(lambda b: tokenizer(b["text"], truncation=True, max_length=MAX_LENGTH), batched=True,
                                 remove_columns=["text"], keep_in_memory=True)
     for spec in pending:
         path = root / spec.name
         t0 = time.perf_counter()
-        with _quiet(False):
+        with quiet_logs(False):
             torch.manual_seed(SEED)
             model = AutoModelForCausalLM.from_config(_model_config(spec, len(tokenizer)))
             if corpus is not None:

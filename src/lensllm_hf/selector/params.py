@@ -69,6 +69,7 @@ class Param:
     yaml: bool = True
     cli: str | None = None
     example: str | None = None
+    metavar: str | None = None
 
 
 def param(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, repr: bool = True,
@@ -113,9 +114,9 @@ class SelectionParams:
                          example="0.9 for 90 % intervals", help="interval level of the predictions")
     backend: str = param("serial", choices=BACKENDS, help="where the runs execute (serial: one after another "
                                                             "in this process)")
-    store: str | os.PathLike | None = param(None, cli="--store", example="runs/ or s3://bucket/runs",
+    store: str | os.PathLike | None = param(None, cli="--store", example="runs/ or s3://bucket/runs", metavar="URL",
                                             help="the run store, a folder or fsspec URL (default: OUTPUT_DIR/store)")
-    output_dir: str | os.PathLike = param("lensllm_out", cli="--output-dir",
+    output_dir: str | os.PathLike = param("lensllm_out", cli="--output-dir", metavar="DIR",
                                           help="outputs and the run store (default: the config's output_dir, "
                                                "else lensllm_out/<config name>)")
     training_args: Any = param(None, example="{learning_rate: 5.0e-5, num_train_epochs: 1}",
@@ -250,24 +251,36 @@ def add_cli_flags(parser: argparse.ArgumentParser, cls: type = SelectionParams) 
         if spec.cli is None:
             continue
         if spec.cli.startswith("--no-"):
-            parser.add_argument(spec.cli, dest=name, action="store_false", default=None, help=spec.help)
+            parser.add_argument(spec.cli, dest=name, action="store_false", default=None,
+                                help=f"do not {spec.help[:1].lower()}{spec.help[1:]}")
         elif _base(kind) is bool:
             parser.add_argument(spec.cli, dest=name, action="store_true", default=None, help=spec.help)
         else:
-            # Values arrive as text and are checked by check_params, like the file's.
-            parser.add_argument(spec.cli, dest=name, default=None, choices=spec.choices, help=spec.help,
-                                metavar=None if spec.choices else name.upper(),
-                                type=float if _base(kind) is float else str)
+            # Values arrive as text and are checked by check_params, like the file's (one line, exit 2).
+            metavar = spec.metavar or ("{" + ",".join(map(str, spec.choices)) + "}" if spec.choices else name.upper())
+            parser.add_argument(spec.cli, dest=name, default=None, help=spec.help, metavar=metavar)
 
 
 def cli_values(args: argparse.Namespace, cls: type = SelectionParams) -> dict[str, Any]:
     """The parameters the command line set (flags left out are not in it), checked."""
-    given = {name: getattr(args, name) for name, (_, spec, _) in params_of(cls).items()
+    given = {name: _from_text(kind, getattr(args, name)) for name, (kind, spec, _) in params_of(cls).items()
              if spec.cli is not None and getattr(args, name, None) is not None}
     try:
         return check_params(given, cls=cls)
     except ParamError as error:
         raise ParamError(f"command line: {error}") from None
+
+
+def _from_text(kind: Any, value: Any) -> Any:
+    """A flag's text as the parameter's number type when it reads as one (else left for the check to name)."""
+    base = _base(kind)
+    if not isinstance(value, str) or base not in (int, float):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if base is int and number.is_integer() else number
 
 
 # -- the generic check ---------------------------------------------------------------------------
