@@ -212,12 +212,20 @@ def test_memory_does_not_grow_over_20_runs(data, tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"candidates": []}, "no candidates"),
-    ({"strategy": "fastest"}, "unknown strategy 'fastest'"),
+    ({"strategy": "fastest"}, "strategy='fastest': must be one of grid, adaptive"),
+    ({"strategy": "gird"}, "did you mean 'grid'?"),
+    ({"level": 2.0}, "level=2.0: must be above 0 and below 1"),
+    ({"zero_shot": "no"}, "zero_shot='no': must be true or false"),
+    ({"target_size": 10**24}, "must be at least 1 and at most 1e+12"),
+    ({"seed": -1}, "seed=-1: must be at least 0"),
+    ({"training_args": {"learning_rat": 1e-3}}, "'learning_rat' is not a TrainingArguments keyword; did you mean "
+                                                "'learning_rate'?"),
+    ({"training_args": {"load_best_model_at_end": True, "eval_strategy": "steps"}}, "TrainingArguments refuses"),
     ({"target_size": 32}, "target_size 32 must be larger than the budget 32"),
     ({"text_column": "body"}, "no text column 'body'"),
     ({"budget": 400}, "exceeds the 200 training rows"),
     ({"budget": 8}, "at least 3"),
-    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"method": "magic"}, "method='magic': must be one of"),
 ])
 def test_bad_input_is_one_line_naming_the_fix(models, data, tmp_path, change, message):
     params = {**COMMON, "output_dir": tmp_path}
@@ -226,6 +234,17 @@ def test_bad_input_is_one_line_naming_the_fix(models, data, tmp_path, change, me
     with pytest.raises(LensLLMError, match=re.escape(message)) as info:
         LensLLMSelector(candidates, *data, **params)
     assert "\n" not in str(info.value)
+
+
+def test_an_unknown_parameter_is_a_type_error_as_for_any_python_call(models, data):
+    with pytest.raises(TypeError, match="budgte"):
+        LensLLMSelector([models["small"]], *data, budgte=64)
+
+
+def test_parameters_are_stored_as_given_and_repr_shows_them(models, data, tmp_path):
+    selector = LensLLMSelector([models["small"]], *data, output_dir=tmp_path, **{**COMMON, "target_size": 4000.0})
+    assert selector.target_size == 4000.0 and selector.target_size_ == 4000  # as given; the checked value apart
+    assert selector.budget == 32 and "budget=32" in repr(selector) and "train_dataset" not in repr(selector)
 
 
 def test_a_published_fit_is_reused_instead_of_training(grid, models, data, tmp_path):
