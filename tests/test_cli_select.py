@@ -162,3 +162,36 @@ def test_sigkill_mid_selection_then_rerun_completes_and_skips_recorded_runs(tmp_
     assert len(final) == 8 and all(read_record(p).status == "complete" for p in final)
     assert all(os.stat(p).st_mtime_ns == stamp for p, stamp in kept.items())  # recorded runs were skipped
     assert json.loads((out / "selection.json").read_text())["best"] is not None
+
+
+RACE = """
+import json, sys, torch
+torch.set_num_threads(1)
+from lensllm_hf.config import SelectConfig
+config, out, store = sys.argv[1:4]
+selector = SelectConfig.from_yaml(config).selector(output_dir=out, store=store, progress=False)
+result = selector.run()
+print(json.dumps({"made": [[k.model, k.train_size] for k in selector.made_], "best": result.best,
+                  "ranking": [[c.model, c.predicted_loss] for c in result.fits.candidates]}))
+"""
+
+
+def test_two_selections_on_one_store_split_the_runs_and_agree(tmp_path):
+    # Enough epochs that runs overlap in time; both processes start together on one store.
+    config = write_config(tmp_path / "cfg", epochs=8)
+    store = tmp_path / "shared-store"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(config), str(tmp_path / f"out{i}"), str(store)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outcomes = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        outcomes.append(json.loads(stdout.strip().splitlines()[-1]))
+    made = [tuple(run) for outcome in outcomes for run in outcome["made"]]
+    assert len(made) == len(set(made)) == 2 * 4  # every run made once, by one of the two
+    assert all(outcome["made"] for outcome in outcomes), outcomes  # both did some of the work
+    assert outcomes[0]["best"] == outcomes[1]["best"] is not None
+    assert outcomes[0]["ranking"] == outcomes[1]["ranking"]
+    records = [read_record(p) for p in list_records(store)]
+    assert len(records) == 8 and {r.status for r in records} == {"complete"}

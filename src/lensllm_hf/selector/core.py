@@ -89,6 +89,11 @@ class LensLLMSelector(SelectionParams):
         return dict(self._prepared["runner"].failures) if self._prepared else {}
 
     @property
+    def made_(self) -> list[RunKey]:
+        """The runs this selector made itself (the others it read from the store, made earlier or elsewhere)."""
+        return list(self._prepared["runner"].made) if self._prepared else []
+
+    @property
     def run_sizes_(self) -> list[int]:
         """Every size run per candidate: 0 (zero-shot) first when ``zero_shot``."""
         return ([0] if self.zero_shot else []) + list(self.sizes_)
@@ -250,6 +255,7 @@ class LensLLMSelector(SelectionParams):
         ready = self._prepare()
         info = {"dataset": self._dataset_label(), "dataset_config": self.dataset_config,
                 "dataset_split": self.dataset_split, "sizes": self.run_sizes_, "seed": self.seed, "store": self.store_,
+                "made_here": [{"model": k.model, "size": k.train_size} for k in ready["runner"].made],
                 "adapters": {c.name: peft_summary(c.peft_config) for c in self.candidates_}}
         return selection_result(ranking, table, recs, sizes, failures=ready["runner"].failures,
                                 target_size=self.target_size_, strategy=strategy, metric=ready["metric"],

@@ -79,6 +79,8 @@ class Runner:
         self.metric = metric
         #: candidate name -> its error: no more compute is spent on it in this selection.
         self.failures: dict[str, str] = {}
+        #: the runs this process made (trained or evaluated), in order; the others were read from the store.
+        self.made: list[RunKey] = []
         self._features_cache: tuple[str, Any, Any] | None = None
 
     # -- deciding -------------------------------------------------------------------------------
@@ -99,7 +101,10 @@ class Runner:
         if decision == "defer":
             return Deferred(key, value)
         try:
-            return self._note(self.execute(key))
+            rec = self.execute(key)
+            if rec is not None:
+                self.made.append(key)
+            return self._note(rec)
         finally:
             if claim is not None:
                 claim.release()
