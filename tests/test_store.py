@@ -353,7 +353,7 @@ def test_a_damaged_record_is_named_and_its_run_counts_as_not_done(tmp_path):
     key = make_record("a", 200).key
     with open(path, "r+", encoding="utf-8") as handle:
         handle.truncate(40)
-    with pytest.warns(RecordWarning, match=f"{os.path.basename(path)}.*not valid JSON.*run again"):
+    with pytest.warns(RecordWarning, match=f"{os.path.basename(path)}.*not valid JSON.*runs again"):
         assert store.read(key) is None  # so select runs it again
     with pytest.warns(RecordWarning, match=os.path.basename(path)):
         assert not records.has_record(tmp_path, key)
