@@ -268,3 +268,137 @@ def test_damaged_claim_files_do_not_block_a_run_forever(tmp_path):
 def test_bad_ttl_is_refused(tmp_path):
     with pytest.raises(RecordError, match="ttl_s"):
         Store(tmp_path).claim(RunKey("m", 8, 0, "h"), ttl_s=0)
+
+
+# -- nothing silently changes a ranking ---------------------------------------------------------
+
+
+@pytest.fixture
+def no_hang():
+    """Fail, instead of hanging the suite, if something blocks on a FIFO."""
+    import signal
+
+    def stop(*_):
+        raise TimeoutError("blocked reading the store")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_fifos_devices_sockets_and_link_loops_are_skipped_never_read(tmp_path, no_hang):
+    store = Store(tmp_path)
+    store.write(make_record("good"))
+    os.mkfifo(tmp_path / "fifo.lensllm.json")
+    os.symlink("/dev/zero", tmp_path / "zero.lensllm.json")
+    os.symlink("loop.lensllm.json", tmp_path / "loop.lensllm.json")
+    os.symlink("nowhere", tmp_path / "dangling.lensllm.json")
+    os.symlink(".", tmp_path / "folder-loop")  # a folder loop is never walked into
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.lensllm.json"))
+    try:
+        with pytest.warns(RecordWarning) as caught:
+            paths = records.list_records(tmp_path)
+        assert [os.path.basename(p) for p in paths] == [make_record("good").name]
+        said = messages(caught)
+        for what in ("fifo.lensllm.json: is a FIFO", "zero.lensllm.json: is a character device",
+                     "loop.lensllm.json: is a link loop", "sock.lensllm.json: is a socket"):
+            assert what in said
+        with pytest.warns(RecordWarning):
+            assert [r.model_id for r in store.records()] == ["good"]
+            assert load_table(tmp_path).models == ["good"]
+        for name in ("fifo", "zero", "loop", "sock"):
+            with pytest.raises(RecordError, match="not a regular file|link loop"):
+                read_record(tmp_path / f"{name}.lensllm.json")
+    finally:
+        sock.close()
+
+
+def test_a_fifo_or_device_link_at_a_runs_name_is_skipped_and_then_replaced(tmp_path, no_hang):
+    store = Store(tmp_path)
+    fifo_key, dev_key = RunKey("a", 200, 0, "cfg1"), RunKey("b", 200, 0, "cfg1")
+    os.mkfifo(tmp_path / fifo_key.name)
+    os.symlink("/dev/null", tmp_path / dev_key.name)
+    with pytest.warns(RecordWarning, match="FIFO"):
+        assert store.read(fifo_key) is None
+    with pytest.warns(RecordWarning, match="character device"):
+        assert store.read(dev_key) is None
+    with pytest.warns(RecordWarning, match="replaced by the record"):
+        store.write(make_record("a"))
+    with pytest.warns(RecordWarning, match="replaced by the record"):
+        store.write(make_record("b"))
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")  # the link, not the device, was replaced
+    assert store.read(fifo_key).status == store.read(dev_key).status == "complete"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_records_are_named_and_skipped(tmp_path):
+    store = Store(tmp_path)
+    store.write(make_record("good"))
+    path = store.write(make_record("secret"))
+    os.chmod(path, 0)
+    try:
+        with pytest.warns(RecordWarning, match="permission denied"):
+            assert [r.model_id for r in store.records()] == ["good"]
+    finally:
+        os.chmod(path, 0o644)
+
+
+def test_a_damaged_record_is_named_and_its_run_counts_as_not_done(tmp_path):
+    store = Store(tmp_path)
+    path = store.write(make_record("a", 200))
+    store.write(make_record("a", 400, loss=2.5))
+    key = make_record("a", 200).key
+    with open(path, "r+", encoding="utf-8") as handle:
+        handle.truncate(40)
+    with pytest.warns(RecordWarning, match=f"{os.path.basename(path)}.*not valid JSON.*runs again"):
+        assert store.read(key) is None  # so select runs it again
+    with pytest.warns(RecordWarning, match=os.path.basename(path)):
+        assert not records.has_record(tmp_path, key)
+    with pytest.warns(RecordWarning, match=os.path.basename(path)):
+        assert load_table(tmp_path).sizes.tolist() == [400]
+    with pytest.warns(RecordWarning, match=os.path.basename(path)):
+        claim = store.claim(key)  # and can be claimed to run again
+    assert claim is not None
+    claim.release()
+
+
+def test_a_second_record_of_a_run_is_reported_and_counted_once(tmp_path):
+    store = Store(tmp_path)
+    store.write(make_record("a", 200, seed=0, loss=3.0))
+    store.write(make_record("a", 200, seed=1, loss=4.0))  # another seed: averaged
+    write_record(make_record("a", 200, seed=0, loss=1.0), tmp_path / "run-copy" / "lensllm_record.json")
+    with pytest.warns(RecordWarning, match="recorded twice; counted once") as caught:
+        table = load_table(tmp_path)
+    assert len(caught) == 1
+    assert table.losses[0].tolist() == [3.5]  # not (3 + 4 + 1) / 3: a copy is not a seed
+    # Given as loaded records, a repeat is also counted once.
+    with pytest.warns(RecordWarning, match="given twice"):
+        again = load_table([make_record("a", 200, loss=3.0), make_record("a", 200, loss=1.0)])
+    assert again.losses[0].tolist() == [3.0]
+
+
+def test_a_record_under_another_runs_name_is_reported_and_not_counted(tmp_path):
+    store = Store(tmp_path)
+    a_path = store.write(make_record("a", 200))
+    b_key = make_record("b", 200).key
+    # A copy of a's record saved under b's name (or any other name) is a's run, not b's.
+    (tmp_path / b_key.name).write_text(open(a_path, encoding="utf-8").read())
+    (tmp_path / "backup.lensllm.json").write_text(open(a_path, encoding="utf-8").read())
+    with pytest.warns(RecordWarning, match="holds the record of another run"):
+        assert store.read(b_key) is None
+    with pytest.warns(RecordWarning, match="not counted") as caught:
+        assert [r.model_id for r in store.records()] == ["a"]
+    said = messages(caught)
+    assert b_key.name in said and "backup.lensllm.json" in said
+
+
+def test_the_old_path_style_write_still_lands_on_the_runs_name(tmp_path):
+    rec = make_record("a", 200, revision="v2")
+    legacy_style = records.record_path(tmp_path, "a", 200, 0, "cfg1")  # no revision: another key's name
+    with pytest.warns(RecordWarning, match="written as"):
+        written = write_record(rec, legacy_style)
+    assert os.path.basename(written) == rec.name and records.has_record(tmp_path, rec.key)
+    assert records.has_record(tmp_path, rec.key) and not records.has_record(tmp_path, "a", 200, 0, "cfg1")

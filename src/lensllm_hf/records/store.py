@@ -14,6 +14,7 @@ skipped with a :class:`~lensllm_hf.records.RecordWarning` naming it, never read 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -330,6 +331,7 @@ class Store:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
+                os.chmod(tmp, 0o644)  # mkstemp makes it private; other users of the store read claims
                 try:
                     os.link(tmp, path)  # atomic and exclusive, and the claim is whole when it appears
                     return True
@@ -368,10 +370,9 @@ class Store:
 
     def _write_text(self, path: str, text: str) -> None:
         if self._local:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            atomic_write_text(path, text)
-            return
-        _write_remote(self._fs, self._fs_path(path), text)
+            _write_local(path, text)
+        else:
+            _write_remote(self._fs, self._fs_path(path), text)
 
     def _remove(self, path: str) -> None:
         with contextlib.suppress(OSError):
@@ -469,7 +470,7 @@ class Store:
             return _parse(raw, path)
         except SchemaError as error:
             if not quiet:
-                _warn(f"{error}; ignored: its run counts as not done and is run again")
+                _warn(f"{error} (skipped: its run counts as not done and runs again)")
             return None
 
 
@@ -522,6 +523,7 @@ class Claim:
         if self._stop.is_set():
             return
         self._stop.set()
+        atexit.unregister(self.release)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         info = self.store._read_claim(self.path)
@@ -535,6 +537,7 @@ class Claim:
         self.release()
 
     def _start(self) -> None:
+        atexit.register(self.release)  # a normal exit frees the run at once, not after the ttl
         self._thread = threading.Thread(target=self._beat, name=f"lensllm-claim-{self.key.name[:40]}", daemon=True)
         self._thread.start()
 
@@ -582,8 +585,9 @@ def write_record(record: RunRecord | dict[str, Any], store_or_path: str | os.Pat
 
     ``store_or_path`` is a :class:`Store`, an existing folder or URL (a store, whatever its
     name ends with), or a file path: an existing file, or a new path ending in ``.json``. A new
-    path with any other ending is a store (created). Store writes go through :meth:`Store.write`
-    (never replacing a complete record with an unfinished one).
+    path with any other ending is a store (created). A file path named ``*.lensllm.json`` is a
+    record in a store, so the record goes to that store under its key's name. Store writes go
+    through :meth:`Store.write` (never replacing a complete record with an unfinished one).
 
     Example:
         >>> write_record(rec, "runs")
@@ -602,11 +606,17 @@ def write_record(record: RunRecord | dict[str, Any], store_or_path: str | os.Pat
         is_dir = exists = False
     if is_dir or (not exists and not target.endswith(".json")):
         return Store(target).write(record)
+    if _basename(target).endswith(STORE_SUFFIX):
+        parent = target.rstrip("/").rsplit("/", 1)[0] if "://" in target else os.path.dirname(target) or "."
+        written = Store(parent).write(record)
+        if _basename(written) != _basename(target):
+            _warn(f"{target}: not this record's name in a store; written as {written} (the name comes from the "
+                  "run's key: pass the store, not a path in it)")
+        return written
     text = json.dumps(record.to_dict(), indent=2, allow_nan=False) + "\n"
     try:
         if _is_local(fs):
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            atomic_write_text(path, text)
+            _write_local(path, text)
         else:
             _write_remote(fs, path, text)
     except OSError as error:
@@ -633,7 +643,7 @@ def read_record(path: str | os.PathLike) -> RunRecord:
             raise RecordError(f"{where}: is a folder; use list_records() or load_table() for a store") from None
         raise RecordError(f"{where}: {error}; pass the path of a record file") from None
     except OSError as error:
-        raise RecordError(f"{where}: cannot read ({error.__class__.__name__}: {error}); check the path") from error
+        raise RecordError(f"{where}: {_why(error)}; check the path") from error
     return _parse(raw, where)
 
 
@@ -860,10 +870,25 @@ def _why(error: BaseException) -> str:
 
         if error.errno == errno.ELOOP:
             return "is a link loop"
+        if error.errno == errno.ENOENT and error.filename and os.path.islink(error.filename):
+            return "is a link to nothing"
         if error.errno in (errno.EACCES, errno.EPERM):
             return "cannot be read (permission denied)"
         return f"cannot be read ({error.strerror or error})"
     return str(error)
+
+
+def _write_local(path: str, text: str) -> None:
+    """Atomic local write; an entry there that is not a regular file (a FIFO, or a link to a
+    device) is replaced, never written through."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if os.path.lexists(path):
+        try:
+            _regular_stat(path)
+        except (OSError, _NotRegular) as error:
+            _warn(f"{path}: {_why(error)}; replaced by the record")
+            os.unlink(path)
+    atomic_write_text(path, text)
 
 
 def _write_remote(fs, path: str, text: str) -> None:
