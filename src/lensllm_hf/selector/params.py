@@ -290,7 +290,8 @@ def _check_value(kind: Any, spec: Param, value: Any) -> tuple[str | None, Any]:
     """(problem or None, normalised value) of one value against its type and :class:`Param`."""
     ok, normal = _of_type(kind, value)
     if not ok:
-        return f"must be {_describe(kind)}{_hint(value)}", value
+        example = f"; e.g. {spec.example}" if spec.example else ""
+        return f"must be {_describe(kind)}{_hint(value)}{example}", value
     items = normal if isinstance(normal, (list, tuple)) and _base(kind) is not object else [normal]
     for item in items:
         if item is None or isinstance(item, bool) or not isinstance(item, (int, float, str)):
