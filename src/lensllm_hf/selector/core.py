@@ -239,9 +239,9 @@ class LensLLMSelector(SelectionParams):
         rows: list[CandidateFit] = []
         if table is not None:
             rows += rank(table, self.target_size_, self.method, self.level).candidates
-        # A candidate with a failed run is failed, even if its earlier sizes would fit.
-        rows = [CandidateFit.failed(r.model, failures[r.model], sizes=r.sizes, losses=r.losses)
-                if r.model in failures else r for r in rows]
+        # A candidate with a failed run is failed, even if its earlier sizes would fit (its points
+        # stay in the table).
+        rows = [CandidateFit.failed(r.model, failures[r.model]) if r.model in failures else r for r in rows]
         in_table = {r.model for r in rows}
         for name in self._trained():
             if name not in in_table:
