@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -264,3 +265,52 @@ def test_a_published_fit_is_reused_instead_of_training(grid, models, data, tmp_p
     stored = [os.path.basename(p) for p in list_records(tmp_path / "out" / "store")]
     assert stored and not any(name.startswith("small__") for name in stored)  # nothing trained for it
     assert again.bought == {"large": [0, 8, 16, 32]}
+
+
+def test_a_run_claimed_by_another_owner_is_done_last_and_never_twice(models, data, tmp_path):
+    import threading
+
+    from lensllm_hf.records import Store
+
+    selector = LensLLMSelector([{"model": models["small"], "name": "small"}], *data, output_dir=tmp_path, **COMMON)
+    keys = [planned.key for planned in selector.plan()]
+    store = Store(selector.store_)
+    claim = store.claim(keys[1])  # as if another selection were training D=8 right now
+    assert claim is not None
+    made: list = []
+    worker = threading.Thread(target=lambda: made.extend(selector.train()))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        others = [k for k in keys if k != keys[1]]
+        while time.monotonic() < deadline and not all(
+                (rec := store.read(k)) is not None and rec.status == "complete" for k in others):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert worker.is_alive() and store.read(keys[1]) is None  # the others are done; it waits, untrained
+    finally:
+        claim.release()  # the other owner gives up: the selection takes the run over
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert [k.train_size for k in selector.made_] == [0, 16, 32, 8]
+    assert store.read(keys[1]).status == "complete" and len(made) == 4
+
+
+def test_the_serial_backend_asks_again_for_deferred_runs_after_the_others():
+    from lensllm_hf.records import RunKey
+    from lensllm_hf.selector.backends import SerialBackend
+    from lensllm_hf.selector.runner import Deferred
+
+    keys = [RunKey("a", size, 0, "h") for size in (0, 8, 16)]
+    calls: list[int] = []
+    waits: list[list] = []
+
+    def attempt(key):
+        calls.append(key.train_size)
+        if key.train_size == 8 and calls.count(8) < 3:
+            return Deferred(key, {"host": "elsewhere", "pid": 1})
+        return f"record {key.train_size}"
+
+    out = SerialBackend(poll_s=0.0, on_wait=waits.append).run(keys, attempt)
+    assert out == ["record 0", "record 8", "record 16"]  # in the order asked
+    assert calls == [0, 8, 16, 8, 8] and len(waits) == 2 and "elsewhere:1" in waits[0][0].describe()
