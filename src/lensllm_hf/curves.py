@@ -13,15 +13,20 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from ._utils import display, one_line
 from .errors import LensLLMError
 
-__all__ = ["CurveError", "CurveTable", "validate_points"]
+__all__ = ["MAX_SUBSET_SIZE", "CurveError", "CurveTable", "validate_points"]
 
 
 class CurveError(LensLLMError, ValueError):
@@ -74,7 +79,7 @@ class CurveTable:
         """Losses of every model at one subset size."""
         hits = np.flatnonzero(self.sizes == size)
         if hits.size == 0:
-            raise CurveError(f"{self.source}: no column for size {size}; the sizes are {self.sizes.tolist()}")
+            raise CurveError(f"{display(self.source)}: no column for size {size}; the sizes are {self.sizes.tolist()}")
         return self.losses[:, hits[0]]
 
     def points(self, row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,90 +90,21 @@ class CurveTable:
         """
         losses = self.losses[row]
         made = ~np.isnan(losses)
-        return validate_points(self.sizes[made], losses[made], where=f"{self.source}: model {self.models[row]!r}",
+        return validate_points(self.sizes[made], losses[made], where=f"{display(self.source)}: model {_quote(self.models[row])}",
                                problem=self.problems.get(self.models[row]))
 
     @classmethod
-    def read_csv(cls, path: str | Path) -> CurveTable:
-        """Read a curve table; file-level problems raise CurveError with a one-line fix."""
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise CurveError(f"{where}: no such file; pass the path of a curve table (CSV)")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise CurveError(f"{where}: not a text CSV file; pass a CSV with one row per model") from None
-        rows = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
-        if not rows:
-            raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'")
-        header = [cell.strip() for cell in rows[0]]
-        if len(header) < 2:
-            raise CurveError(f"{where}: not a CSV table (one column); expected 'model,0,200,400,...' separated by commas")
-        if _as_number(header[0]) is not None:
-            raise CurveError(f"{where}: the first column must name the model, but its header is the number {header[0]!r}; "
-                             "add a model column (e.g. 'config name') first")
-        size_cols: list[int] = []
-        sizes: list[int] = []
-        param_col = family_col = None
-        for j, name in enumerate(header[1:], start=1):
-            if name.lower() == "size":
-                param_col = j
-            elif name.lower() == "family":
-                family_col = j
-            else:
-                value = _as_number(name)
-                if value is None or value < 0 or value != int(value):
-                    raise CurveError(f"{where}: column {j + 1} header {name!r} is not a subset size; "
-                                     "size columns must be whole numbers >= 0 (other columns: 'size', 'family')")
-                if int(value) in sizes:
-                    raise CurveError(f"{where}: size {int(value)} appears twice in the header (column {j + 1}); "
-                                     "keep one column per subset size")
-                size_cols.append(j)
-                sizes.append(int(value))
-        if not sizes:
-            raise CurveError(f"{where}: no subset-size columns in the header; expected 'model,0,200,400,...'")
-        if len(rows) < 2:
-            raise CurveError(f"{where}: the table has a header but no model rows; add one row per model")
+    def read_csv(cls, path: str | os.PathLike) -> CurveTable:
+        """Read a curve table; file-level problems raise CurveError with a one-line fix.
 
-        order = np.argsort(sizes, kind="stable")
-        models: list[str] = []
-        losses = np.full((len(rows) - 1, len(sizes)), np.nan)
-        params = np.full(len(rows) - 1, np.nan)
-        families: list[str] = []
-        problems: dict[str, str] = {}
-        for i, row in enumerate(rows[1:]):
-            line = i + 2
-            row = row + [""] * (len(header) - len(row))
-            model = row[0].strip()
-            if not model:
-                raise CurveError(f"{where}: row {line} has no model name in the first column; name the model")
-            if model in models:
-                raise CurveError(f"{where}: model {model!r} appears twice (row {line}); keep one row per model")
-            models.append(model)
-            bad: list[str] = []
-            for k, j in enumerate(size_cols):
-                value = _as_number(row[j])
-                if value is None or not math.isfinite(value) or value <= 0:
-                    bad.append(f"column {header[j]!r} = {row[j].strip() or 'empty'!r}")
-                    continue
-                losses[i, k] = value
-            if bad:
-                problems[model] = (f"row {line}: unusable loss at " + ", ".join(bad)
-                                   + " (losses must be finite numbers > 0)")
-            if param_col is not None:
-                value = _as_number(row[param_col])
-                params[i] = value if value is not None and value > 0 else np.nan
-            families.append(row[family_col].strip() if family_col is not None else "")
-        return cls(
-            models=models,
-            sizes=np.asarray(sizes, dtype=np.int64)[order],
-            losses=losses[:, order],
-            params=params if param_col is not None else None,
-            families=families if family_col is not None else None,
-            source=where,
-            problems=problems,
-        )
+        The file is UTF-8 (a byte-order mark is allowed) with comma-separated fields; quoted
+        fields, CRLF or CR line ends, blank lines and trailing commas are accepted. Rows are
+        counted as lines of the file (the header is row 1). Time is linear in the file size.
+        """
+        path = Path(path)
+        where = display(path)
+        header, rows, lines = _parse_csv(_read_regular_file(path, where), where)
+        return _table_from_cells(cls, header, rows, lines, source=str(path), where=where)
 
 
 def validate_points(sizes, losses, *, where: str = "points", problem: str | None = None,
@@ -195,6 +131,243 @@ def validate_points(sizes, losses, *, where: str = "points", problem: str | None
                          "raise the budget or add subset sizes")
     order = np.argsort(sizes)
     return sizes[order], losses[order]
+
+#: Largest subset size a table may name: beyond any real data set, and exact in float64.
+MAX_SUBSET_SIZE = 10**15
+
+#: Most columns a curve table may have (one per subset size, plus 'size' and 'family').
+MAX_COLUMNS = 10_000
+
+_QUOTE_LIMIT = 60
+
+
+def _quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
+    """``text`` quoted for a one-line message: escaped by repr, cut at ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _read_regular_file(path: Path, where: str) -> bytes:
+    """The bytes of a regular file; folders, FIFOs and devices are refused before opening (no hang)."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        raise CurveError(f"{where}: no such file; pass the path of a curve table (CSV)") from None
+    except OSError as error:
+        raise CurveError(f"{where}: cannot be read ({one_line(error.strerror or error)}); "
+                         "pass the path of a curve table (CSV)") from None
+    _check_regular(info.st_mode, where)
+    try:
+        # O_NONBLOCK: if the name was swapped for a FIFO since the stat, opening must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            _check_regular(os.fstat(handle.fileno()).st_mode, where)
+            return handle.read()
+    except OSError as error:
+        raise CurveError(f"{where}: cannot be read ({one_line(error.strerror or error)}); "
+                         "check its permissions or pass another curve table") from None
+
+
+def _check_regular(mode: int, where: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise CurveError(f"{where}: is a folder, not a curve table; pass a CSV file (a record store is "
+                         "read by 'lensllm fit' when its name does not end in .csv)")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise CurveError(f"{where}: is {kind}, not a curve table; pass a regular CSV file")
+
+
+def _parse_csv(data: bytes, where: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
+    """Split a CSV file into its header, its rows (all cells as text) and each row's line number.
+
+    Blank rows (only spaces, tabs and commas) are dropped, trailing empty columns too; a row with
+    a value past the header's last column, or a quoted field that runs over several lines (a
+    stray quote swallowing the rows after it), raises CurveError naming the row.
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+        raise CurveError(f"{where}: not a text CSV file (it holds NUL bytes: binary or UTF-16); "
+                         "pass a UTF-8 CSV with one row per model")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CurveError(f"{where}: not a text CSV file (byte 0x{data[error.start]:02x} at offset {error.start} "
+                         "is not UTF-8); save the table as UTF-8 CSV with one row per model") from None
+    line_of, content, commas = _lines(data)
+    if not np.any(content > commas):  # no line holds anything but spaces, tabs and commas
+        raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'")
+    widest = int(commas.max()) + 1
+    if widest > MAX_COLUMNS:
+        row = int(line_of[int(np.argmax(commas))])
+        raise CurveError(f"{where}: row {row} has {widest:,} fields, more than the {MAX_COLUMNS:,} a curve table "
+                         "may have; expected 'model,0,200,400,...' with one column per subset size")
+    try:
+        # every cell as text: model names like '1e3' stay names, and bad cells are quoted as written
+        frame = pd.read_csv(io.BytesIO(data), header=None, names=range(widest), dtype=str, encoding="utf-8",
+                            keep_default_na=False, na_filter=False, skip_blank_lines=True, engine="c")
+    except pd.errors.EmptyDataError:
+        raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'") from None
+    except pd.errors.ParserError as error:
+        raise _quoting_error(data, where, error) from None
+    kept = content > 0  # the rows pandas keeps: it skips lines of only spaces and tabs
+    if len(frame) != int(kept.sum()):
+        raise _quoting_error(data, where, None)
+    lines = line_of[kept]
+    filled = (content > commas)[kept]  # a row of only commas (and spaces) is blank too
+    frame = frame[filled].reset_index(drop=True)
+    lines = lines[filled]
+
+    header = [cell.strip() for cell in frame.iloc[0].tolist()]
+    width = max((j + 1 for j, cell in enumerate(header) if cell), default=0)
+    if width < 2:
+        raise CurveError(f"{where}: not a CSV table (one column); expected 'model,0,200,400,...' separated by commas")
+    rows = frame.iloc[1:].reset_index(drop=True)
+    lines = lines[1:]
+    for j in range(width, widest):
+        extra = np.flatnonzero(rows[j].str.strip().to_numpy() != "")
+        if extra.size:
+            row = int(lines[extra[0]])
+            raise CurveError(f"{where}: row {row} has a value in column {j + 1}, past the header's last column "
+                             f"({width}); quote a model name that holds a comma, or add the missing header")
+    return header[:width], rows[list(range(width))], lines
+
+
+def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per physical line (ends: LF, CRLF or CR, as pandas reads them): its number (from 1), how many
+    bytes other than spaces, tabs and line ends it holds, and how many of those are commas."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if arr.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    is_n = arr == 0x0A
+    ends = is_n.copy()
+    ends[:-1] |= (arr[:-1] == 0x0D) & ~is_n[1:]  # a CR not followed by LF ends a line too
+    ends[-1] |= arr[-1] == 0x0D
+    starts = np.concatenate(([0], np.flatnonzero(ends) + 1))
+    starts = starts[starts < arr.size]
+    del is_n, ends
+    content = np.add.reduceat((arr != 0x20) & (arr != 0x09) & (arr != 0x0A) & (arr != 0x0D), starts,
+                              dtype=np.int64)
+    commas = np.add.reduceat(arr == 0x2C, starts, dtype=np.int64)
+    return np.arange(1, starts.size + 1), content, commas
+
+
+def _quoting_error(data: bytes, where: str, error: Exception | None) -> CurveError:
+    """The CurveError for a file pandas could not split into one row per line: find the row where a
+    quote opens and does not close on that row (Python's csv module reads quotes the same way)."""
+    text = data.decode("utf-8")
+    record: list[str] = []
+
+    def source():
+        for physical in io.StringIO(text, newline=""):
+            record.append(physical)
+            yield physical
+
+    reader = csv.reader(source())
+    line = 0
+    odd = None
+    while True:
+        record.clear()
+        try:
+            next(reader)
+        except StopIteration:
+            break
+        except csv.Error:  # a field over csv's size limit: the quote swallowed a lot
+            return CurveError(f"{where}: row {line + 1}: a quote '\"' opens a field that never closes, taking in "
+                              "the rows after it; remove the stray quote or close it on the same row")
+        start, line = line + 1, line + len(record)
+        if line > start:
+            return CurveError(f"{where}: row {start}: a quoted field runs on to row {line}, taking in the rows "
+                              "between (a stray '\"'?); remove the stray quote or close it on the same row")
+        if sum(physical.count('"') for physical in record) % 2:
+            odd = start
+    if odd is not None and error is not None:
+        return CurveError(f"{where}: row {odd}: a quote '\"' opens a field that never closes; "
+                          "remove the stray quote or close it on the same row")
+    detail = one_line(error) if error is not None else "rows do not match lines"
+    return CurveError(f"{where}: not a well-formed CSV file ({detail}); check the quoting")
+
+
+def _table_from_cells(cls: type[CurveTable], header: list[str], rows: pd.DataFrame, lines: np.ndarray, *,
+                      source: str, where: str) -> CurveTable:
+    """The table from its header and text cells, every check naming the row (= line) and the fix."""
+    if _as_number(header[0]) is not None:
+        raise CurveError(f"{where}: the first column must name the model, but its header is the number "
+                         f"{_quote(header[0])}; add a model column (e.g. 'config name') first")
+    size_cols: list[int] = []
+    sizes: list[int] = []
+    seen: set[int] = set()
+    param_col = family_col = None
+    for j, name in enumerate(header[1:], start=1):
+        if name.lower() in ("size", "family"):
+            if (param_col if name.lower() == "size" else family_col) is not None:
+                raise CurveError(f"{where}: column {name!r} appears twice in the header (column {j + 1}); keep one")
+            if name.lower() == "size":
+                param_col = j
+            else:
+                family_col = j
+            continue
+        value = _as_number(name)
+        if value is None or not math.isfinite(value) or value < 0 or value != int(value):
+            raise CurveError(f"{where}: column {j + 1} header {_quote(name)} is not a subset size; "
+                             "size columns must be whole numbers >= 0 (other columns: 'size', 'family')")
+        if value > MAX_SUBSET_SIZE:
+            raise CurveError(f"{where}: column {j + 1} header {_quote(name)} is not a plausible subset size "
+                             f"(over {MAX_SUBSET_SIZE:.0e} examples); fix the header")
+        if int(value) in seen:
+            raise CurveError(f"{where}: size {int(value)} appears twice in the header (column {j + 1}); "
+                             "keep one column per subset size")
+        seen.add(int(value))
+        size_cols.append(j)
+        sizes.append(int(value))
+    if not sizes:
+        raise CurveError(f"{where}: no subset-size columns in the header; expected 'model,0,200,400,...'")
+    if len(rows) == 0:
+        raise CurveError(f"{where}: the table has a header but no model rows; add one row per model")
+
+    models = [cell.strip() for cell in rows[0].tolist()]
+    unnamed = [i for i, model in enumerate(models) if not model]
+    if unnamed:
+        raise CurveError(f"{where}: row {lines[unnamed[0]]} has no model name in the first column; name the model")
+    repeated = pd.Index(models).duplicated()
+    if repeated.any():
+        i = int(np.argmax(repeated))
+        raise CurveError(f"{where}: model {_quote(models[i])} appears twice (row {lines[i]}); keep one row per model")
+
+    losses = np.full((len(models), len(sizes)), np.nan)
+    bad: dict[int, list[str]] = {}
+    for k, j in enumerate(size_cols):
+        cells = rows[j]
+        values = np.array(pd.to_numeric(cells, errors="coerce"), dtype=float)  # a writable copy
+        for i in np.flatnonzero(~(np.isfinite(values) & (values > 0))):
+            # the vectorized parser refuses a few spellings float() takes ('1_000'); bad cells are few
+            value = _as_number(cells.iat[i])
+            if value is not None and math.isfinite(value) and value > 0:
+                values[i] = value
+                continue
+            values[i] = np.nan
+            bad.setdefault(int(i), []).append(f"column {header[j]!r} = {_quote(cells.iat[i].strip() or 'empty')}")
+        losses[:, k] = values
+    problems = {models[i]: (f"row {lines[i]}: unusable loss at " + ", ".join(cells)
+                            + " (losses must be finite numbers > 0)") for i, cells in sorted(bad.items())}
+    params = None
+    if param_col is not None:
+        params = np.array(pd.to_numeric(rows[param_col], errors="coerce"), dtype=float)
+        for i in np.flatnonzero(np.isnan(params)):
+            params[i] = _as_number(rows[param_col].iat[i]) or np.nan
+        params[~(np.isfinite(params) & (params > 0))] = np.nan  # unknown, not an error: cost uses examples
+    families = [cell.strip() for cell in rows[family_col].tolist()] if family_col is not None else None
+
+    order = np.argsort(sizes, kind="stable")
+    return cls(
+        models=models,
+        sizes=np.asarray(sizes, dtype=np.int64)[order],
+        losses=losses[:, order],
+        params=params,
+        families=families,
+        source=source,
+        problems=problems,
+    )
 
 
 def _as_number(text: str) -> float | None:
