@@ -19,6 +19,7 @@ import os
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -103,8 +104,7 @@ class CurveTable:
         """
         path = Path(path)
         where = display(path)
-        header, rows, lines = _parse_csv(_read_regular_file(path, where), where)
-        return _table_from_cells(cls, header, rows, lines, source=str(path), where=where)
+        return _read_table(cls, _read_regular_file(path, where), source=str(path), where=where)
 
 
 def validate_points(sizes, losses, *, where: str = "points", problem: str | None = None,
@@ -139,6 +139,9 @@ MAX_SUBSET_SIZE = 10**15
 MAX_COLUMNS = 10_000
 
 _QUOTE_LIMIT = 60
+
+#: Loss cells the fast float reader takes as missing; they are reported with their text.
+_NA_TEXT = ["", "nan", "NaN", "NAN", "NA", "N/A", "null", "None"]
 
 
 def _quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
@@ -177,13 +180,8 @@ def _check_regular(mode: int, where: str) -> None:
         raise CurveError(f"{where}: is {kind}, not a curve table; pass a regular CSV file")
 
 
-def _parse_csv(data: bytes, where: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
-    """Split a CSV file into its header, its rows (all cells as text) and each row's line number.
-
-    Blank rows (only spaces, tabs and commas) are dropped, trailing empty columns too; a row with
-    a value past the header's last column, or a quoted field that runs over several lines (a
-    stray quote swallowing the rows after it), raises CurveError naming the row.
-    """
+def _text_bytes(data: bytes, where: str) -> bytes:
+    """``data`` without its UTF-8 byte-order mark, after checking that it is UTF-8 text."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
@@ -194,103 +192,59 @@ def _parse_csv(data: bytes, where: str) -> tuple[list[str], pd.DataFrame, np.nda
     except UnicodeDecodeError as error:
         raise CurveError(f"{where}: not a text CSV file (byte 0x{data[error.start]:02x} at offset {error.start} "
                          "is not UTF-8); save the table as UTF-8 CSV with one row per model") from None
-    line_of, content, commas = _lines(data)
-    if not np.any(content > commas):  # no line holds anything but spaces, tabs and commas
-        raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'")
-    widest = int(commas.max()) + 1
-    if widest > MAX_COLUMNS:
-        row = int(line_of[int(np.argmax(commas))])
-        raise CurveError(f"{where}: row {row} has {widest:,} fields, more than the {MAX_COLUMNS:,} a curve table "
-                         "may have; expected 'model,0,200,400,...' with one column per subset size")
-    try:
-        # every cell as text: model names like '1e3' stay names, and bad cells are quoted as written
-        frame = pd.read_csv(io.BytesIO(data), header=None, names=range(widest), dtype=str, encoding="utf-8",
-                            keep_default_na=False, na_filter=False, skip_blank_lines=True, engine="c")
-    except pd.errors.EmptyDataError:
-        raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'") from None
-    except pd.errors.ParserError as error:
-        raise _quoting_error(data, where, error) from None
-    kept = content > 0  # the rows pandas keeps: it skips lines of only spaces and tabs
-    if len(frame) != int(kept.sum()):
-        raise _quoting_error(data, where, None)
-    lines = line_of[kept]
-    filled = (content > commas)[kept]  # a row of only commas (and spaces) is blank too
-    frame = frame[filled].reset_index(drop=True)
-    lines = lines[filled]
-
-    header = [cell.strip() for cell in frame.iloc[0].tolist()]
-    width = max((j + 1 for j, cell in enumerate(header) if cell), default=0)
-    if width < 2:
-        raise CurveError(f"{where}: not a CSV table (one column); expected 'model,0,200,400,...' separated by commas")
-    rows = frame.iloc[1:].reset_index(drop=True)
-    lines = lines[1:]
-    for j in range(width, widest):
-        extra = np.flatnonzero(rows[j].str.strip().to_numpy() != "")
-        if extra.size:
-            row = int(lines[extra[0]])
-            raise CurveError(f"{where}: row {row} has a value in column {j + 1}, past the header's last column "
-                             f"({width}); quote a model name that holds a comma, or add the missing header")
-    return header[:width], rows[list(range(width))], lines
+    return data
 
 
-def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per physical line (ends: LF, CRLF or CR, as pandas reads them): its number (from 1), how many
-    bytes other than spaces, tabs and line ends it holds, and how many of those are commas."""
+class _Lines(NamedTuple):
+    """The physical lines of a file (ends: LF, CRLF or CR, as pandas reads them)."""
+
+    start: np.ndarray    # byte offset where each line starts
+    stop: np.ndarray     # byte offset of its line break (or of the end of the file)
+    content: np.ndarray  # bytes other than spaces, tabs and line breaks (pandas skips lines with none)
+    commas: np.ndarray   # commas among them (a line of only commas is a blank row)
+
+
+#: Byte classes: 0 text, 1 comma, 2 space or tab, 3 line feed, 4 carriage return.
+_BYTE_CLASS = np.zeros(256, dtype=np.uint8)
+_BYTE_CLASS[[ord(","), ord(" "), ord("\t"), ord("\n"), ord("\r")]] = [1, 2, 2, 3, 4]
+
+
+def _lines(data: bytes) -> _Lines:
+    """Split ``data`` into physical lines with numpy: a few passes over the bytes, no Python loop."""
     arr = np.frombuffer(data, dtype=np.uint8)
-    if arr.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    is_n = arr == 0x0A
-    ends = is_n.copy()
-    ends[:-1] |= (arr[:-1] == 0x0D) & ~is_n[1:]  # a CR not followed by LF ends a line too
-    ends[-1] |= arr[-1] == 0x0D
-    starts = np.concatenate(([0], np.flatnonzero(ends) + 1))
-    starts = starts[starts < arr.size]
-    del is_n, ends
-    content = np.add.reduceat((arr != 0x20) & (arr != 0x09) & (arr != 0x0A) & (arr != 0x0D), starts,
-                              dtype=np.int64)
-    commas = np.add.reduceat(arr == 0x2C, starts, dtype=np.int64)
-    return np.arange(1, starts.size + 1), content, commas
+    kind = _BYTE_CLASS[arr]
+    breaks = np.flatnonzero(kind >= 3)
+    crlf = np.zeros(breaks.size, dtype=bool)  # a CR right before an LF: the LF ends that line
+    crlf[:-1] = (kind[breaks[:-1]] == 4) & (breaks[1:] == breaks[:-1] + 1) & (kind[breaks[1:]] == 3)
+    ends = breaks[~crlf]
+    start = np.concatenate(([0], ends + 1))
+    start = start[start < arr.size]
+    bounds = np.concatenate((start, [arr.size]))
+    crlf_end = (ends > 0) & (kind[ends] == 3) & (kind[np.maximum(ends - 1, 0)] == 4)
+    stop = np.concatenate((ends - crlf_end, [arr.size]))[: start.size]  # where each line's text ends
+    blank = np.diff(np.searchsorted(np.flatnonzero(kind >= 2), bounds))
+    commas = np.diff(np.searchsorted(np.flatnonzero(kind == 1), bounds))
+    return _Lines(start, stop, np.diff(bounds) - blank, commas)
 
 
-def _quoting_error(data: bytes, where: str, error: Exception | None) -> CurveError:
-    """The CurveError for a file pandas could not split into one row per line: find the row where a
-    quote opens and does not close on that row (Python's csv module reads quotes the same way)."""
-    text = data.decode("utf-8")
-    record: list[str] = []
-
-    def source():
-        for physical in io.StringIO(text, newline=""):
-            record.append(physical)
-            yield physical
-
-    reader = csv.reader(source())
-    line = 0
-    odd = None
-    while True:
-        record.clear()
-        try:
-            next(reader)
-        except StopIteration:
-            break
-        except csv.Error:  # a field over csv's size limit: the quote swallowed a lot
-            return CurveError(f"{where}: row {line + 1}: a quote '\"' opens a field that never closes, taking in "
-                              "the rows after it; remove the stray quote or close it on the same row")
-        start, line = line + 1, line + len(record)
-        if line > start:
-            return CurveError(f"{where}: row {start}: a quoted field runs on to row {line}, taking in the rows "
-                              "between (a stray '\"'?); remove the stray quote or close it on the same row")
-        if sum(physical.count('"') for physical in record) % 2:
-            odd = start
-    if odd is not None and error is not None:
-        return CurveError(f"{where}: row {odd}: a quote '\"' opens a field that never closes; "
-                          "remove the stray quote or close it on the same row")
-    detail = one_line(error) if error is not None else "rows do not match lines"
-    return CurveError(f"{where}: not a well-formed CSV file ({detail}); check the quoting")
+def _line_cells(data: bytes, lines: _Lines, index: int, *, strict: bool = False) -> list[str]:
+    """The cells of one physical line, split by the csv module."""
+    text = data[lines.start[index]: lines.stop[index]].decode("utf-8")
+    return next(csv.reader([text], strict=strict), [])
 
 
-def _table_from_cells(cls: type[CurveTable], header: list[str], rows: pd.DataFrame, lines: np.ndarray, *,
-                      source: str, where: str) -> CurveTable:
-    """The table from its header and text cells, every check naming the row (= line) and the fix."""
+class _Layout(NamedTuple):
+    """What each header column holds."""
+
+    header: list[str]
+    size_cols: list[int]
+    sizes: list[int]
+    param_col: int | None
+    family_col: int | None
+
+
+def _layout(header: list[str], where: str) -> _Layout:
+    """Check the header; every problem is one CurveError naming the column and the fix."""
     if _as_number(header[0]) is not None:
         raise CurveError(f"{where}: the first column must name the model, but its header is the number "
                          f"{_quote(header[0])}; add a model column (e.g. 'config name') first")
@@ -322,46 +276,165 @@ def _table_from_cells(cls: type[CurveTable], header: list[str], rows: pd.DataFra
         sizes.append(int(value))
     if not sizes:
         raise CurveError(f"{where}: no subset-size columns in the header; expected 'model,0,200,400,...'")
+    return _Layout(header, size_cols, sizes, param_col, family_col)
+
+
+def _read_body(data: bytes, lines: _Lines, first: int, widest: int, layout: _Layout,
+               where: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows after the header (line index ``first`` on) and the line index of each.
+
+    Loss columns are read by pandas' float parser; a cell it refuses ('abc') sends the whole
+    table through the text reader instead, so the result and every message stay the same.
+    """
+    kept = first + np.flatnonzero(lines.content[first:] > 0)
+    if kept.size == 0:
+        return pd.DataFrame({j: pd.Series([], dtype=object) for j in range(widest)}), kept
+    body = data[lines.start[first]:]
+    common = dict(header=None, names=range(widest), encoding="utf-8", engine="c", skip_blank_lines=True,
+                  keep_default_na=False)
+    numeric = set(layout.size_cols)
+    try:
+        try:
+            frame = pd.read_csv(io.BytesIO(body), dtype={j: (np.float64 if j in numeric else object)
+                                                          for j in range(widest)},
+                                na_values={j: _NA_TEXT for j in numeric}, **common)
+        except pd.errors.ParserError:
+            raise
+        except ValueError:
+            frame = pd.read_csv(io.BytesIO(body), dtype=object, na_filter=False, **common)
+    except pd.errors.ParserError as error:
+        raise _quoting_error(data, where, error) from None
+    if len(frame) != kept.size:  # a quoted field ran over line ends
+        raise _quoting_error(data, where, None)
+    return frame, kept
+
+
+def _quoting_error(data: bytes, where: str, error: Exception | None) -> CurveError:
+    """The CurveError for a file pandas could not split into one row per line: find the row where a
+    quote opens and does not close on that row (Python's csv module reads quotes the same way)."""
+    record: list[str] = []
+
+    def source():
+        for physical in io.StringIO(data.decode("utf-8"), newline=""):
+            record.append(physical)
+            yield physical
+
+    reader = csv.reader(source())
+    line = 0
+    odd = None
+    while True:
+        record.clear()
+        try:
+            next(reader)
+        except StopIteration:
+            break
+        except csv.Error:  # a field over csv's size limit: the quote swallowed a lot
+            return CurveError(f"{where}: row {line + 1}: a quote '\"' opens a field that never closes, taking in "
+                              "the rows after it; remove the stray quote or close it on the same row")
+        start, line = line + 1, line + len(record)
+        if line > start:
+            return CurveError(f"{where}: row {start}: a quoted field runs on to row {line}, taking in the rows "
+                              "between (a stray '\"'?); remove the stray quote or close it on the same row")
+        if sum(physical.count('"') for physical in record) % 2:
+            odd = start
+    if odd is not None and error is not None:
+        return CurveError(f"{where}: row {odd}: a quote '\"' opens a field that never closes; "
+                          "remove the stray quote or close it on the same row")
+    detail = one_line(error) if error is not None else "rows do not match lines"
+    return CurveError(f"{where}: not a well-formed CSV file ({detail}); check the quoting")
+
+
+def _read_table(cls: type[CurveTable], data: bytes, *, source: str, where: str) -> CurveTable:
+    """Parse and check a curve table; rows are named by their line in the file."""
+    data = _text_bytes(data, where)
+    lines = _lines(data)
+    filled = lines.content > lines.commas  # lines of only spaces, tabs and commas are blank rows
+    if not filled.any():
+        raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'")
+    widest = int(lines.commas.max()) + 1
+    if widest > MAX_COLUMNS:
+        row = int(np.argmax(lines.commas)) + 1
+        raise CurveError(f"{where}: row {row} has {widest:,} fields, more than the {MAX_COLUMNS:,} a curve table "
+                         "may have; expected 'model,0,200,400,...' with one column per subset size")
+    top = int(np.argmax(filled))
+    try:
+        header = [cell.strip() for cell in _line_cells(data, lines, top, strict=True)]
+    except csv.Error:
+        raise CurveError(f"{where}: row {top + 1} (the header) has broken quoting; "
+                         "write it plainly, e.g. 'model,0,200,400,...'") from None
+    width = max((j + 1 for j, cell in enumerate(header) if cell), default=0)
+    if width < 2:
+        raise CurveError(f"{where}: not a CSV table (one column); expected 'model,0,200,400,...' separated by commas")
+    layout = _layout(header[:width], where)
+    rows, kept = _read_body(data, lines, top + 1, widest, layout, where)
+    keep = filled[kept]
+    rows, kept = rows[keep].reset_index(drop=True), kept[keep]
     if len(rows) == 0:
         raise CurveError(f"{where}: the table has a header but no model rows; add one row per model")
+    for j in range(width, widest):
+        extra = [i for i, cell in enumerate(rows[j].tolist()) if isinstance(cell, str) and cell.strip()]
+        if extra:
+            raise CurveError(f"{where}: row {kept[extra[0]] + 1} has a value in column {j + 1}, past the header's "
+                             f"last column ({width}); quote a model name that holds a comma, or add the missing header")
+    return _table_from_rows(cls, data, lines, layout, rows, kept, source=source, where=where)
 
+
+def _table_from_rows(cls: type[CurveTable], data: bytes, lines: _Lines, layout: _Layout, rows: pd.DataFrame,
+                     kept: np.ndarray, *, source: str, where: str) -> CurveTable:
+    """The table from its parsed rows; ``kept[i]`` is the line index of row ``i``."""
     models = [cell.strip() for cell in rows[0].tolist()]
     unnamed = [i for i, model in enumerate(models) if not model]
     if unnamed:
-        raise CurveError(f"{where}: row {lines[unnamed[0]]} has no model name in the first column; name the model")
-    repeated = pd.Index(models).duplicated()
-    if repeated.any():
-        i = int(np.argmax(repeated))
-        raise CurveError(f"{where}: model {_quote(models[i])} appears twice (row {lines[i]}); keep one row per model")
+        raise CurveError(f"{where}: row {kept[unnamed[0]] + 1} has no model name in the first column; name the model")
+    seen: set[str] = set()
+    for i, model in enumerate(models):
+        if model not in seen:
+            seen.add(model)
+            continue
+        raise CurveError(f"{where}: model {_quote(models[i])} appears twice (row {kept[i] + 1}); "
+                         "keep one row per model")
 
-    losses = np.full((len(models), len(sizes)), np.nan)
+    cells_of: dict[int, list[str]] = {}
+
+    def text(i: int, j: int) -> str:
+        cell = rows[j].iat[i]
+        if isinstance(cell, str):
+            return cell
+        if i not in cells_of:  # parsed as a float: re-split the line to quote the cell as written
+            cells_of[i] = _line_cells(data, lines, int(kept[i]))
+        return cells_of[i][j] if j < len(cells_of[i]) else ""
+
+    losses = np.full((len(models), len(layout.sizes)), np.nan)
     bad: dict[int, list[str]] = {}
-    for k, j in enumerate(size_cols):
-        cells = rows[j]
-        values = np.array(pd.to_numeric(cells, errors="coerce"), dtype=float)  # a writable copy
+    for k, j in enumerate(layout.size_cols):
+        column = rows[j]
+        values = np.array(pd.to_numeric(column, errors="coerce") if column.dtype == object else column, dtype=float)
         for i in np.flatnonzero(~(np.isfinite(values) & (values > 0))):
-            # the vectorized parser refuses a few spellings float() takes ('1_000'); bad cells are few
-            value = _as_number(cells.iat[i])
+            # the vectorized parsers refuse a few spellings float() takes ('1_000'); bad cells are few
+            cell = text(int(i), j)
+            value = _as_number(cell)
             if value is not None and math.isfinite(value) and value > 0:
                 values[i] = value
                 continue
             values[i] = np.nan
-            bad.setdefault(int(i), []).append(f"column {header[j]!r} = {_quote(cells.iat[i].strip() or 'empty')}")
+            bad.setdefault(int(i), []).append(f"column {layout.header[j]!r} = {_quote(cell.strip() or 'empty')}")
         losses[:, k] = values
-    problems = {models[i]: (f"row {lines[i]}: unusable loss at " + ", ".join(cells)
+    problems = {models[i]: (f"row {kept[i] + 1}: unusable loss at " + ", ".join(cells)
                             + " (losses must be finite numbers > 0)") for i, cells in sorted(bad.items())}
     params = None
-    if param_col is not None:
-        params = np.array(pd.to_numeric(rows[param_col], errors="coerce"), dtype=float)
+    if layout.param_col is not None:
+        column = rows[layout.param_col]
+        params = np.array(pd.to_numeric(column, errors="coerce"), dtype=float)
         for i in np.flatnonzero(np.isnan(params)):
-            params[i] = _as_number(rows[param_col].iat[i]) or np.nan
+            params[i] = _as_number(text(int(i), layout.param_col)) or np.nan
         params[~(np.isfinite(params) & (params > 0))] = np.nan  # unknown, not an error: cost uses examples
-    families = [cell.strip() for cell in rows[family_col].tolist()] if family_col is not None else None
+    families = ([cell.strip() for cell in rows[layout.family_col].tolist()]
+                if layout.family_col is not None else None)
 
-    order = np.argsort(sizes, kind="stable")
+    order = np.argsort(layout.sizes, kind="stable")
     return cls(
         models=models,
-        sizes=np.asarray(sizes, dtype=np.int64)[order],
+        sizes=np.asarray(layout.sizes, dtype=np.int64)[order],
         losses=losses[:, order],
         params=params,
         families=families,
