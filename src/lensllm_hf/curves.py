@@ -228,9 +228,13 @@ def _lines(data: bytes) -> _Lines:
 
 
 def _line_cells(data: bytes, lines: _Lines, index: int, *, strict: bool = False) -> list[str]:
-    """The cells of one physical line, split by the csv module."""
+    """The cells of one physical line, split by the csv module (by pandas past its field-size limit)."""
     text = data[lines.start[index]: lines.stop[index]].decode("utf-8")
-    return next(csv.reader([text], strict=strict), [])
+    if len(text) <= csv.field_size_limit():
+        return next(csv.reader([text], strict=strict), [])
+    frame = pd.read_csv(io.StringIO(text), header=None, dtype=object, keep_default_na=False, na_filter=False,
+                        engine="c")
+    return [str(cell) for cell in frame.iloc[0].tolist()]
 
 
 class _Layout(NamedTuple):
@@ -359,7 +363,7 @@ def _read_table(cls: type[CurveTable], data: bytes, *, source: str, where: str) 
     top = int(np.argmax(filled))
     try:
         header = [cell.strip() for cell in _line_cells(data, lines, top, strict=True)]
-    except csv.Error:
+    except (csv.Error, pd.errors.ParserError):
         raise CurveError(f"{where}: row {top + 1} (the header) has broken quoting; "
                          "write it plainly, e.g. 'model,0,200,400,...'") from None
     width = max((j + 1 for j, cell in enumerate(header) if cell), default=0)
