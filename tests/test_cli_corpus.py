@@ -61,7 +61,8 @@ GOOD = [
     ("blank-lines-everywhere", "\n\n  \n,,,\n" + csv_text(rows_of()).replace("\n", "\n\n \t\n,,\n", 2) + "\n\n",
      ["small", "medium", "large"]),
     ("no-final-newline", csv_text(rows_of()).rstrip("\n"), ["small", "medium", "large"]),
-    ("quoted-numbers", "\n".join([",".join(HEADER)] + [",".join([r[0], *(f'"{v}"' for v in r[1:])]) for r in rows_of()]),
+    ("quoted-numbers", "\n".join([",".join(HEADER)]
+                                  + [",".join([r[0], *(f'"{v}"' for v in r[1:])]) for r in rows_of()]),
      ["small", "medium", "large"]),
     ("spaces-around-cells", "\n".join([" , ".join(HEADER)] + [" , ".join(r) for r in rows_of()]) + "\n",
      ["small", "medium", "large"]),

@@ -21,7 +21,7 @@ def write(tmp_path, text, name="t.csv"):
 
 def reference(path):
     """The table as the csv module and float() read it (the reader this one replaced)."""
-    rows = [row for row in csv.reader(path.read_text(encoding="utf-8").splitlines()) if any(rows for rows in row)]
+    rows = [row for row in csv.reader(path.read_text(encoding="utf-8").splitlines()) if any(cell for cell in row)]
     header = rows[0]
     size_cols = [j for j, name in enumerate(header) if j and name.lower() not in ("size", "family")]
     sizes = [int(float(header[j])) for j in size_cols]
@@ -51,7 +51,8 @@ def test_text_path_and_float_path_agree(tmp_path):
     assert slow.models[:-1] == fast.models
     assert np.array_equal(slow.losses[:-1], fast.losses) and np.array_equal(slow.params[:-1], fast.params)
     assert slow.losses[-1, 3] == 1000.0  # float() spellings the vectorized parsers refuse still count
-    assert slow.problems == {"odd": "row 302: unusable loss at column '400' = 'abc' (losses must be finite numbers > 0)"}
+    assert slow.problems == {
+        "odd": "row 302: unusable loss at column '400' = 'abc' (losses must be finite numbers > 0)"}
 
 
 def test_rows_are_file_lines(tmp_path):

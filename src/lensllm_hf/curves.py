@@ -91,8 +91,8 @@ class CurveTable:
         """
         losses = self.losses[row]
         made = ~np.isnan(losses)
-        return validate_points(self.sizes[made], losses[made], where=f"{display(self.source)}: model {_quote(self.models[row])}",
-                               problem=self.problems.get(self.models[row]))
+        where = f"{display(self.source)}: model {_quote(self.models[row])}"
+        return validate_points(self.sizes[made], losses[made], where=where, problem=self.problems.get(self.models[row]))
 
     @classmethod
     def read_csv(cls, path: str | os.PathLike) -> CurveTable:
@@ -172,8 +172,7 @@ def _read_regular_file(path: Path, where: str) -> bytes:
 
 def _check_regular(mode: int, where: str) -> None:
     if stat.S_ISDIR(mode):
-        raise CurveError(f"{where}: is a folder, not a curve table; pass a CSV file (a record store is "
-                         "read by 'lensllm fit' when its name does not end in .csv)")
+        raise CurveError(f"{where}: is a folder, not a curve table; pass a CSV file")
     if not stat.S_ISREG(mode):
         kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
                 else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
@@ -293,24 +292,28 @@ def _read_body(data: bytes, lines: _Lines, first: int, widest: int, layout: _Lay
     kept = first + np.flatnonzero(lines.content[first:] > 0)
     if kept.size == 0:
         return pd.DataFrame({j: pd.Series([], dtype=object) for j in range(widest)}), kept
-    body = data[lines.start[first]:]
-    common = dict(header=None, names=range(widest), encoding="utf-8", engine="c", skip_blank_lines=True,
-                  keep_default_na=False)
-    numeric = set(layout.size_cols)
     try:
-        try:
-            frame = pd.read_csv(io.BytesIO(body), dtype={j: (np.float64 if j in numeric else object)
-                                                          for j in range(widest)},
-                                na_values={j: _NA_TEXT for j in numeric}, **common)
-        except pd.errors.ParserError:
-            raise
-        except ValueError:
-            frame = pd.read_csv(io.BytesIO(body), dtype=object, na_filter=False, **common)
+        frame = _read_frame(data[lines.start[first]:], widest, set(layout.size_cols))
     except pd.errors.ParserError as error:
         raise _quoting_error(data, where, error) from None
+    except ValueError as error:
+        raise CurveError(f"{where}: not a well-formed CSV file ({one_line(error)}); check the quoting") from None
     if len(frame) != kept.size:  # a quoted field ran over line ends
         raise _quoting_error(data, where, None)
     return frame, kept
+
+
+def _read_frame(body: bytes, widest: int, numeric: set[int]) -> pd.DataFrame:
+    """Every row of ``body``: ``numeric`` columns as floats when they all parse, all as text otherwise."""
+    common = dict(header=None, names=range(widest), encoding="utf-8", engine="c", skip_blank_lines=True,
+                  keep_default_na=False)
+    try:
+        return pd.read_csv(io.BytesIO(body), dtype={j: (np.float64 if j in numeric else object) for j in range(widest)},
+                           na_values={j: _NA_TEXT for j in numeric}, **common)
+    except pd.errors.ParserError:
+        raise
+    except ValueError:  # a loss cell the float parser refuses ('abc', '1_000'): read every cell as text
+        return pd.read_csv(io.BytesIO(body), dtype=object, na_filter=False, **common)
 
 
 def _quoting_error(data: bytes, where: str, error: Exception | None) -> CurveError:
