@@ -322,7 +322,7 @@ def _quoting_error(data: bytes, where: str, error: Exception | None) -> CurveErr
     record: list[str] = []
 
     def source():
-        for physical in io.StringIO(data.decode("utf-8"), newline=""):
+        for physical in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""):
             record.append(physical)
             yield physical
 
