@@ -29,6 +29,12 @@ from .errors import LensLLMError
 
 __all__ = ["MAX_SUBSET_SIZE", "CurveError", "CurveTable", "validate_points"]
 
+#: Largest subset size a table may name: beyond any real data set, and exact in float64.
+MAX_SUBSET_SIZE = 10**15
+
+#: Most columns a curve table may have (one per subset size, plus 'size' and 'family').
+MAX_COLUMNS = 10_000
+
 
 class CurveError(LensLLMError, ValueError):
     """Bad curve input. The message is one line naming the place and the fix."""
@@ -132,11 +138,6 @@ def validate_points(sizes, losses, *, where: str = "points", problem: str | None
     order = np.argsort(sizes)
     return sizes[order], losses[order]
 
-#: Largest subset size a table may name: beyond any real data set, and exact in float64.
-MAX_SUBSET_SIZE = 10**15
-
-#: Most columns a curve table may have (one per subset size, plus 'size' and 'family').
-MAX_COLUMNS = 10_000
 
 _QUOTE_LIMIT = 60
 
