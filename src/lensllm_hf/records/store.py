@@ -389,7 +389,11 @@ class Store:
 
     @contextlib.contextmanager
     def _write_lock(self, key: RunKey) -> Iterator[None]:
-        """Serialise read-check-write of one run among local processes (released if the process dies)."""
+        """Serialise read-check-write among local processes (the kernel releases it if one dies).
+
+        The lock is an ``flock`` on the store folder itself, so a store holds nothing but records;
+        where a folder cannot be locked (NFS), on a lock file per run in the claims folder.
+        """
         try:
             import fcntl
         except ImportError:  # no flock (Windows): the re-read alone
@@ -397,11 +401,17 @@ class Store:
         if not self._local or fcntl is None:
             yield
             return
-        folder = self._claims_dir()
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(os.path.join(folder, f"{_stem(key)}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        os.makedirs(self.url, exist_ok=True)
+        fd = os.open(self.url, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                folder = self._claims_dir()
+                os.makedirs(folder, exist_ok=True)
+                fd = os.open(os.path.join(folder, f"{_stem(key)}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
