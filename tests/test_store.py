@@ -87,6 +87,13 @@ def test_every_part_of_the_key_counts():
     assert len({base.name, *(k.name for k in others)}) == len(others) + 1
 
 
+def test_numpy_integers_make_the_same_key():
+    import numpy as np
+
+    key = RunKey("m", np.int64(200), np.int32(0), "h")
+    assert key == RunKey("m", 200, 0, "h") and type(key.train_size) is int and key.name == RunKey("m", 200, 0, "h").name
+
+
 @pytest.mark.parametrize("bad", [dict(model=""), dict(model=3), dict(train_size=-1), dict(train_size=True),
                                  dict(seed=1.5), dict(config_hash=5), dict(revision=1)])
 def test_bad_keys_are_one_line_errors(bad):
