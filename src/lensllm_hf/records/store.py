@@ -519,8 +519,11 @@ class Claim:
         if not self.held:
             return
         info = self.store._read_claim(self.path)
-        if info is None or info.get("owner") != self.owner:
+        newer = any(g > self.generation for g, _ in self.store._claims(self.key))
+        if info is None or info.get("owner") != self.owner or newer:
             self._lost = True  # taken over: never write a heartbeat into someone else's claim
+            if newer and info is not None and info.get("owner") == self.owner:
+                self.store._remove(self.path)
             return
         text = _claim_text(self.key, self.owner, self.generation, self.ttl_s)
         if self.store._local:
