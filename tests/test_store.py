@@ -369,17 +369,57 @@ def test_a_fifo_or_device_link_at_a_runs_name_is_skipped_and_then_replaced(tmp_p
     assert store.read(fifo_key).status == store.read(dev_key).status == "complete"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
-def test_unreadable_records_are_named_and_skipped(tmp_path):
-    store = Store(tmp_path)
-    store.write(make_record("good"))
-    path = store.write(make_record("secret"))
-    os.chmod(path, 0)
+def _as_unprivileged(function):
+    """``function()``'s result, run without root's right to read every file (a forked child as nobody)."""
+    if os.geteuid() != 0:
+        return function()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, answer through the pipe, never return into pytest
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            answer = json.dumps(function())
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            answer = json.dumps({"error": repr(error)})
+        os.write(write_end, answer.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        answer = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_unreadable_records_and_folders_are_named_and_skipped():
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="lensllm-unreadable-")  # not under pytest's private tmp: nobody must enter it
+    hidden = os.path.join(root, "locked")
     try:
-        with pytest.warns(RecordWarning, match="permission denied"):
-            assert [r.model_id for r in store.records()] == ["good"]
+        os.chmod(root, 0o755)
+        store = Store(root)
+        store.write(make_record("good"))
+        os.chmod(store.write(make_record("secret")), 0o600 if os.geteuid() == 0 else 0)
+        write_record(make_record("inside"), os.path.join(hidden, "lensllm_record.json"))
+        os.chmod(hidden, 0o700 if os.geteuid() == 0 else 0)
+        if os.geteuid() == 0:
+            os.chown(root, 0, 0)
+
+        def read():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                models = [r.model_id for r in Store(root).records()]
+            return {"models": models, "warnings": [str(w.message) for w in caught]}
+
+        answer = _as_unprivileged(read)
+        assert answer.get("models") == ["good"], answer
+        said = " | ".join(answer["warnings"])
+        assert "secret" in said and "permission denied" in said and "locked: cannot list" in said
     finally:
-        os.chmod(path, 0o644)
+        os.chmod(hidden, 0o755)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_damaged_record_is_named_and_its_run_counts_as_not_done(tmp_path):
