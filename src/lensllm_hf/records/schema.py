@@ -427,7 +427,3 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _num(value: Any) -> float:
-    return float(value) if _is_number(value) else float("nan")

@@ -36,7 +36,7 @@ import numpy as np
 from .._utils import atomic_write_text, display
 from ..curves import CurveTable
 from .schema import (DEFAULT_RECORD_NAME, STATUSES, STORE_SUFFIX, RecordError, RecordWarning, RunKey, RunRecord,
-                     SchemaError, _num, legacy_record_name)
+                     SchemaError, legacy_record_name)
 
 __all__ = [
     "CLAIMS_FOLDER",
@@ -822,6 +822,10 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
         source=source,
         problems=problems,
     )
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
 def _parse(raw: bytes, where: str) -> RunRecord:
