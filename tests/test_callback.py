@@ -183,6 +183,32 @@ def test_bound_trainer_gives_the_final_evaluation_outside_the_loop(gpt2_path, to
     assert count.steps == [0] and rec["ntk"]["F"] is not None  # the probe's evaluation before step 1
 
 
+def test_bound_and_free_callbacks_write_the_same_record(gpt2_path, tok, data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    recs = []
+    for bound in (False, True):
+        # Dropout on, shuffled data: an RNG draw either way would change the losses.
+        model = AutoModelForCausalLM.from_pretrained(gpt2_path, resid_pdrop=0.2, attn_pdrop=0.2, embd_pdrop=0.2)
+        cb = LensLLMCallback(probe_examples=8, eval_at_examples=[16])
+        trainer = make_trainer(gpt2_path, tok, data, tmp_path / str(bound), model=model, max_steps=5,
+                               per_device_train_batch_size=4, callbacks=[] if bound else [cb])
+        if bound:
+            cb.bind(trainer)
+        trainer.train()
+        recs.append(record_of(tmp_path / str(bound)))
+    volatile = ("wall_time_s", "started_at", "finished_at")
+    for rec in recs:
+        for key in volatile:
+            rec.pop(key)
+        rec["ntk"].pop("seconds")
+        for ev in rec["evaluations"]:
+            for key in [k for k in ev["metrics"] if k.endswith(("_runtime", "_per_second"))]:
+                ev["metrics"].pop(key)
+    assert recs[0] == recs[1]
+    assert [e["step"] for e in recs[0]["evaluations"]] == [0, 4, 5] and recs[0]["ntk"]["F"] is not None
+
+
 def test_recording_marks_failures_and_keeps_complete_runs(gpt2_path, tok, data, tmp_path):
     class Boom(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
