@@ -303,7 +303,8 @@ def test_dict_of_eval_sets(gpt2_path, tok, data, tmp_path):
                            callbacks=[LensLLMCallback(eval_name="nope", ntk_probe=False)])
     trainer.train()
     rec = record_of(tmp_path / "y")
-    assert rec["status"] == "failed" and "eval_big_loss, eval_small_loss" in rec["error"] and "eval_name=" in rec["error"]
+    assert rec["status"] == "failed" and "eval_name=" in rec["error"]
+    assert "eval_big_loss, eval_small_loss" in rec["error"]
 
 
 def test_dict_of_eval_sets_without_eval_name_takes_the_first(gpt2_path, tok, data, tmp_path):
@@ -390,7 +391,8 @@ def test_models_built_from_configs_get_distinct_ids_and_a_warning(tok, data, tmp
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB_SIZE, n_positions=64,
                                        pad_token_id=0))
-    for cb, expected in ((LensLLMCallback(ntk_probe=False), ids[0]), (LensLLMCallback(ntk_probe=False, model_name="mine"), "mine")):
+    for cb, expected in ((LensLLMCallback(ntk_probe=False), ids[0]),
+                         (LensLLMCallback(ntk_probe=False, model_name="mine"), "mine")):
         make_trainer(None, tok, data, tmp_path / "again", callbacks=[cb], model=model, max_steps=1,
                      learning_rate=0.0).train()
         assert cb.record.model["id"] == expected and (expected == "mine") == (cb.record.warnings == [])

@@ -231,6 +231,8 @@ class LensLLMCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         if not self._initialized:
             self.setup(args, state, model)
+        if self._restore_eval_on_start:  # a previous train() failed before evaluating: give the switch back
+            args.eval_on_start, self._restore_eval_on_start = False, False
         trainer = self.trainer
         early_loader = self._early_loader  # the DataLoader of an evaluation before train(), if any
         # A store, or the run's own file: records.write_record names the file in a store.
