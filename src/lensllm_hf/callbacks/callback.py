@@ -242,6 +242,7 @@ class LensLLMCallback(TrainerCallback):
         self._lr_sum = 0.0
         self._finished = False
         self._pending_at: int | None = None
+        self._begin_step = state.global_step
         train_data = getattr(train_dataloader, "dataset", None)
         self._train_size = self.train_size if self.train_size is not None else _length(train_data)
         self._batch = int(state.train_batch_size or args.per_device_train_batch_size)
@@ -370,7 +371,8 @@ class LensLLMCallback(TrainerCallback):
             if rec.dataset.get("eval_num_rows") is None and dataset is not None:
                 rec.dataset.update(eval_fingerprint=_fingerprint(dataset), eval_num_rows=_length(dataset))
             if self._probe_pending:
-                if state.is_world_process_zero:
+                # Only an evaluation before the first step sees the weights the probe measures.
+                if state.is_world_process_zero and state.global_step == self._begin_step:
                     rec.ntk = self._probe(model, args, loader=eval_dataloader)
                 self._probe_pending = False
         first = rec.evaluations[0].step if rec.evaluations else None
