@@ -17,7 +17,7 @@ from lensllm_hf import LensLLMCallback
 from lensllm_hf.callbacks import CallbackError
 from lensllm_hf.errors import LensLLMError
 from transformers import TrainerCallback
-from lensllm_hf.records import RecordError, load_table, read_record
+from lensllm_hf.records import SCHEMA_VERSION, RecordError, load_table, read_record
 from tiny_models import (lm_collator, make_text_dataset, make_tiny_gpt2, make_tiny_t5, make_tokenizer,
                          seq2seq_collator, tokenize_lm, tokenize_seq2seq)
 
@@ -65,7 +65,7 @@ def test_one_line_records_a_complete_run(gpt2_path, tok, data, tmp_path):
     trainer.train()
     rec = record_of(tmp_path)
     assert all(key in rec for key in REQUIRED)
-    assert rec["status"] == "complete" and rec["error"] is None and rec["schema_version"] == 1
+    assert rec["status"] == "complete" and rec["error"] is None and rec["schema_version"] == SCHEMA_VERSION
     assert rec["model"]["id"] == gpt2_path and rec["model"]["architecture"] == "GPT2LMHeadModel"
     assert rec["model"]["num_parameters"] == rec["model"]["trainable_parameters"] == trainer.model.num_parameters()
     assert rec["train_size"] == 48 and rec["seed"] == 0 and rec["world_size"] == 1
