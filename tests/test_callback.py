@@ -17,7 +17,7 @@ from lensllm_hf import LensLLMCallback
 from lensllm_hf.callbacks import CallbackError
 from lensllm_hf.errors import LensLLMError
 from transformers import TrainerCallback
-from lensllm_hf.records import SCHEMA_VERSION, RecordError, load_table, read_record
+from lensllm_hf.records import SCHEMA_VERSION, RecordError, adapter_hash, load_table, read_record
 from tiny_models import (lm_collator, make_text_dataset, make_tiny_gpt2, make_tiny_t5, make_tokenizer,
                          seq2seq_collator, tokenize_lm, tokenize_seq2seq)
 
@@ -97,7 +97,7 @@ def test_one_line_records_a_complete_run(gpt2_path, tok, data, tmp_path):
 
 
 def test_store_and_load_table(gpt2_path, tok, data, tmp_path):
-    store = tmp_path / "store"
+    store = tmp_path / "runs.json"  # a store folder may have any name
     recs = []
     for size in (16, 32):
         train = data[0].select(range(size))
@@ -355,6 +355,12 @@ def test_peft_lora(gpt2_path, tok, data, tmp_path):
     assert rec["model"]["id"] == gpt2_path and rec["model"]["trainable_parameters"] == trainable
     assert rec["ntk"]["n_params"] == trainable and rec["ntk"]["zero_gradient_parameters"] == 2
     assert rec["status"] == "complete" and rec["ntk"]["F"] > 0
+    # The key's adapter part: the records module's hash of the active adapter's config, or the planner's own.
+    assert rec["key"]["adapter"] == adapter_hash(model.peft_config["default"]) is not None
+    trainer = make_trainer(gpt2_path, tok, data, tmp_path / "given", model=model, max_steps=1,
+                           callbacks=[LensLLMCallback(ntk_probe=False, adapter_hash="planned")])
+    trainer.train()
+    assert read_record(tmp_path / "given" / "lensllm_record.json").key.adapter == "planned"
 
 
 def test_seq2seq_trainer_with_t5(tok, tmp_path):

@@ -67,7 +67,8 @@ class LensLLMCallback(TrainerCallback):
     what the events hand it (see ``docs/callback.md``, "With or without the Trainer").
 
     Args:
-        store: a folder or fsspec URL shared by many runs; None writes to ``args.output_dir``.
+        store: a folder or fsspec URL (or a :class:`lensllm_hf.records.Store`) shared by many runs;
+            None writes to ``args.output_dir``.
         trainer: the Trainer that runs this callback; same as calling :meth:`bind` (which also
             adds the callback to it).
         ntk_probe: measure the NTK term F(Theta, t) (DESIGN.md, section 2) on ``probe_examples``
@@ -86,6 +87,9 @@ class LensLLMCallback(TrainerCallback):
         train_size: the subset size D when ``len(train_dataset)`` is unknown (iterable datasets).
         config_hash: override the hash of the training configuration (a planner that computed
             it before the run passes its own).
+        adapter_hash: the adapter part of the run's key (``records.adapter_hash`` of the adapter
+            config, as the planner that built the key spelled it); None: computed from the PEFT
+            model's active adapter config, and None for full fine-tuning.
         eval_name: with a dict of eval datasets, which one gives the loss (``eval_<name>_loss``)
             and the probe examples; None takes the first.
         allow_no_eval: record a run without an eval set (training loss only) instead of failing.
@@ -99,11 +103,11 @@ class LensLLMCallback(TrainerCallback):
         >>> trainer.train()          # writes one record under s3://bucket/runs/
     """
 
-    def __init__(self, store: str | os.PathLike | None = None, *, trainer=None, ntk_probe: bool = True,
+    def __init__(self, store: str | os.PathLike | records.Store | None = None, *, trainer=None, ntk_probe: bool = True,
                  probe_examples: int = 16, eval_at_examples: str | Sequence[int] | None = None,
                  eval_on_start: bool | None = None, model_name: str | None = None,
                  revision: str | None = None, train_size: int | None = None, config_hash: str | None = None,
-                 eval_name: str | None = None, allow_no_eval: bool = False, probe_memory_mb: float = 2048.0,
+                 adapter_hash: str | None = None, eval_name: str | None = None, allow_no_eval: bool = False, probe_memory_mb: float = 2048.0,
                  projection_dim: int | None = None):
         if isinstance(eval_at_examples, str) and eval_at_examples != "geometric":
             raise CallbackError(f"eval_at_examples={eval_at_examples!r}: pass 'geometric' or a list of sizes "
@@ -119,7 +123,10 @@ class LensLLMCallback(TrainerCallback):
                                 "(16 is the default)")
         if model_name is not None and (not isinstance(model_name, str) or not model_name):
             raise CallbackError(f"model_name={model_name!r}: pass a non-empty name (its row in curve tables)")
-        self.store = None if store is None else str(store)
+        # Checked once here (a URL fsspec cannot open is a one-line RecordError now, not at train begin).
+        self._store = None if store is None else records.Store(store)
+        #: The store's URL, or None (records go to ``args.output_dir``).
+        self.store: str | None = None if self._store is None else self._store.url
         self.ntk_probe = ntk_probe
         self.probe_examples = probe_examples
         self.eval_at_examples = eval_at_examples
@@ -128,6 +135,7 @@ class LensLLMCallback(TrainerCallback):
         self.revision = revision
         self.train_size = train_size
         self.config_hash = config_hash
+        self.adapter_hash = adapter_hash
         self.eval_name = eval_name
         self.allow_no_eval = allow_no_eval
         self.probe_memory_mb = probe_memory_mb
@@ -222,7 +230,7 @@ class LensLLMCallback(TrainerCallback):
         """Check once, before training, that the record can be written where it will go."""
         self._initialized = True
         if state.is_world_process_zero:
-            records.check_writable(self.store if self.store is not None else args.output_dir)
+            records.check_writable(self._store if self._store is not None else args.output_dir)
 
     def on_init_end(self, args, state, control, **kwargs):
         if not self._initialized:
@@ -236,8 +244,8 @@ class LensLLMCallback(TrainerCallback):
         trainer = self.trainer
         early_loader = self._early_loader  # the DataLoader of an evaluation before train(), if any
         # A store, or the run's own file: records.write_record names the file in a store.
-        self._target = self.store if self.store is not None else os.path.join(args.output_dir,
-                                                                               records.DEFAULT_RECORD_NAME)
+        self._target = self._store if self._store is not None else os.path.join(args.output_dir,
+                                                                                 records.DEFAULT_RECORD_NAME)
         self._t0 = time.perf_counter()
         self._lr_sum = 0.0
         self._finished = False
@@ -477,6 +485,7 @@ class LensLLMCallback(TrainerCallback):
                 "trainable_parameters": trainable,
             },
             adapter=adapter,
+            adapter_hash=self.adapter_hash or (records.adapter_hash(_peft_config(model)) if adapter else None),
             train_size=self._train_size,
             dataset={
                 "fingerprint": _fingerprint(train_data),
@@ -652,13 +661,26 @@ def _model_digest(model, config, *, frozen_only: bool) -> str:
     return digest.hexdigest()[:12]
 
 
-def _adapter_summary(model) -> dict[str, Any] | None:
+def _active_adapter(model) -> str | None:
+    """The name of a PEFT model's active adapter (the first one if that is not a single name), or None."""
     configs = getattr(model, "peft_config", None)
     if not isinstance(configs, dict) or not configs:
         return None
     name = getattr(model, "active_adapter", None)
-    name = name if isinstance(name, str) and name in configs else next(iter(configs))
-    config = configs[name].to_dict() if hasattr(configs[name], "to_dict") else dict(vars(configs[name]))
+    return name if isinstance(name, str) and name in configs else next(iter(configs))
+
+
+def _peft_config(model):
+    name = _active_adapter(model)
+    return None if name is None else model.peft_config[name]
+
+
+def _adapter_summary(model) -> dict[str, Any] | None:
+    name = _active_adapter(model)
+    if name is None:
+        return None
+    peft_config = model.peft_config[name]
+    config = peft_config.to_dict() if hasattr(peft_config, "to_dict") else dict(vars(peft_config))
     keep = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "task_type",
             "use_dora", "use_rslora", "init_lora_weights", "num_virtual_tokens")
     summary: dict[str, Any] = {"peft_type": _value(config.get("peft_type")), "adapter_name": name}
