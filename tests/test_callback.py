@@ -597,3 +597,55 @@ def test_two_processes_write_exactly_one_record(gpt2_path, tmp_path):
     assert rec.status == "complete" and rec.world_size == 2 and rec.effective_batch_size == 8
     assert rec.train_size == 32 and [e.examples_seen for e in rec.evaluations] == [24]
     assert rec.ntk["F"] is not None and rec.total_flos > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_is_unchanged_bound_or_not(tmp_path):
+    # On a GPU (CUDA RNG, probe on the device): no callback, a free one and a bound one train alike.
+    # Plain lists of token ids and a hand-written collator: no `datasets` needed on the GPU machine.
+    import random
+
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    def examples(n, seed):
+        rng = random.Random(seed)
+        return [{"input_ids": [rng.randrange(3, 51) for _ in range(rng.randint(8, 16))]} for _ in range(n)]
+
+    def collate(features):
+        n = max(len(f["input_ids"]) for f in features)
+        ids = torch.zeros(len(features), n, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, f in enumerate(features):
+            ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+            mask[i, : len(f["input_ids"])] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+    train, ev = examples(64, 1), examples(24, 2)
+    losses, recs = [], []
+    for kind in ("plain", "free", "bound"):
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=51, n_positions=64,
+                                           resid_pdrop=0.2, attn_pdrop=0.2, embd_pdrop=0.2))
+        args = TrainingArguments(str(tmp_path / kind), per_device_train_batch_size=4, max_steps=12, learning_rate=1e-3,
+                                 seed=0, save_strategy="no", disable_tqdm=True, logging_strategy="no",
+                                 report_to="none", eval_strategy="steps", eval_steps=5, full_determinism=True)
+        cb = LensLLMCallback(probe_examples=8, eval_at_examples=[16, 32], model_name="tiny")
+        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=ev, data_collator=collate,
+                          callbacks=[cb] if kind == "free" else [])
+        if kind == "bound":
+            cb.bind(trainer)
+        trainer.train()
+        assert next(trainer.model.parameters()).is_cuda
+        losses.append(trainer.evaluate()["eval_loss"])
+        if kind != "plain":
+            rec = record_of(tmp_path / kind)
+            for key in ("wall_time_s", "started_at", "finished_at"):
+                rec.pop(key)
+            rec["ntk"].pop("seconds")
+            for e in rec["evaluations"]:
+                for m in [m for m in e["metrics"] if m.endswith(("_runtime", "_per_second"))]:
+                    e["metrics"].pop(m)
+            recs.append(rec)
+    assert losses[0] == losses[1] == losses[2]
+    assert recs[0] == recs[1] and recs[0]["status"] == "complete" and recs[0]["ntk"]["F"] is not None
+    assert [e["step"] for e in recs[0]["evaluations"]] == [0, 4, 5, 8, 10, 12]
