@@ -96,11 +96,12 @@ class LensLLMCallback(TrainerCallback):
         probe_memory_mb: memory budget of the probe; above it gradients are sketched.
         projection_dim: sketch width of the probe (None: automatic, 0: exact).
 
-    Example (an illustration: ``model``, ``args``, ``train``, ``test`` are yours):
-        >>> from lensllm_hf import LensLLMCallback
-        >>> trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test,
-        ...                   callbacks=[LensLLMCallback(store="s3://bucket/runs")])
-        >>> trainer.train()          # writes one record under s3://bucket/runs/
+    Example (an illustration: ``model``, ``args``, ``train``, ``test`` are yours)::
+
+        from lensllm_hf import LensLLMCallback
+        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test,
+                          callbacks=[LensLLMCallback(store="s3://bucket/runs")])
+        trainer.train()          # writes one record under s3://bucket/runs/
     """
 
     def __init__(self, store: str | os.PathLike | records.Store | None = None, *, trainer=None, ntk_probe: bool = True,
@@ -165,9 +166,10 @@ class LensLLMCallback(TrainerCallback):
         ``trainer.evaluate()`` after the loop when the run ended without an evaluation. Returns
         the callback.
 
-        Example (an illustration):
-            >>> callback = LensLLMCallback(store="runs").bind(trainer)
-            >>> trainer.train()
+        Example (an illustration)::
+
+            callback = LensLLMCallback(store="runs").bind(trainer)
+            trainer.train()
         """
         from transformers import Trainer
 
@@ -194,11 +196,13 @@ class LensLLMCallback(TrainerCallback):
         catches the error (a planner running many candidates) calls this, or trains inside
         :meth:`recording`. A run whose training had finished keeps its ``complete`` record.
 
-        Example (an illustration):
-            >>> try:
-            ...     trainer.train()
-            ... except Exception as error:
-            ...     callback.mark_failed(error)
+        Example (an illustration)::
+
+            try:
+                trainer.train()
+            except Exception as error:
+                callback.mark_failed(error)
+                raise
         """
         if self.record is None or self.record_path is None or self._finished:
             return
@@ -214,9 +218,10 @@ class LensLLMCallback(TrainerCallback):
     def recording(self) -> Iterator[LensLLMCallback]:
         """A block whose error marks the record ``failed`` (:meth:`mark_failed`); the error goes on.
 
-        Example (an illustration):
-            >>> with callback.recording():
-            ...     trainer.train()
+        Example (an illustration)::
+
+            with callback.recording():
+                trainer.train()
         """
         try:
             yield self
