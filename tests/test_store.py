@@ -67,7 +67,7 @@ _keys = st.builds(RunKey, model=_text, train_size=st.none() | st.integers(0, 10*
                   revision=st.none() | st.text(max_size=40), adapter=st.none() | st.text(max_size=20))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_keys, _keys)
 def test_run_key_names_are_injective_and_safe(a, b):
     for key in (a, b):
@@ -85,6 +85,13 @@ def test_every_part_of_the_key_counts():
               RunKey("m", 200, 0, "h", revision="v2"), RunKey("m", 200, 0, "h", adapter="ab12"),
               RunKey("m", None, 0, "h"), RunKey("m", 200, None, "h")]
     assert len({base.name, *(k.name for k in others)}) == len(others) + 1
+
+
+def test_numpy_integers_make_the_same_key():
+    import numpy as np
+
+    key = RunKey("m", np.int64(200), np.int32(0), "h")
+    assert key == RunKey("m", 200, 0, "h") and type(key.train_size) is int and key.name == RunKey("m", 200, 0, "h").name
 
 
 @pytest.mark.parametrize("bad", [dict(model=""), dict(model=3), dict(train_size=-1), dict(train_size=True),
@@ -190,40 +197,69 @@ def test_one_claim_at_a_time_and_released_on_exit(tmp_path, memory_url, where):
     assert store.claim(key) is None
 
 
-def test_heartbeats_keep_a_claim_alive_and_a_stopped_one_is_taken_over(tmp_path):
-    store = Store(tmp_path)
-    key = RunKey("m", 8, 0, "h")
-    first = store.claim(key, ttl_s=0.4)
-    time.sleep(0.8)  # twice the ttl: only the heartbeat thread keeps it
-    assert store.claim(key, ttl_s=0.4) is None and first.held
-    beat = store.claim_of(key)["heartbeat_at"]
-    assert time.time() - beat < 0.4
-    # Simulate a hung process: heartbeats stop, the process lives on.
-    first._stop.set()
-    time.sleep(0.6)
-    assert store.claim_of(key) is None
-    second = store.claim(key, ttl_s=0.4)
-    assert second is not None and second.generation == first.generation + 1
-    assert store.claim(key, ttl_s=0.4) is None
-    # The old owner learns it lost the run and never touches the new claim.
-    first._stop.clear()
-    first.heartbeat()
-    assert not first.held
-    first.release()
-    assert store.claim_of(key)["owner"] == second.owner
-    second.release()
-
-
-def test_a_claim_of_a_dead_process_on_this_machine_is_taken_over_at_once(tmp_path):
+def _python(script: str, **kwargs):
     import subprocess
     import sys
 
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen([sys.executable, "-c", script], env=env, text=True, **kwargs)
+
+
+def test_heartbeats_keep_a_claim_alive_and_a_paused_owner_is_taken_over(tmp_path):
+    import signal
+    import subprocess
+
+    TTL = 0.8  # short for a fast test, long enough for a loaded machine
     store = Store(tmp_path)
     key = RunKey("m", 8, 0, "h")
-    script = ("import sys; from lensllm_hf.records import Store, RunKey; "
-              f"c = Store({str(tmp_path)!r}).claim(RunKey('m', 8, 0, 'h'), ttl_s=600); sys.exit(0 if c else 1)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    assert subprocess.run([sys.executable, "-c", script], env=env, timeout=60).returncode == 0
+    child = _python(f"""
+import sys, time
+from lensllm_hf.records import Store, RunKey
+claim = Store({str(tmp_path)!r}).claim(RunKey("m", 8, 0, "h"), ttl_s={TTL})
+print(claim.path, flush=True)
+sys.stdin.readline()
+time.sleep({TTL})  # several heartbeat periods after it wakes up
+print("held" if claim.held else "lost", flush=True)
+claim.release()
+""", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        first_path = child.stdout.readline().strip()
+        time.sleep(1.5 * TTL)  # longer than the ttl: only the heartbeat thread keeps it
+        assert store.claim(key, ttl_s=TTL) is None
+        assert time.time() - store.claim_of(key)["heartbeat_at"] < TTL
+        old_owner = store.claim_of(key)["owner"]
+        child.send_signal(signal.SIGSTOP)  # a paused process: alive, no heartbeats
+        time.sleep(1.5 * TTL)
+        assert store.claim_of(key) is None
+        second = store.claim(key, ttl_s=TTL)
+        assert second is not None and second.generation == 1 and second.held
+        assert not os.path.exists(first_path)  # the claim it replaced is gone
+        # Its last heartbeat lands late and brings the old claim file back: the newer claim still rules.
+        with open(first_path, "w") as handle:
+            json.dump({"owner": old_owner, "heartbeat_at": time.time(), "ttl_s": TTL}, handle)
+        child.send_signal(signal.SIGCONT)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "lost"  # the old owner learns it lost the run
+        assert child.wait(timeout=30) == 0
+        assert not os.path.exists(first_path)
+        assert store.claim_of(key)["owner"] == second.owner and second.held
+        second.release()
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait()
+
+
+def test_a_claim_of_a_dead_process_on_this_machine_is_taken_over_at_once(tmp_path):
+    store = Store(tmp_path)
+    key = RunKey("m", 8, 0, "h")
+    child = _python("import os; from lensllm_hf.records import Store, RunKey; "
+                    f"c = Store({str(tmp_path)!r}).claim(RunKey('m', 8, 0, 'h'), ttl_s=600); "
+                    "os._exit(0 if c else 1)")  # dies holding it: no release, no atexit
+    assert child.wait(timeout=60) == 0
+    assert len(os.listdir(tmp_path / records.CLAIMS_FOLDER)) == 1
     claim = store.claim(key, ttl_s=600)  # its heartbeat is fresh, but its process is gone
     assert claim is not None
     claim.release()
@@ -333,17 +369,57 @@ def test_a_fifo_or_device_link_at_a_runs_name_is_skipped_and_then_replaced(tmp_p
     assert store.read(fifo_key).status == store.read(dev_key).status == "complete"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
-def test_unreadable_records_are_named_and_skipped(tmp_path):
-    store = Store(tmp_path)
-    store.write(make_record("good"))
-    path = store.write(make_record("secret"))
-    os.chmod(path, 0)
+def _as_unprivileged(function):
+    """``function()``'s result, run without root's right to read every file (a forked child as nobody)."""
+    if os.geteuid() != 0:
+        return function()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, answer through the pipe, never return into pytest
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            answer = json.dumps(function())
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            answer = json.dumps({"error": repr(error)})
+        os.write(write_end, answer.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        answer = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_unreadable_records_and_folders_are_named_and_skipped():
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="lensllm-unreadable-")  # not under pytest's private tmp: nobody must enter it
+    hidden = os.path.join(root, "locked")
     try:
-        with pytest.warns(RecordWarning, match="permission denied"):
-            assert [r.model_id for r in store.records()] == ["good"]
+        os.chmod(root, 0o755)
+        store = Store(root)
+        store.write(make_record("good"))
+        os.chmod(store.write(make_record("secret")), 0o600 if os.geteuid() == 0 else 0)
+        write_record(make_record("inside"), os.path.join(hidden, "lensllm_record.json"))
+        os.chmod(hidden, 0o700 if os.geteuid() == 0 else 0)
+        if os.geteuid() == 0:
+            os.chown(root, 0, 0)
+
+        def read():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                models = [r.model_id for r in Store(root).records()]
+            return {"models": models, "warnings": [str(w.message) for w in caught]}
+
+        answer = _as_unprivileged(read)
+        assert answer.get("models") == ["good"], answer
+        said = " | ".join(answer["warnings"])
+        assert "secret" in said and "permission denied" in said and "locked: cannot list" in said
     finally:
-        os.chmod(path, 0o644)
+        os.chmod(hidden, 0o755)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_damaged_record_is_named_and_its_run_counts_as_not_done(tmp_path):

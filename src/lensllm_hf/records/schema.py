@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -98,6 +99,10 @@ class RunKey:
     adapter: str | None = None
 
     def __post_init__(self) -> None:
+        for part in ("train_size", "seed"):  # numpy integers are the same key as Python ints
+            value = getattr(self, part)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+                object.__setattr__(self, part, int(value))
         if not isinstance(self.model, str) or not self.model:
             raise RecordError(f"RunKey: model must be a non-empty string, got {self.model!r}; pass the candidate's "
                               "name or Hub ID")
@@ -422,7 +427,3 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _num(value: Any) -> float:
-    return float(value) if _is_number(value) else float("nan")

@@ -36,7 +36,7 @@ import numpy as np
 from .._utils import atomic_write_text, display
 from ..curves import CurveTable
 from .schema import (DEFAULT_RECORD_NAME, STATUSES, STORE_SUFFIX, RecordError, RecordWarning, RunKey, RunRecord,
-                     SchemaError, _num, legacy_record_name)
+                     SchemaError, legacy_record_name)
 
 __all__ = [
     "CLAIMS_FOLDER",
@@ -389,7 +389,11 @@ class Store:
 
     @contextlib.contextmanager
     def _write_lock(self, key: RunKey) -> Iterator[None]:
-        """Serialise read-check-write of one run among local processes (released if the process dies)."""
+        """Serialise read-check-write among local processes (the kernel releases it if one dies).
+
+        The lock is an ``flock`` on the store folder itself, so a store holds nothing but records;
+        where a folder cannot be locked (NFS), on a lock file per run in the claims folder.
+        """
         try:
             import fcntl
         except ImportError:  # no flock (Windows): the re-read alone
@@ -397,11 +401,17 @@ class Store:
         if not self._local or fcntl is None:
             yield
             return
-        folder = self._claims_dir()
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(os.path.join(folder, f"{_stem(key)}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        os.makedirs(self.url, exist_ok=True)
+        fd = os.open(self.url, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                folder = self._claims_dir()
+                os.makedirs(folder, exist_ok=True)
+                fd = os.open(os.path.join(folder, f"{_stem(key)}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
@@ -509,8 +519,11 @@ class Claim:
         if not self.held:
             return
         info = self.store._read_claim(self.path)
-        if info is None or info.get("owner") != self.owner:
+        newer = any(g > self.generation for g, _ in self.store._claims(self.key))
+        if info is None or info.get("owner") != self.owner or newer:
             self._lost = True  # taken over: never write a heartbeat into someone else's claim
+            if newer and info is not None and info.get("owner") == self.owner:
+                self.store._remove(self.path)
             return
         text = _claim_text(self.key, self.owner, self.generation, self.ttl_s)
         if self.store._local:
@@ -809,6 +822,10 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
         source=source,
         problems=problems,
     )
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
 def _parse(raw: bytes, where: str) -> RunRecord:
