@@ -180,6 +180,9 @@ def test_lora_candidate_is_trained_through_its_adapter(models, data, tmp_path):
     rec = read_record(next(p for p in list_records(tmp_path / "store") if "__D8__" in p))
     assert rec.status == "complete" and rec.adapter["peft_type"] == "LORA" and rec.adapter["r"] == 4
     assert rec.model["trainable_parameters"] < rec.model["num_parameters"] / 2
+    # The key the selector planned (adapter hash included) is the one the run was recorded under.
+    planned = {p.size: p for p in selector.plan()}
+    assert planned[8].status == "complete" and planned[8].key.adapter is not None and rec.key == planned[8].key
 
 
 def _rss_mb() -> float:

@@ -76,10 +76,10 @@ class RunPlan:
     def key(self, candidate: str, size: int) -> RunKey:
         """The identity of ``candidate``'s run on ``size`` examples."""
         c = self._by_name[candidate]
-        # The adapter is covered by the config hash; the key's adapter part stays None until the
-        # callback takes it from us (it would otherwise recompute it from the wrapped model).
+        # The adapter hash is spelled here, from the config as given, and handed to the run's
+        # callback (which would otherwise recompute it from the wrapped model).
         return RunKey(model=c.name, train_size=int(size), seed=self.seed, config_hash=self.hashes[c.name],
-                      revision=c.revision)
+                      revision=c.revision, adapter=records.adapter_hash(c.peft_dict()))
 
     def keys(self, only: Iterable[str] | None = None, sizes: Iterable[int] | None = None) -> list[RunKey]:
         """Keys of the runs of ``only`` these candidates and ``sizes`` (default: all), candidate by candidate."""

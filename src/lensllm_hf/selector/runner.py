@@ -162,9 +162,10 @@ class Runner:
         if p.verbose:
             kwargs.update(disable_tqdm=False, log_level="passive")
         args = TrainingArguments(**kwargs)  # checked when the selector was made
-        callback = LensLLMCallback(store=self.store.url, ntk_probe=p.ntk_probe and size > 0,
+        callback = LensLLMCallback(store=self.store, ntk_probe=p.ntk_probe and size > 0,
                                    probe_examples=min(p.probe_examples, max(2, len(evalset))),
-                                   model_name=key.model, config_hash=key.config_hash, revision=key.revision)
+                                   model_name=key.model, config_hash=key.config_hash, revision=key.revision,
+                                   adapter_hash=key.adapter)
         metric_fn = self.metric.compute_fn()
         name = self.metric.name
         try:
@@ -177,9 +178,8 @@ class Runner:
             raise
         except Exception as error:  # e.g. a model the Trainer cannot place or wrap: this candidate only
             raise CandidateError(f"could not set up the Trainer for {display(c.model)!r}: {one_line(error)}") from None
-        bind = getattr(callback, "bind", None)
-        if size and callable(bind):
-            bind(trainer)  # the callback's final evaluation and failure record need the Trainer itself
+        if size:
+            callback.bind(trainer)  # its checks before the first step and its final evaluation use the Trainer
         if not p.verbose:
             trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints every log line
         try:
