@@ -204,12 +204,13 @@ def test_memory_does_not_grow_over_20_runs(data, tmp_path):
         gc.collect()
         rss.append(_rss_mb())
     assert len(list_records(tmp_path / "store")) == 20
-    # The allocator settles within the first runs; after that RSS is flat (measured: 0.0 MB per
-    # run alone, noise of +-10 MB among other tests), while keeping only each run's model alive
-    # adds 6.3 MB per run. Compare medians of early and late runs, so that one transient spike
-    # of the allocator (seen: +120 MB for a single run among other tests) does not decide.
-    runs_apart = 12
-    growth = (np.median(rss[-4:]) - np.median(rss[4:8])) / runs_apart
+    # The allocator settles within the first runs (seen: one step of up to +145 MB as late as the
+    # 8th run, then flat, on main too); after that RSS is flat (0.0 MB per run alone, noise of
+    # +-10 MB among other tests), while keeping only each run's model alive adds 6.3 MB per run.
+    # Compare medians of settled early runs and of the last runs, so that one transient spike
+    # does not decide.
+    runs_apart = 8
+    growth = (np.median(rss[-4:]) - np.median(rss[8:12])) / runs_apart
     assert growth < 3.0, f"RSS grows {growth:.2f} MB per run: {[round(x) for x in rss]}"
 
 
