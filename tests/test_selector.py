@@ -249,6 +249,10 @@ def test_parameters_are_stored_as_given_and_repr_shows_them(models, data, tmp_pa
     selector = LensLLMSelector([models["small"]], *data, output_dir=tmp_path, **{**COMMON, "target_size": 4000.0})
     assert selector.target_size == 4000.0 and selector.target_size_ == 4000  # as given; the checked value apart
     assert selector.budget == 32 and "budget=32" in repr(selector) and "train_dataset" not in repr(selector)
+    # Whole-number floats (as YAML or arithmetic give them) plan the very same runs as ints.
+    floats = LensLLMSelector([models["small"]], *data, output_dir=tmp_path,
+                             **{**COMMON, "max_length": 32.0, "seed": 0.0, "budget": 32.0, "min_size": 8.0})
+    assert [p.key for p in floats.plan()] == [p.key for p in selector.plan()]
 
 
 def test_a_published_fit_is_reused_instead_of_training(grid, models, data, tmp_path):

@@ -61,6 +61,8 @@ class LensLLMSelector(SelectionParams):
 
     def __post_init__(self) -> None:
         checked = check_params({name: getattr(self, name) for name in params_of()})
+        #: the parameters as checked (a whole-number float of an int parameter made an int): what runs use.
+        self.params_ = SelectionParams(**checked)
         self.candidates_ = as_candidates(self.candidates)
         if self.train_dataset is None or not hasattr(self.train_dataset, "select"):
             raise LensLLMError("train_dataset must be a datasets.Dataset (e.g. Dataset.from_dict({'text': [...]}) or "
@@ -131,8 +133,8 @@ class LensLLMSelector(SelectionParams):
         ready = self._prepare()
         runner: Runner = ready["runner"]
         context = StrategyContext(plan=ready["plan"], names=self._trained(), target_size=self.target_size_,
-                                  method=self.method, level=self.level, metric=ready["metric"],
-                                  max_flops=self.max_flops, failures=runner.failures)
+                                  method=self.method, level=self.params_.level, metric=ready["metric"],
+                                  max_flops=self.params_.max_flops, failures=runner.failures)
         strategy = make_strategy(self.strategy)
         total = len(context.names) * len(self.run_sizes_)
         with self._progress(total) as bar:
@@ -182,25 +184,25 @@ class LensLLMSelector(SelectionParams):
             return self._prepared
         train, evalset = self.train_dataset, self.eval_dataset
         if evalset is None:
-            train, evalset = split_eval(train, self.eval_size, self.seed)
-        pool = subset_pool(train, self.sizes_[-1], self.seed)
+            train, evalset = split_eval(train, self.params_.eval_size, self.params_.seed)
+        pool = subset_pool(train, self.sizes_[-1], self.params_.seed)
         metric = self.metric_
         # The data part of the config hash: the shuffle's first rows and the eval set. The first
         # min-size rows pin the shuffle, so raising the budget keeps earlier runs.
         data = {"n_train": len(train), "head": content_fingerprint(pool, self.sizes_[0]),
                 "eval": content_fingerprint(evalset)}
-        preprocess = name_of(self.preprocess) or f"default({self.text_column}, {self.max_length})"
+        preprocess = name_of(self.preprocess) or f"default({self.text_column}, {self.params_.max_length})"
         hashes = {c.name: config_hash_of(c, shared_args=self.training_args, data=data, metric_key=metric.key,
                                          preprocess=preprocess, collator=self.data_collator, loader=self.model_loader)
                   for c in self.candidates_}
-        plan = RunPlan(self.candidates_, self.run_sizes_, self.seed, hashes)
+        plan = RunPlan(self.candidates_, self.run_sizes_, self.params_.seed, hashes)
         store = records.Store(self.store_)
         if is_main_process():
             records.check_writable(self.store_)
         published = published_rows(self.candidates_, dataset=self._dataset_label(), config=self.dataset_config,
                                    split=self.dataset_split, metric=metric.key, target=self.target_size_,
-                                   level=self.level) if self.reuse_published else {}
-        runner = Runner(self, plan, store, pool=pool, evalset=evalset, metric=metric)
+                                   level=self.params_.level) if self.reuse_published else {}
+        runner = Runner(self.params_, plan, store, pool=pool, evalset=evalset, metric=metric)
         self._prepared = {"plan": plan, "store": store, "runner": runner, "metric": metric, "published": published}
         return self._prepared
 
@@ -238,7 +240,7 @@ class LensLLMSelector(SelectionParams):
         table = curve_table(recs, ready["metric"], source=self.store_)
         rows: list[CandidateFit] = []
         if table is not None:
-            rows += rank(table, self.target_size_, self.method, self.level).candidates
+            rows += rank(table, self.target_size_, self.method, self.params_.level).candidates
         # A candidate with a failed run is failed, even if its earlier sizes would fit (its points
         # stay in the table).
         rows = [CandidateFit.failed(r.model, failures[r.model]) if r.model in failures else r for r in rows]
@@ -254,12 +256,13 @@ class LensLLMSelector(SelectionParams):
     def _result(self, ranking: Ranking, table, recs, sizes, *, strategy: str) -> SelectionResult:
         ready = self._prepare()
         info = {"dataset": self._dataset_label(), "dataset_config": self.dataset_config,
-                "dataset_split": self.dataset_split, "sizes": self.run_sizes_, "seed": self.seed, "store": self.store_,
+                "dataset_split": self.dataset_split, "sizes": self.run_sizes_, "seed": self.params_.seed,
+                "store": self.store_,
                 "made_here": [{"model": k.model, "size": k.train_size} for k in ready["runner"].made],
                 "adapters": {c.name: peft_summary(c.peft_config) for c in self.candidates_}}
         return selection_result(ranking, table, recs, sizes, failures=ready["runner"].failures,
                                 target_size=self.target_size_, strategy=strategy, metric=ready["metric"],
-                                level=self.level, info=info)
+                                level=self.params_.level, info=info)
 
     @contextlib.contextmanager
     def _progress(self, total: int):
