@@ -1,8 +1,8 @@
 """Adaptive compute: buy more data only for candidates that could still be the best.
 
 Every candidate is first fine-tuned on the smallest sizes; then, round after round, the laws
-are fitted, and only the candidates whose interval at the target overlaps the leader's get
-their data doubled. It stops when one candidate is clearly ahead, or when the sizes (or the
+are fitted, and only the candidates that could still be the best (P(best) at least
+``CONTENDER_P``) get their data doubled. It stops when one candidate is clearly ahead, or when the sizes (or the
 FLOPs budget) run out. The same loop serves the selector, where buying a size trains a run,
 and ``lensllm bench``, where a curve table stands in for training: buying reveals a column.
 
@@ -155,10 +155,17 @@ def select_adaptive(
     return state
 
 
+#: A candidate stays a contender (gets more data) while its P(best) is at least this.
+CONTENDER_P = 0.02
+
+
 def _contenders(ranked: list[CandidateFit]) -> list[CandidateFit]:
-    """The leader and every candidate whose interval reaches below the top of the leader's."""
+    """The leader and every candidate that could still be the best: P(best) >= CONTENDER_P, or,
+    for a method without probabilities, an interval reaching below the top of the leader's."""
     if not ranked:
         return []
     leader = ranked[0]
+    if all(c.p_best is not None for c in ranked):
+        return [c for c in ranked if c is leader or c.p_best >= CONTENDER_P]
     top = leader.interval[1] if leader.interval else leader.score
     return [c for c in ranked if c is leader or (c.interval[0] if c.interval else c.score) <= top]
