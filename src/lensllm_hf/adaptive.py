@@ -7,10 +7,12 @@ FLOPs budget) run out. The same loop serves the selector, where buying a size tr
 and ``lensllm bench``, where a curve table stands in for training: buying reveals a column.
 
 Example:
-    >>> table = CurveTable.read_csv("flan.csv")
-    >>> result = select_adaptive(table.models, [0, 200, 400, 800, 1600], 1_638_400,
-    ...                          buy=lambda m, s: (table.losses[table.models.index(m), ...], s))
-    >>> result.ranking.best, result.flops
+    >>> def buy(model, size):        # stands in for fine-tuning: (test loss, FLOPs)
+    ...     scale = {"small": 2.0, "large": 0.7}[model]
+    ...     return scale * 3.0 * (max(size, 100) / 100) ** -0.1, 1e6 * size
+    >>> result = select_adaptive(["small", "large"], [0, 200, 400, 800, 1600, 3200], 1_638_400, buy)
+    >>> result.ranking.best, result.bought["small"]
+    ('large', [0, 200, 400, 800])
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ Example:
     >>> fit = Fit(law="ats", params={"a": 1.5, "b": -0.1}, sizes=(200.0, 400.0, 800.0),
     ...           losses=(2.7, 2.5, 2.35), used=(True, True, True),
     ...           terms={"noise_var": 1e-4, "largest_size": 800.0, "extrapolation_sd_per_doubling": 0.02})
-    >>> round(float(fit.predict([1600])[0]), 4)
-    2.1978
+    >>> round(float(fit.predict([1600])[0]), 4)   # exp(1.5 - 0.1 log 1600)
+    2.143
     >>> Fit.from_dict(fit.to_dict()) == fit
     True
 """
