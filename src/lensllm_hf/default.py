@@ -147,8 +147,7 @@ def _fit_all(table: CurveTable, bandwidth: float) -> dict[int, _Line | str]:
     Memoised on the table's content: the bandwidth choice, the spread backtest and a benchmark's
     budgets fit the same columns again and again (the lines are never modified).
     """
-    key = (tuple(table.models), table.sizes.tobytes(), table.losses.tobytes(), table.source,
-           tuple(sorted(table.problems.items())), bandwidth)
+    key = (*_table_key(table), bandwidth)
     if key not in _LINES:
         if len(_LINES) > 4096:
             _LINES.clear()
@@ -163,6 +162,12 @@ def _fit_all(table: CurveTable, bandwidth: float) -> dict[int, _Line | str]:
 
 
 _LINES: dict[tuple, dict[int, _Line | str]] = {}
+
+
+def _table_key(table: CurveTable) -> tuple:
+    """Everything of a table the lines depend on (for the memos)."""
+    return (tuple(table.models), table.sizes.tobytes(), table.losses.tobytes(), table.source,
+            tuple(sorted(table.problems.items())))
 
 
 def _predict_log(lines: dict[int, _Line | str], target: float) -> dict[int, tuple[float, float, _Line, float, float]]:
@@ -226,6 +231,18 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     for a backtest (fewer than ``MIN_BACKTEST_PAIRS`` predictions at two distances or more) get
     the measured constant :data:`~lensllm_hf.fit.EXTRAPOLATION_SD_PER_DOUBLING`, linear.
     """
+    key = (*_table_key(table), bandwidth, level)
+    if key not in _SPREADS:
+        if len(_SPREADS) > 4096:
+            _SPREADS.clear()
+        _SPREADS[key] = _backtest_spread(table, bandwidth, level)
+    return _SPREADS[key]
+
+
+_SPREADS: dict[tuple, tuple[float, float, float]] = {}
+
+
+def _backtest_spread(table: CurveTable, bandwidth: float, level: float) -> tuple[float, float, float]:
     positive = np.sort(table.sizes[table.sizes > 0])
     errors, fit_var, ahead = [], [], []
     for cut in positive[2:-1]:

@@ -175,6 +175,12 @@ class SeparableLaw(ScalingLaw):
         self._x = x
         self.params_ = self._named(x)
 
+    @property
+    def _internal_coords(self) -> tuple[str, ...]:
+        """Names of the internal vector (theta..., E, A): when they are the form's coordinates
+        the covariance needs no change of variables."""
+        return (*self.theta_names, "E", "A")
+
     def _named(self, x: np.ndarray) -> dict[str, float]:
         """Public parameters from the internal vector (theta..., E, A)."""
         n_theta = len(self.theta_names)
@@ -192,7 +198,10 @@ class SeparableLaw(ScalingLaw):
         sigma2 = max(float(np.sum(resid**2)) / max(n - p, 1), 1e-4**2)
         # The covariance is taken in the law's own (bounded) parameters, then carried to the form's
         # coordinates: a parameter held at its bound (LensLLM's t) adds no spurious spread.
-        to_coords = _numeric_jacobian(lambda x: form.to_coords(self._named(x)), self._x)
+        if self._internal_coords == form.coords:
+            to_coords = np.eye(coords.size)
+        else:
+            to_coords = _numeric_jacobian(lambda x: form.to_coords(self._named(x)), self._x)
         jac = _numeric_jacobian(lambda x: form.log_curve(x, sizes), coords) @ to_coords
         cov_x = sigma2 * np.linalg.pinv(jac.T @ jac, rcond=1e-10)
         cov = to_coords @ cov_x @ to_coords.T

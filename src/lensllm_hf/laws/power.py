@@ -43,6 +43,10 @@ class PowerLaw(SeparableLaw):
         log_d = np.log(sizes)
         return (-log_d * np.exp(np.clip(-theta[0] * log_d, -700, 700)))[:, None]
 
+    @property
+    def _internal_coords(self):
+        return ("beta", "E", "B")
+
     def _named(self, x):
         beta, E, B = x
         return {"B": float(B), "beta": float(beta), "E": float(E)}
