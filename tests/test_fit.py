@@ -70,7 +70,7 @@ def test_p_best_sums_to_one_is_deterministic_and_matches_two_candidates_by_hand(
     assert p.sum() == pytest.approx(1.0, abs=1e-12) and np.all(p >= 0)
     assert p.tolist() == p_best(mu, sd).tolist()
     two = p_best([0.0, 0.1], [0.1, 0.2])
-    assert two[0] == pytest.approx(stats.norm.cdf(0.1 / math.hypot(0.1, 0.2)), abs=1e-6)
+    assert two[0] == pytest.approx(stats.norm.cdf(0.1 / math.hypot(0.1, 0.2)), abs=1e-4)
     # Swapping candidates swaps their probabilities; equal candidates share evenly.
     assert p_best(mu[::-1], sd[::-1]).tolist() == pytest.approx(p[::-1].tolist(), abs=1e-12)
     assert p_best([0.2] * 3, [0.1] * 3).tolist() == pytest.approx([1 / 3] * 3)
@@ -190,3 +190,16 @@ def test_run_info_takes_the_probe_of_the_largest_complete_run_and_every_warning(
     assert info["a"].eigenvalues == (0.3, 0.4) and info["a"].warnings == ("decaying LR in stream mode",)
     assert info["b"].eigenvalues is None and info["b"].warnings == ("two epochs",)
     assert info["c#h2"].eigenvalues == (1.0,)
+
+
+def test_p_best_is_accurate_when_spreads_differ_a_lot():
+    from scipy import integrate
+
+    mu, sd = np.array([0.0, 0.02, 0.1]), np.array([0.3, 0.005, 0.05])
+
+    def density(x, i):
+        others = [stats.norm.sf(x, mu[j], sd[j]) for j in range(3) if j != i]
+        return stats.norm.pdf(x, mu[i], sd[i]) * np.prod(others)
+
+    exact = [integrate.quad(density, -3, 3, args=(i,), points=list(mu), limit=400)[0] for i in range(3)]
+    assert p_best(mu, sd).tolist() == pytest.approx(exact, abs=2e-4)
