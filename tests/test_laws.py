@@ -198,3 +198,12 @@ def test_engine_does_not_import_torch():
     code = ("import sys, lensllm_hf.laws, lensllm_hf.fit, lensllm_hf.ranking, lensllm_hf.methods, lensllm_hf.bench, lensllm_hf.adaptive, lensllm_hf.cli; "
             "lensllm_hf.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_free_F_lensllm_fit_is_the_rectified_fit_renamed():
+    losses = noisy(rectified(SIZES, 40.0, 20.0, 0.5, 1.2), 0.005, 4)
+    shared = LensLLMLaw.free_F(RectifiedLaw().fit(SIZES, losses).to_fit())
+    own = LensLLMLaw().fit(SIZES, losses).to_fit()
+    assert shared == own
+    with pytest.raises(FitError, match="takes a rectified fit"):
+        LensLLMLaw.free_F(PowerLaw().fit(SIZES, losses).to_fit())

@@ -51,7 +51,12 @@ class LawMethod(Method):
         flops = flops_spent(table, row, self.sizes_used(table))
         try:
             sizes, losses = table.points(row)
-            fit = _fitted(self.make_law(table, row, info), sizes, losses).to_fit()
+            law = self.make_law(table, row, info)
+            if isinstance(law, LensLLMLaw) and law.eigenvalues is None:
+                # Without a probe LensLLM is the rectified law: share that fit rather than redo it.
+                fit = LensLLMLaw.free_F(_fitted(RectifiedLaw(law.extrapolation_sd_per_doubling), sizes, losses).to_fit())
+            else:
+                fit = _fitted(law, sizes, losses).to_fit()
             if info.warnings:
                 fit = replace(fit, warnings=fit.warnings + info.warnings)
             predicted = float(fit.predict([target])[0])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from ..fit import EXTRAPOLATION_SD_PER_DOUBLING
+from ..fit import EXTRAPOLATION_SD_PER_DOUBLING, Fit
 from .base import FitError, SeparableLaw
 
 __all__ = ["LensLLMLaw", "RectifiedLaw", "spectrum_F"]
@@ -177,7 +179,17 @@ class LensLLMLaw(SeparableLaw):
                 "eta_t": float(np.exp(let))}
 
     def _warnings(self):
-        if self._probe:
-            return ()
-        return ("no NTK probe in the records: F fitted freely, so this is the rectified law; "
-                "record the probe (LensLLMCallback's ntk) to fit F(Theta, t) from its spectrum",)
+        return () if self._probe else (NO_PROBE_WARNING,)
+
+    @staticmethod
+    def free_F(rectified: Fit) -> Fit:
+        """A rectified fit as the free-F LensLLM fit it equals (same curve, named lensllm, with the
+        warning), so that callers holding the rectified fit need not fit the same points again."""
+        if rectified.law != RectifiedLaw.name:
+            raise FitError(f"free_F takes a rectified fit, got a {rectified.law} fit")
+        return replace(rectified, law=LensLLMLaw.name, warnings=(NO_PROBE_WARNING, *rectified.warnings))
+
+
+#: What a LensLLM fit without the NTK probe says about itself.
+NO_PROBE_WARNING = ("no NTK probe in the records: F fitted freely, so this is the rectified law; "
+                    "record the probe (LensLLMCallback's ntk) to fit F(Theta, t) from its spectrum")
