@@ -458,6 +458,158 @@ def test_load_fits_of_folders_and_cards_without_fits(tmp_path, hub):
         load_fits(str(tmp_path / "nope" / "deeper" / "README.md"))
 
 
+# -- Hub paths that leak nothing and wait for nothing ----------------------------------------
+SECRET_PASSWORD = "pa55-w0rd-never-shown"
+
+
+def _with_credentials(url: str, user: str = "carol") -> str:
+    """``url`` with a user and password in it, as some proxies want ``HF_ENDPOINT``."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{user}:{SECRET_PASSWORD}@{rest}"
+
+
+@pytest.mark.parametrize("case", ["hub down", "network down", "not a hub", "echoing server", "plain token"])
+@pytest.mark.parametrize("action", ["push", "load", "cli show"])
+def test_no_message_ever_shows_a_token_or_endpoint_credentials(hub, tmp_path, monkeypatch, capsys, case, action):
+    """Local server: tokens (hf_... or not) and HF_ENDPOINT passwords are redacted on every failing path."""
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
+    token = ALICE
+    if case == "hub down":
+        hub.fail_with = 503
+        _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
+    elif case == "network down":
+        _point_client_at(monkeypatch, _with_credentials(_closed_port_url(), user=ALICE), tmp_path)
+    elif case == "not a hub":
+        hub.answer_all_with = (200, "text/html", b"<html>Sign in to the hotel wifi</html>")
+        _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
+    elif case == "echoing server":  # a proxy that puts what it received into its error message
+        hub.fail_with, hub.fail_message = 400, f"bad request: Authorization: Bearer {ALICE} from carol:{SECRET_PASSWORD}"
+        _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
+    elif case == "plain token":  # a token that does not look like one: redacted because it is the one in use
+        token = "opaque-enterprise-token-42"
+        hub.tokens[token] = "alice"
+        hub.fail_with, hub.fail_message = 400, f"token {token} is not allowed to do this"
+    monkeypatch.setenv("HF_TOKEN", token)
+
+    if action == "cli show":
+        assert main(["card", "show", "alice/gpt2"]) == 2
+        captured = capsys.readouterr()
+        message = captured.err
+        assert message.count("\n") == 1 and not captured.out
+    else:
+        with pytest.raises(HubError) as error:
+            push_fits("alice/gpt2", _fit()) if action == "push" else load_fits("alice/gpt2")
+        message = str(error.value)
+        assert "\n" not in message
+    assert token not in message and SECRET_PASSWORD not in message
+    assert "alice/gpt2" in message  # still says what failed
+
+
+@pytest.mark.parametrize("status, content_type, body", [
+    (200, "text/html", b"<!doctype html><html><body>Please log in to the guest network</body></html>"),
+    (200, "application/json", b"{this is not json"),
+    (200, "application/json", b'["a", "list", "where", "an", "object", "was", "due"]'),
+    (200, "text/plain", b"hello"),
+    (404, "text/html", b"<html><body>Not Found</body></html>"),
+    (403, "text/html", b"<html><body>Blocked by your proxy</body></html>"),
+])
+@pytest.mark.parametrize("action", ["push", "load"])
+def test_a_server_that_is_not_a_hub_is_one_line(hub, action, status, content_type, body):
+    """Local server answering HTML, garbage or the wrong JSON everywhere: one HubError line naming HF_ENDPOINT."""
+    hub.add_repo("alice/gpt2")
+    hub.answer_all_with = (status, content_type, body)
+    with pytest.raises(HubError) as error:
+        push_fits("alice/gpt2", _fit()) if action == "push" else load_fits("alice/gpt2")
+    message = str(error.value)
+    assert "did not answer like a Hugging Face Hub" in message and "HF_ENDPOINT" in message
+    assert "\n" not in message and "<html" not in message and "Traceback" not in message
+    assert hub.retry_waits == [] and hub.repos["alice/gpt2"].commits == []
+    if action == "push":
+        assert message.endswith("nothing was changed on the Hub or here")
+
+
+def test_cli_card_show_of_a_server_that_is_not_a_hub(hub, capsys):
+    """Local server: 'lensllm card show' against an HTML page: exit 2, one line on stderr."""
+    hub.answer_all_with = (200, "text/html", b"<html>captive portal</html>")
+    assert main(["card", "show", "alice/gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not answer like a Hugging Face Hub" in err
+
+
+@pytest.mark.parametrize("set_how", ["environment after import", "huggingface_hub constant"])
+def test_offline_mode_fails_at_once_and_sends_nothing(hub, tmp_path, monkeypatch, capsys, set_how):
+    """HF_HUB_OFFLINE=1: load_fits, push_fits and 'card show' fail at once, no request, no retry wait.
+
+    huggingface_hub reads the variable when it is imported; set later (a notebook, a script),
+    it used to be ignored and the client waited through 25 s of retries.
+    """
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
+    if set_how == "environment after import":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set and the card is not in the local"):
+        load_fits("alice/gpt2")
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set, so nothing is sent.*nothing was changed"):
+        push_fits("alice/gpt2", _fit())
+    assert main(["card", "show", "alice/gpt2"]) == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    assert hub.requests == [] and hub.retry_waits == []
+    write_card(tmp_path, _fit())  # a local card needs no Hub
+    assert load_fits(tmp_path)[0].key == _fit().key
+
+
+def test_offline_mode_reads_a_card_already_in_the_cache(hub, monkeypatch):
+    """Local server: a card read once online is read from huggingface_hub's cache offline, with no request."""
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
+    online = load_fits("alice/gpt2")
+    before = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = load_fits("alice/gpt2")
+    assert [f.to_dict() for f in offline] == [f.to_dict() for f in online] and len(hub.requests) == before
+
+
+def test_write_card_keeps_the_file_mode_and_writes_through_a_symlink(tmp_path):
+    """card write: a 0640 README stays 0640; a symlinked README.md stays a link and its target gets the fit."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    readme = model_dir / "README.md"
+    readme.write_text(_card_text(OTHER_META), encoding="utf-8")
+    readme.chmod(0o640)
+    write_card(model_dir, _fit())
+    assert readme.stat().st_mode & 0o777 == 0o640 and load_fits(model_dir)[0].key == _fit().key
+
+    shared = tmp_path / "shared-cards"
+    shared.mkdir()
+    (shared / "gpt2.md").write_text(_card_text(OTHER_META), encoding="utf-8")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "README.md").symlink_to(shared / "gpt2.md")
+    fit_json = tmp_path / "fit.json"
+    _ranking("gpt2").to_json(fit_json)
+    assert main(["card", "write", str(linked), "--from", str(fit_json), "--dataset", "imdb"]) == 0
+    assert (linked / "README.md").is_symlink()
+    assert load_fits(shared / "gpt2.md")[0].model == "gpt2"
+    assert sorted(p.name for p in linked.iterdir()) == ["README.md"]  # no temporary file left behind
+    assert sorted(p.name for p in shared.iterdir()) == ["gpt2.md"]
+
+
+def test_long_and_unusual_candidate_names_get_their_own_card_folders(tmp_path):
+    """A 300-character name, 'org/A' beside 'org--A', unicode and control characters: one card each, no crash."""
+    from lensllm_hf.selector.result import SelectionResult
+
+    names = ["x" * 300, "org/A", "org--A", "модель/A", "模型/A", "A ", "A", "bad\x1bname", "EleutherAI/pythia-70m"]
+    result = SelectionResult(fits=_ranking(*names), table=None, target_size=TARGET)
+    written = result.write_cards(tmp_path / "cards")
+    assert set(written) == set(names)
+    assert len({path.parent for path in written.values()}) == len(names)
+    assert all(len(path.parent.name) <= 100 for path in written.values())
+    assert written["EleutherAI/pythia-70m"].parent.name == "EleutherAI--pythia-70m"
+    for name, path in written.items():
+        (fit,) = load_fits(path)
+        assert fit.model == name
+
+
 # -- the command line --------------------------------------------------------------------
 def test_cli_write_show_push(tmp_path, hub, capsys):
     """Local server: lensllm card write / show / push with the JSON of 'lensllm fit --json'."""

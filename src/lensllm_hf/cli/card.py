@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .._utils import display
 from ..errors import LensLLMError
 from ..ranking import Ranking
 
@@ -95,15 +96,18 @@ def _choose_model(ranking: Ranking, model: str | None, repo_id: str | None) -> s
 
 
 def _describe(source: str, fits: list) -> str:
+    """The fits as text; every name comes from a card we do not control, so it is shown escaped."""
+    source = display(source)
     if not fits:
         return f"{source}: no lensllm fits in its model card"
     lines = [f"{source}: {len(fits)} fit{'s' if len(fits) != 1 else ''}"]
     for fit in fits:
-        data = ", ".join(x for x in (fit.dataset_config, fit.dataset_split) if x)
-        on = f"{fit.dataset} ({data})" if data else fit.dataset
-        adapter = f" with adapter {fit.adapter}" if fit.adapter else ""
+        data = ", ".join(display(x) for x in (fit.dataset_config, fit.dataset_split) if x)
+        on = f"{display(fit.dataset)} ({data})" if data else display(fit.dataset)
+        adapter = f" with adapter {display(fit.adapter)}" if fit.adapter else ""
         sizes = fit.law.sizes_
-        head = f"  {fit.model or '?'} on {on}, {fit.metric}{adapter}: {fit.law.name} law, {sizes.size} points"
+        head = (f"  {display(fit.model or '?')} on {on}, {display(fit.metric)}{adapter}: {fit.law.name} law, "
+                f"{sizes.size} points")
         if sizes.size:
             head += f" up to {sizes.max():,.0f} examples"
         lines.append(head)
@@ -112,5 +116,5 @@ def _describe(source: str, fits: list) -> str:
             at = f"{fit.target_size:,.0f} examples"
             lines.append(f"    predicted {fit.metric} at {at}: {fit.predicted_loss:.4g}{interval}")
         transition = f"power phase from {fit.law.transition_size_:,.0f}; " if fit.law.transition_size_ else ""
-        lines.append(f"    {transition}lensllm_hf {fit.library_version}, {fit.date}")
+        lines.append(f"    {transition}lensllm_hf {display(fit.library_version)}, {display(fit.date)}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -178,7 +179,7 @@ class SelectionResult:
         for c in self.fits.ranked:
             if not c.law or not c.params or c.source:
                 continue  # a baseline ranking (ZeroShot...) has no law; a published fit has its card
-            folder_of = Path(folder) / _slug(c.model)
+            folder_of = Path(folder) / card_folder_name(c.model)
             folder_of.mkdir(parents=True, exist_ok=True)
             written[c.model] = write_card(folder_of, self.card_fits(c.model))
         return written
@@ -198,8 +199,29 @@ def require_ranked(result: SelectionResult) -> None:
         raise LensLLMError(f"no candidate could be ranked ({errors})")
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.replace("/", "--")).strip("-.") or "model"
+#: Longest readable part of a card folder name; the whole name stays far below the 255 bytes file systems allow.
+_FOLDER_READABLE = 80
+
+
+def card_folder_name(model: str) -> str:
+    """The folder of ``model``'s card under ``write_cards``: readable, safe anywhere, one per name.
+
+    A plain Hub ID keeps its shape (``org/name`` -> ``org--name``, as the Hub cache does); any
+    other name (other characters, ``--`` already in it, too long) gets a readable part plus a
+    hash of the exact name, so no two candidates share a folder and a 300-character name works.
+
+    Example:
+        >>> card_folder_name("EleutherAI/pythia-70m")
+        'EleutherAI--pythia-70m'
+        >>> len(card_folder_name("x" * 300)) <= _FOLDER_READABLE + 11
+        True
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", model.replace("/", "--")).strip("-.") or "model"
+    plain = re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)?", model) is not None
+    if plain and "--" not in model and len(readable) <= _FOLDER_READABLE:
+        return readable
+    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{readable[:_FOLDER_READABLE].rstrip('-.')}-{digest}"
 
 
 def _md(text: str) -> str:
