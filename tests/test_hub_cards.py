@@ -608,6 +608,9 @@ def test_long_and_unusual_candidate_names_get_their_own_card_folders(tmp_path):
     for name, path in written.items():
         (fit,) = load_fits(path)
         assert fit.model == name
+    with pytest.raises(CardError, match="not a Hub repo ID") as error:  # too long for a path: not an OSError
+        load_fits("x" * 5000)
+    assert "\n" not in str(error.value) and len(str(error.value)) <= 1000
 
 
 # -- the command line --------------------------------------------------------------------

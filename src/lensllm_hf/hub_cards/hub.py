@@ -140,18 +140,27 @@ def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -
         >>> fit.law.predict([1_638_400])  # doctest: +SKIP
         array([2.31...])
     """
-    path = Path(repo_id_or_path)
-    if path.is_dir():
-        path = path / CARD_NAME
+    path = _local_card(repo_id_or_path)
+    if path is not None:
         if not path.exists():
-            return []
-    if path.is_file():
+            return []  # a model folder without a card
         card = read_card(path)
         return parse_fits(card.data.get(METADATA_KEY), str(path))
     repo_id = str(repo_id_or_path)
     with _explained(repo_id, "reading the card of", pushing=False, secrets=(token, get_token())):
         card = _hub_card(repo_id, token, offline=is_offline())
     return parse_fits(card.data.get(METADATA_KEY), repo_id) if card else []
+
+
+def _local_card(source: str | os.PathLike) -> Path | None:
+    """The README.md that ``source`` names here (a model folder or the file), or None: then it is a repo ID."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            return path / CARD_NAME
+        return path if path.is_file() else None
+    except OSError:  # a name too long for a path (a 300-character candidate name): not a local file
+        return None
 
 
 def is_offline() -> bool:
