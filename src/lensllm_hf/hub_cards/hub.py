@@ -20,7 +20,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
-from huggingface_hub import CommitInfo, HfApi, ModelCard, constants, get_token, hf_hub_download, metadata_update
+from huggingface_hub import (
+    CommitInfo,
+    HfApi,
+    ModelCard,
+    constants,
+    get_token,
+    metadata_update,
+    try_to_load_from_cache,
+)
 from huggingface_hub.errors import (
     FileMetadataError,
     GatedRepoError,
@@ -32,6 +40,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 from huggingface_hub.repocard_data import eval_results_to_model_index
+from huggingface_hub.utils import validate_repo_id
 
 from .._utils import one_line
 from .errors import (
@@ -97,7 +106,7 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
     """
     fits = as_fit_list(fits)
     if is_offline():
-        raise HubUnavailableError(f"pushing fits to {repo_id}: HF_HUB_OFFLINE is set, so nothing is sent; unset it "
+        raise HubUnavailableError(f"pushing fits to {_shown(repo_id)}: HF_HUB_OFFLINE is set, so nothing is sent; unset it "
                                   "to reach the Hub; nothing was changed on the Hub or here")
     token = token or get_token()
     if not token:
@@ -177,22 +186,21 @@ def is_offline() -> bool:
 def _hub_card(repo_id: str, token: str | None, *, offline: bool = False) -> ModelCard | None:
     """The repo's card as huggingface_hub loads it, or None when the repo has no README.md."""
     try:
-        if offline:  # the cached card or nothing: no request is made
-            try:
-                path = hf_hub_download(repo_id, CARD_NAME, token=token, local_files_only=True)
-            except LocalEntryNotFoundError:
-                raise HubUnavailableError(f"reading the card of {repo_id}: HF_HUB_OFFLINE is set and the card is not "
-                                          "in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach the Hub") \
-                    from None
-            return ModelCard.load(Path(path))
+        validate_repo_id(repo_id)  # before ModelCard.load probes it as a path (a 5,000-character name: OSError)
+        if offline:  # the cached card or nothing: no request, not even the client's header lookups
+            cached = try_to_load_from_cache(repo_id, CARD_NAME)
+            if cached is None:
+                raise HubUnavailableError(f"reading the card of {_shown(repo_id)}: HF_HUB_OFFLINE is set and the card is not "
+                                          "in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach the Hub")
+            return ModelCard.load(Path(cached)) if isinstance(cached, str) else None  # else: known to have none
         return ModelCard.load(repo_id, token=token)
     except RemoteEntryNotFoundError:  # not LocalEntryNotFoundError: that one means "could not ask the Hub"
         return None
     except HFValidationError:
-        raise CardError(f"{repo_id}: no such folder or file here, and not a Hub repo ID "
+        raise CardError(f"{_shown(repo_id)}: no such folder or file here, and not a Hub repo ID "
                         "('namespace/name')") from None
     except (ValueError, yaml.YAMLError) as error:
-        raise CardMetadataError(f"{repo_id}: the card's metadata is malformed ({one_line(str(error), 300)}); "
+        raise CardMetadataError(f"{_shown(repo_id)}: the card's metadata is malformed ({one_line(str(error), 300)}); "
                                 "fix it on the Hub first") from None
 
 
@@ -230,6 +238,7 @@ def _explained(repo_id: str, doing: str, *, pushing: bool, secrets: Iterable[str
 
 def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool) -> HubError | None:
     cause = _root_cause(error)
+    repo_id = _shown(repo_id)
     where = redact(constants.ENDPOINT)
     safe = "; nothing was changed on the Hub or here" if pushing else ""
     not_a_hub = (f"{doing} {repo_id}: the server at {where} did not answer like a Hugging Face Hub "
@@ -276,6 +285,11 @@ def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool)
     if isinstance(error, _NOT_A_HUB_ANSWER):
         return HubError(not_a_hub.format(what=f"its answer has an unexpected shape: {type(error).__name__}"))
     return None
+
+
+def _shown(repo_id: str, limit: int = 100) -> str:
+    """A repo ID short enough for a one-line message (a 5,000-character name would push the cause off it)."""
+    return repo_id if len(repo_id) <= limit else f"{repo_id[:limit - 30]}… ({len(repo_id):,} characters)"
 
 
 def _is_html(response: object) -> bool:
