@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lensllm_hf.cli import main
+from lensllm_hf.ranking import Ranking
 
 HEADER = "config name,0,200,400,800,1600,3200,size,family"
 
@@ -44,16 +45,25 @@ def test_fit_ranks_and_writes_the_documented_json(table, tmp_path, capsys):
     out_json = tmp_path / "fit.json"
     code, out, err = run(capsys, "fit", table, "--target", 100_000, "--json", out_json)
     assert code == 0, err
-    assert "best: large" in out
+    assert "best: large" in out and "P(best)" in out
     data = json.loads(out_json.read_text())
     assert data["target"] == 100_000 and data["method"] == "default" and data["best"] == "large"
+    assert data["level"] == 0.9 and data["p_best"] == data["ranking"][0]["p_best"]
     assert [r["model"] for r in data["ranking"]] == ["large", "medium", "small"]
+    assert sum(r["p_best"] for r in data["ranking"]) == pytest.approx(1.0, abs=1e-12)
     first = data["ranking"][0]
-    assert set(first) >= {"model", "status", "predicted_loss", "interval", "law", "params", "sizes", "losses",
-                          "transition_size", "error"}
+    assert set(first) == {"model", "status", "predicted_loss", "interval", "p_best", "score", "flops", "error",
+                          "source", "warnings", "fit"}
+    assert set(first["fit"]) == {"law", "params", "sizes", "losses", "used", "terms", "warnings"}
+    assert first["fit"]["law"] == "local-loglog"
     assert first["status"] == "complete" and first["error"] is None
     lo, hi = first["interval"]
     assert lo < first["predicted_loss"] < hi
+    # Read back, every row's fit predicts exactly what the file says.
+    again = Ranking.read_json(out_json)
+    for row, c in zip(data["ranking"], again.candidates):
+        assert c.predicted_loss == row["predicted_loss"] and c.interval == row["interval"]
+        assert c.p_best == row["p_best"]
 
 
 def test_budget_limits_the_columns_used(table, tmp_path, capsys):
@@ -62,7 +72,7 @@ def test_budget_limits_the_columns_used(table, tmp_path, capsys):
                        "--json", out_json)
     assert code == 0, err
     for row in json.loads(out_json.read_text())["ranking"]:
-        assert max(row["sizes"]) == 800
+        assert max(row["fit"]["sizes"]) == 800
 
 
 def test_one_bad_model_fails_alone(tmp_path, capsys):

@@ -10,7 +10,9 @@ import pytest
 from lensllm_hf.bench import run_bench, summarize
 from lensllm_hf.curves import CurveTable
 from lensllm_hf.default import BANDWIDTHS, DefaultMethod, choose_bandwidth
-from lensllm_hf.laws import ScalingLaw
+import json
+
+from lensllm_hf.fit import Fit
 from lensllm_hf.methods import METHODS, rank
 
 SIZES = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600])
@@ -50,19 +52,22 @@ def test_every_field_is_filled_and_the_interval_brackets_the_prediction() -> Non
     table, _ = _synthetic()
     for c in rank(table, TARGET, "default").candidates:
         assert c.status == "complete"
-        assert c.law == "ats" and c.score == c.predicted_loss
+        assert c.law == "local-loglog" and c.score == c.predicted_loss
         assert c.interval[0] < c.predicted_loss < c.interval[1]
-        assert c.sizes and len(c.sizes) == len(c.losses) and c.transition_size in c.sizes
+        fit = c.fit
+        assert len(fit.sizes) == len(table.sizes) and c.transition_size in fit.sizes
+        assert not fit.used[0] and fit.used[-1]  # the zero-shot point is seen, not used
         assert c.flops is not None and c.flops > 0
-        assert {"a", "b", "transition_size", "bandwidth", "raw_slope"} <= set(c.params)
+        assert set(fit.params) == {"a", "b"} and {"bandwidth", "raw_slope", "noise_var"} <= set(fit.terms)
 
 
-def test_params_rebuild_a_law_that_predicts_the_same() -> None:
+def test_the_fit_read_back_predicts_exactly_the_same() -> None:
     table, _ = _synthetic()
-    c = rank(table, TARGET, "default").candidates[0]
-    law = ScalingLaw.from_dict({"law": c.law, "params": c.params, "sizes": c.sizes, "losses": c.losses,
-                                "transition_size": c.transition_size})
-    assert float(law.predict([TARGET])[0]) == pytest.approx(c.predicted_loss, rel=1e-9)
+    for c in rank(table, TARGET, "default").ranked:
+        again = Fit.from_dict(json.loads(json.dumps(c.fit.to_dict())))
+        assert float(again.predict([TARGET])[0]) == c.predicted_loss
+        lo, hi = again.predict_interval([TARGET], 0.9)
+        assert [float(lo[0]), float(hi[0])] == c.interval
 
 
 def test_a_bad_candidate_fails_alone() -> None:

@@ -151,7 +151,7 @@ def select_adaptive(
     for candidate in ranking.candidates:
         if candidate.model in failed:
             candidate.status, candidate.error = "failed", failed[candidate.model]
-    state.ranking = Ranking(target, ranking.method, ranking.candidates)
+    state.ranking = Ranking(target, ranking.method, ranking.candidates, level)
     return state
 
 
