@@ -131,7 +131,7 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
 
 
 def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -> list[CardFit]:
-    """The fits published in a model card, as :class:`CardFit` objects whose ``.law`` predicts.
+    """The fits published in a model card, as :class:`CardFit` objects carrying the ranking's Fit.
 
     With ``HF_HUB_OFFLINE=1`` a Hub card comes from huggingface_hub's cache, and when it is not
     there the call fails at once (no request, no retries).
@@ -146,8 +146,7 @@ def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -
     Example:
         >>> fits = load_fits("alice/gpt2-imdb")  # doctest: +SKIP
         >>> fit = find_fit(fits, dataset="imdb", split="test")  # doctest: +SKIP
-        >>> fit.law.predict([1_638_400])  # doctest: +SKIP
-        array([2.31...])
+        >>> fit.predict([1_638_400])  # doctest: +SKIP
     """
     path = _local_card(repo_id_or_path)
     if path is not None:
