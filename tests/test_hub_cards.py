@@ -191,6 +191,63 @@ def test_find_fit_matches_exactly_and_a_published_fit_ranks_like_a_trained_one()
     assert fits[0].to_candidate_fit().predicted_loss == fits[0].predicted_loss
 
 
+def test_a_published_fit_ranks_exactly_as_the_ranking_that_made_it(tmp_path, hub, curves_dir):
+    """The default method on FLAN -> card (folder and Hub) -> published rows: predictions and intervals identical."""
+    ranking = _default_ranking(curves_dir, level=0.8)
+    assert all(c.fit is not None and c.fit.law == "local-loglog" for c in ranking.ranked)
+    folders = {}
+    for i, c in enumerate(ranking.ranked):
+        folders[c.model] = tmp_path / f"model-{i}"
+        folders[c.model].mkdir()
+        write_card(folders[c.model], fits_from_ranking(ranking, c.model, dataset="flan", split="test"))
+    hub.add_repo("alice/first")
+    first = ranking.ranked[0]
+    push_fits("alice/first", load_fits(folders[first.model]))
+
+    rows = [published_candidate(str(folders[c.model]), name=c.model, dataset="flan", config=None, split="test",
+                                metric="eval_loss", adapter=None, target=ranking.target, level=ranking.level)
+            for c in ranking.ranked]
+    rows.append(published_candidate("alice/first", name="from the hub", dataset="flan", config=None, split="test",
+                                    metric="eval_loss", adapter=None, target=ranking.target, level=ranking.level))
+    again = Ranking(ranking.target, ranking.method, rows, level=ranking.level)
+    by_name = {c.model: c for c in again.ranked}
+    for c in ranking.ranked:
+        row = by_name[c.model]
+        assert row.fit == c.fit
+        assert (row.predicted_loss, row.interval) == (c.predicted_loss, c.interval)  # exactly, not approximately
+        assert row.flops == 0.0 and row.source.startswith("hub card ")
+    hub_row = by_name["from the hub"]
+    assert (hub_row.predicted_loss, hub_row.interval) == (first.predicted_loss, first.interval)
+    assert hub_row.source == "hub card alice/first"
+
+
+def test_published_candidate_is_none_when_nothing_matches_or_the_hub_cannot_answer(tmp_path, hub, monkeypatch):
+    """Another dataset or adapter, no card, not a repo ID, Hub down, offline: None (train it); malformed: a warning."""
+    write_card(tmp_path, _fit(split="test"))
+    ask = {"name": "gpt2", "dataset": "imdb", "config": None, "split": "test", "metric": "eval_loss",
+           "adapter": None, "target": TARGET, "level": 0.9}
+    assert published_candidate(str(tmp_path), **ask) is not None
+    assert published_candidate(str(tmp_path), **{**ask, "dataset": "gigaword"}) is None
+    assert published_candidate(str(tmp_path), **{**ask, "adapter": "lora r=8"}) is None
+    assert published_candidate("my local model", **ask) is None  # neither a folder nor a repo ID
+    assert published_candidate("alice/missing", **ask) is None
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit(split="test").to_dict()]}).encode()})
+    assert published_candidate("alice/gpt2", **ask).model == "gpt2"
+    hub.add_repo("alice/never-read", {"README.md": _card_text({"lensllm": [_fit(split="test").to_dict()]}).encode()})
+    hub.fail_with = 503
+    assert published_candidate("alice/gpt2", **ask) is not None  # read before: huggingface_hub's cached copy
+    assert published_candidate("alice/never-read", **ask) is None
+    hub.fail_with = None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    requests = len(hub.requests)
+    assert published_candidate("alice/other", **ask) is None and len(hub.requests) == requests
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "README.md").write_text(_card_text({"lensllm": [{"dataset": "imdb"}]}), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"lensllm\[0\]\.fit.*gpt2 is trained instead"):
+        assert published_candidate(str(broken), **ask) is None
+
+
 # -- write_card ----------------------------------------------------------------------------
 def test_write_card_creates_a_card_that_huggingface_hub_loads_and_validates(tmp_path, hub):
     """A new card loads with ModelCard.load, passes the model-index round trip and the (local) validate-yaml."""
