@@ -549,10 +549,30 @@ def _with_credentials(url: str, user: str = "carol") -> str:
     return f"{scheme}://{user}:{SECRET_PASSWORD}@{rest}"
 
 
+@pytest.fixture
+def client_logs():
+    """Every line huggingface_hub logs (its retries name the URL), as its own stderr handler would print it."""
+    import logging
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    logger = logging.getLogger("huggingface_hub")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
 @pytest.mark.parametrize("case", ["hub down", "network down", "not a hub", "echoing server", "plain token"])
 @pytest.mark.parametrize("action", ["push", "load", "cli show"])
-def test_no_message_ever_shows_a_token_or_endpoint_credentials(hub, tmp_path, monkeypatch, capsys, case, action):
-    """Local server: tokens (hf_... or not) and HF_ENDPOINT passwords are redacted on every failing path."""
+def test_no_message_ever_shows_a_token_or_endpoint_credentials(hub, tmp_path, monkeypatch, capsys, client_logs, case,
+                                                               action):
+    """Local server: tokens (hf_... or not) and HF_ENDPOINT passwords are redacted on every failing path,
+    in our one-line errors and in the lines the HTTP client logs while it retries."""
     hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
     token = ALICE
     if case == "hub down":
@@ -584,6 +604,10 @@ def test_no_message_ever_shows_a_token_or_endpoint_credentials(hub, tmp_path, mo
         assert "\n" not in message
     assert token not in message and SECRET_PASSWORD not in message
     assert "alice/gpt2" in message  # still says what failed
+    logged = "\n".join(client_logs)
+    assert token not in logged and SECRET_PASSWORD not in logged
+    if case in ("hub down", "network down") and action != "push":  # the client retried, and said so with the URL
+        assert "***@127.0.0.1" in logged
 
 
 @pytest.mark.parametrize("status, content_type, body", [

@@ -13,7 +13,9 @@ at once, :func:`push_fits` fails at once.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +107,7 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
         'https://huggingface.co/alice/gpt2-imdb/commit/...'
     """
     fits = as_fit_list(fits)
+    _redact_client_logs()
     if is_offline():
         raise HubUnavailableError(f"pushing fits to {_shown(repo_id)}: HF_HUB_OFFLINE is set, so nothing is sent; unset it "
                                   "to reach the Hub; nothing was changed on the Hub or here")
@@ -155,9 +158,39 @@ def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -
         card = read_card(path)
         return parse_fits(card.data.get(METADATA_KEY), str(path))
     repo_id = str(repo_id_or_path)
+    _redact_client_logs()
     with _explained(repo_id, "reading the card of", pushing=False, secrets=(token, get_token())):
         card = _hub_card(repo_id, token, offline=is_offline())
     return parse_fits(card.data.get(METADATA_KEY), repo_id) if card else []
+
+
+class _RedactingFilter(logging.Filter):
+    """Redacts tokens and ``HF_ENDPOINT`` credentials from the HTTP clients' own log lines.
+
+    huggingface_hub logs each retry with the full URL (``... thrown while requesting HEAD
+    http://user:password@proxy/...``) and httpx logs every request at INFO; a filter on the
+    logger that makes the record rewrites it before any handler (stderr, a log file) sees it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, (get_token(), urlsplit(constants.ENDPOINT).password))
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+_CLIENT_LOGGERS = ("huggingface_hub", "httpx", "httpx2", "httpcore")
+
+
+def _redact_client_logs() -> None:
+    """Put :class:`_RedactingFilter` on every logger of the Hub's HTTP clients (once per logger)."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in _CLIENT_LOGGERS:
+            logger = logging.getLogger(name)
+            if _LOG_FILTER not in logger.filters:
+                logger.addFilter(_LOG_FILTER)
 
 
 def _local_card(source: str | os.PathLike) -> Path | None:
@@ -229,9 +262,9 @@ def _explained(repo_id: str, doing: str, *, pushing: bool, secrets: Iterable[str
             raise
         raise type(error)(redacted) from None
     except Exception as error:
-        hub_error = _as_hub_error(error, repo_id, doing, pushing)
-        if hub_error is None:
-            raise
+        hub_error = _as_hub_error(error, repo_id, doing, pushing) or HubError(
+            f"{doing} {_shown(repo_id)}: unexpected failure ({one_line(error, 300)}); check HF_ENDPOINT and the "
+            f"network, and report it if it persists{'; nothing was changed on the Hub or here' if pushing else ''}")
         raise type(hub_error)(redact(str(hub_error), secrets)) from None
 
 
