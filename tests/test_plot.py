@@ -99,7 +99,7 @@ def test_title_states_the_pick_and_the_axis_says_lower_is_better(curves_dir, tmp
     path = tmp_path / "plots" / "selection.png"
     fig = result.plot(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    title = " ".join(fig._suptitle.get_text().split())
+    title = " ".join(fig.get_suptitle().split())
     assert title == result.pick_statement() and "P(best)" in title
     assert "lower is better" in fig.axes[0].get_ylabel()
     best = result.fits.ranked[0]
@@ -138,3 +138,21 @@ def test_more_candidates_than_drawn_says_so_and_long_names_are_cut(curves_dir):
     legend = fig.axes[0].get_legend()
     assert "and 2 more, not drawn" in legend.get_title().get_text()
     assert all(len(t.get_text()) < 100 for t in legend.get_texts())
+
+
+@pytest.mark.parametrize("case", ["baseline", "empty", "failed"])
+def test_rankings_without_fits_still_plot_their_points(curves_dir, case):
+    """A baseline (ZeroShot: no fits), no candidates, or only failed fits: points from the table, no crash."""
+    from lensllm_hf.ranking import CandidateFit, Ranking
+
+    table = _table(curves_dir, 3)
+    if case == "baseline":
+        ranking = rank(table, TARGET, "zeroshot")
+    elif case == "empty":
+        ranking = Ranking(TARGET, "default", [])
+    else:
+        ranking = Ranking(TARGET, "default", [CandidateFit.failed(m, "too few points") for m in table.models])
+    fig = plot_ranking(ranking, table=table)
+    assert " ".join(fig.get_suptitle().split()) == ranking.pick_statement()
+    for c in ranking.candidates:
+        assert not _artists(fig, f"band:{c.model}") and _artists(fig, f"unused:{c.model}")
