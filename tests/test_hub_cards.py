@@ -584,7 +584,8 @@ def test_no_message_ever_shows_a_token_or_endpoint_credentials(hub, tmp_path, mo
         hub.answer_all_with = (200, "text/html", b"<html>Sign in to the hotel wifi</html>")
         _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
     elif case == "echoing server":  # a proxy that puts what it received into its error message
-        hub.fail_with, hub.fail_message = 400, f"bad request: Authorization: Bearer {ALICE} from carol:{SECRET_PASSWORD}"
+        hub.fail_with = 400
+        hub.fail_message = f"bad request: Authorization: Bearer {ALICE} from carol:{SECRET_PASSWORD}"
         _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
     elif case == "plain token":  # a token that does not look like one: redacted because it is the one in use
         token = "opaque-enterprise-token-42"
@@ -703,7 +704,8 @@ def test_long_and_unusual_candidate_names_get_their_own_card_folders(tmp_path):
     """A 300-character name, 'org/A' beside 'org--A', unicode and control characters: one card each, no crash."""
     from lensllm_hf.selector.result import SelectionResult
 
-    names = ["x" * 300, "org/A", "org--A", "модель/A", "模型/A", "A ", "A", "bad\x1bname", "EleutherAI/pythia-70m"]
+    names = ["x" * 300, "org/A", "org--A", "модель/A", "模型/A", "A ", "A", "bad\x1bname",
+             "EleutherAI/pythia-70m"]
     result = SelectionResult(fits=_ranking(*names), table=None, target_size=TARGET)
     written = result.write_cards(tmp_path / "cards")
     assert set(written) == set(names)

@@ -98,7 +98,8 @@ def test_dataset_chooses_among_several_fits_of_one_card(ranking, tmp_path, capsy
     write_card(tmp_path, other)
     assert main(["predict", str(tmp_path), "--model", best.model, "--at", str(TARGET)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "2 fits" in err and "--dataset flan --split test" in err and "--dataset gigaword" in err
+    assert err.count("\n") == 1 and "2 fits" in err
+    assert "--dataset flan --split test" in err and "--dataset gigaword" in err
     got = _cli_prediction(capsys, tmp_path, str(tmp_path), "--model", best.model, "--at", str(TARGET),
                           "--dataset", "gigaword")
     assert (got["predicted_loss"], got["interval"]) == (second.predicted_loss, second.interval)

@@ -186,7 +186,8 @@ def plot_ranking(ranking: Any, path: str | Path | None = None, *, table: Any = N
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
     headline = title or ranking.pick_statement()
-    fig.suptitle("\n".join(textwrap.wrap(headline, 110, break_on_hyphens=False)), x=0.01, ha="left", fontsize=12.5, fontweight="bold")
+    fig.suptitle("\n".join(textwrap.wrap(headline, 110, break_on_hyphens=False)), x=0.01, ha="left", fontsize=12.5,
+                 fontweight="bold")
     ax.set_title(subtitle or f"method {display(ranking.method)}, {100 * level:g}% intervals", loc="left",
                  fontsize=9, color="0.3")
     _plain_y(ax)

@@ -55,7 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("source", metavar="SOURCE",
                         help="selection.json / 'lensllm fit --json' output, or a model folder or README.md")
     parser.add_argument("--model", required=True, metavar="M", help="the candidate, as named in SOURCE")
-    parser.add_argument("--at", required=True, metavar="N", help="training-set size to predict at (e.g. 1638400 or 1.6e6)")
+    parser.add_argument("--at", required=True, metavar="N",
+                        help="training-set size to predict at (e.g. 1638400 or 1.6e6)")
     parser.add_argument("--level", metavar="L", help="interval level, e.g. 0.9 (default: the one SOURCE was made with)")
     parser.add_argument("--dataset", metavar="D", help="which fit of a card: its dataset (needed when it has several)")
     parser.add_argument("--config", metavar="C", help="which fit of a card: its dataset configuration")
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     card_filters = {"dataset": args.dataset, "config": args.config, "split": args.split, "adapter": args.adapter}
     prediction = predict(args.source, args.model, at, level=level, **card_filters)
     low, high = prediction.interval
-    print(f"{display(prediction.model)} at {prediction.at:,.0f} examples: predicted loss {prediction.predicted_loss:.4g}, "
+    print(f"{display(prediction.model)} at {prediction.at:,.0f} examples: "
+          f"predicted loss {prediction.predicted_loss:.4g}, "
           f"{100 * prediction.level:g}% interval [{low:.4g}, {high:.4g}] ({display(prediction.law)} law)")
     for note in prediction.warnings:
         print(f"lensllm predict: warning: {display(note)}", file=sys.stderr)
@@ -153,8 +155,8 @@ def _from_ranking(path: Path, data: Any, model: str, card_filters: dict[str, str
     ranking = Ranking.from_dict(data, where=_shown(path))
     rows = [c for c in ranking.candidates if c.model == model]
     if not rows:
-        raise LensLLMError(f"{_shown(path)}: no model {_name(model)}; it ranks {_names(c.model for c in ranking.candidates)}"
-                           "; pass one of those to --model")
+        raise LensLLMError(f"{_shown(path)}: no model {_name(model)}; it ranks "
+                           f"{_names(c.model for c in ranking.candidates)}; pass one of those to --model")
     row = rows[0]
     if row.fit is None:
         why = f"its fit failed ({display(row.error)})" if row.status != "complete" else \

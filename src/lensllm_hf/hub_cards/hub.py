@@ -109,8 +109,8 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
     fits = as_fit_list(fits)
     _redact_client_logs()
     if is_offline():
-        raise HubUnavailableError(f"pushing fits to {_shown(repo_id)}: HF_HUB_OFFLINE is set, so nothing is sent; unset it "
-                                  "to reach the Hub; nothing was changed on the Hub or here")
+        raise HubUnavailableError(f"pushing fits to {_shown(repo_id)}: HF_HUB_OFFLINE is set, so nothing is sent; "
+                                  "unset it to reach the Hub; nothing was changed on the Hub or here")
     token = token or get_token()
     if not token:
         raise HubAuthError("no Hugging Face token: set HF_TOKEN to a token with write access or run "
@@ -222,8 +222,9 @@ def _hub_card(repo_id: str, token: str | None, *, offline: bool = False) -> Mode
         if offline:  # the cached card or nothing: no request, not even the client's header lookups
             cached = try_to_load_from_cache(repo_id, CARD_NAME)
             if cached is None:
-                raise HubUnavailableError(f"reading the card of {_shown(repo_id)}: HF_HUB_OFFLINE is set and the card is not "
-                                          "in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach the Hub")
+                raise HubUnavailableError(f"reading the card of {_shown(repo_id)}: HF_HUB_OFFLINE is set and the card "
+                                          "is not in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach "
+                                          "the Hub")
             return ModelCard.load(Path(cached)) if isinstance(cached, str) else None  # else: known to have none
         return ModelCard.load(repo_id, token=token)
     except RemoteEntryNotFoundError:  # not LocalEntryNotFoundError: that one means "could not ask the Hub"

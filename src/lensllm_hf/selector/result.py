@@ -142,7 +142,8 @@ class SelectionResult:
     def to_markdown(self) -> str:
         """A Markdown table of the ranking (with P(best)), the pick statement and the compute summary."""
         pct = f"{100 * self.level:g}%"
-        lines = [f"| # | model | predicted loss | {pct} interval | P(best) | law | fitted from | FLOPs spent | status |",
+        lines = [f"| # | model | predicted loss | {pct} interval | P(best) | law | fitted from | FLOPs spent "
+                 "| status |",
                  "|--:|:--|--:|:--|--:|:--|--:|--:|:--|"]
         for i, c in enumerate(self.fits.candidates, start=1):
             if c.status != "complete":
