@@ -57,6 +57,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from .curves import CurveTable
 from .errors import LensLLMError
@@ -65,7 +66,7 @@ from .laws import transition_index
 from .method import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
 from .ranking import CandidateFit, Ranking
 
-__all__ = ["BANDWIDTHS", "LAW", "DefaultMethod", "choose_bandwidth"]
+__all__ = ["BANDWIDTHS", "LAW", "DefaultMethod", "choose_bandwidth", "extrapolation_spread"]
 
 #: The law name of this method's fits (see the module docstring).
 LAW = "local-loglog"
@@ -136,14 +137,27 @@ def _shrink(lines: list[_Line]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_all(table: CurveTable, bandwidth: float) -> dict[int, _Line | str]:
-    """A line per row of ``table``, or the error that stops one."""
-    out: dict[int, _Line | str] = {}
-    for row in range(len(table.models)):
-        try:
-            out[row] = _fit_line(*table.points(row), bandwidth)
-        except (LensLLMError, ValueError, np.linalg.LinAlgError) as error:
-            out[row] = str(error)
-    return out
+    """A line per row of ``table``, or the error that stops one.
+
+    Memoised on the table's content: the bandwidth choice, the spread backtest and a benchmark's
+    budgets fit the same columns again and again (the lines are never modified).
+    """
+    key = (tuple(table.models), table.sizes.tobytes(), table.losses.tobytes(), table.source,
+           tuple(sorted(table.problems.items())), bandwidth)
+    if key not in _LINES:
+        if len(_LINES) > 4096:
+            _LINES.clear()
+        out: dict[int, _Line | str] = {}
+        for row in range(len(table.models)):
+            try:
+                out[row] = _fit_line(*table.points(row), bandwidth)
+            except (LensLLMError, ValueError, np.linalg.LinAlgError) as error:
+                out[row] = str(error)
+        _LINES[key] = out
+    return _LINES[key]
+
+
+_LINES: dict[tuple, dict[int, _Line | str]] = {}
 
 
 def _predict_log(lines: dict[int, _Line | str], target: float) -> dict[int, tuple[float, float, _Line, float, float]]:
@@ -185,6 +199,62 @@ def choose_bandwidth(table: CurveTable, bandwidths: tuple[float, ...] = BANDWIDT
     return best
 
 
+#: Fewest backtest predictions that :func:`extrapolation_spread` estimates the spread from.
+MIN_BACKTEST_PAIRS = 20
+#: The backtest sees short distances only; a curve's bending compounds beyond them, so the
+#: measured growth exponent of the errors is raised by this much (see ``extrapolation_spread``).
+EXPONENT_MARGIN = 1.0
+#: Scale of the coverage-matched spread once the exponent is raised (benchmarks/interval_coverage.py).
+SPREAD_SCALE = 0.7
+
+
+def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEVEL) -> tuple[float, float, float]:
+    """(k, k_far, p): the extrapolation term of the intervals, sd = max(k * d, k_far * d**p) at d
+    doublings ahead, estimated from the table's own backtest.
+
+    Every column of the table is predicted from each earlier cut (at least three fine-tuned sizes
+    up to the cut) with the same shrunk lines the method uses. The errors' growth with the distance
+    gives the exponent p (the slope of log RMS error against log d, plus ``EXPONENT_MARGIN``,
+    at least 1). k is the linear spread that makes ``level`` of the backtest predictions fall
+    inside their intervals (right at the short distances the backtest sees); k_far the same with
+    the shape d**p, times ``SPREAD_SCALE`` (the far distances it cannot see). Tables too short
+    for a backtest (fewer than ``MIN_BACKTEST_PAIRS`` predictions at two distances or more) get
+    the measured constant :data:`~lensllm_hf.fit.EXTRAPOLATION_SD_PER_DOUBLING`, linear.
+    """
+    positive = np.sort(table.sizes[table.sizes > 0])
+    errors, fit_var, ahead = [], [], []
+    for cut in positive[2:-1]:
+        preds_at = {}
+        lines = _fit_all(table.up_to(float(cut)), bandwidth)
+        for held in positive[positive > cut]:
+            preds_at = _predict_log(lines, float(held))
+            observed = table.column(int(held))
+            for row, (log_pred, sd, ln, _, _) in preds_at.items():
+                if np.isfinite(observed[row]) and observed[row] > 0:
+                    errors.append(math.log(observed[row]) - log_pred)
+                    fit_var.append(sd**2)
+                    ahead.append(math.log2(float(held) / float(ln.sizes[-1])))
+    e, v, d = np.array(errors), np.array(fit_var), np.array(ahead)
+    keep = d > 0
+    e, v, d = e[keep], v[keep], d[keep]
+    if e.size < MIN_BACKTEST_PAIRS or np.unique(np.round(d)).size < 2:
+        return EXTRAPOLATION_SD_PER_DOUBLING, 0.0, 1.0
+    # Growth of the error beyond the fit's own spread with the distance: log RMS against log d.
+    xs, ys = [], []
+    for step in np.unique(np.round(d)):
+        group = np.round(d) == step
+        if step > 0 and group.sum() >= 5:
+            xs.append(math.log(step))
+            ys.append(0.5 * math.log(max(float(np.mean(e[group] ** 2 - v[group])), 1e-10)))
+    growth = float(np.polyfit(xs, ys, 1)[0]) if len(xs) >= 2 else 0.0
+    exponent = float(min(max(growth + EXPONENT_MARGIN, 1.0), 3.0))
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    needed = np.sqrt(np.clip((e / z) ** 2 - v, 0.0, None))
+    linear = float(np.quantile(needed / d, level))
+    far = float(SPREAD_SCALE * np.quantile(needed / d**exponent, level))
+    return linear, far, exponent
+
+
 class DefaultMethod(Method):
     """Shrunk local log-log lines with a backtested bandwidth (see the module docstring).
 
@@ -206,7 +276,7 @@ class DefaultMethod(Method):
         bandwidth = choose_bandwidth(table)
         lines = _fit_all(table, bandwidth)
         preds = _predict_log(lines, target)
-        per_doubling = EXTRAPOLATION_SD_PER_DOUBLING
+        per_doubling, far, exponent = extrapolation_spread(table, bandwidth)
         rows = []
         for row, model in enumerate(table.models):
             flops = flops_spent(table, row, self.sizes_used(table))
@@ -224,6 +294,8 @@ class DefaultMethod(Method):
                 cov_key("b", "b"): slope_var,
                 "largest_size": float(ln.sizes[-1]),
                 "extrapolation_sd_per_doubling": per_doubling,
+                "extrapolation_sd_far": far,
+                "extrapolation_exponent": exponent,
                 "bandwidth": bandwidth if math.isfinite(bandwidth) else -1.0,
                 "raw_slope": ln.slope,
             }

@@ -10,15 +10,16 @@ and the variance of log L is the sum of three terms, all stored in :attr:`Fit.te
 - ``noise_var``: the residual variance of one point in log space;
 - the parameter spread: ``cov.<i>.<j>``, the covariance of the law's coordinates (see
   :data:`FORMS`), carried to log L(D) by its gradient (the delta method);
-- extrapolation: ``extrapolation_sd_per_doubling`` times the doublings of D beyond
-  ``largest_size`` (a curve's residuals cannot say how it bends beyond its last point).
+- extrapolation: at d doublings of D beyond ``largest_size``, the larger of
+  ``extrapolation_sd_per_doubling`` * d and ``extrapolation_sd_far`` * d ** ``extrapolation_exponent``
+  (0 and 1 when absent): a curve's residuals cannot say how it bends beyond its last point.
 
 Example:
     >>> fit = Fit(law="ats", params={"a": 1.5, "b": -0.1}, sizes=(200.0, 400.0, 800.0),
     ...           losses=(2.7, 2.5, 2.35), used=(True, True, True),
     ...           terms={"noise_var": 1e-4, "largest_size": 800.0, "extrapolation_sd_per_doubling": 0.02})
-    >>> round(float(fit.predict([1600])[0]), 4)
-    2.1978
+    >>> round(float(fit.predict([1600])[0]), 4)   # exp(1.5 - 0.1 log 1600)
+    2.143
     >>> Fit.from_dict(fit.to_dict()) == fit
     True
 """
@@ -193,6 +194,8 @@ class Fit:
             raise FitError(f"fit value {bad[0]!r} is not a finite number")
         if self.terms["noise_var"] < 0 or self.terms["extrapolation_sd_per_doubling"] < 0:
             raise FitError("a fit's noise_var and extrapolation_sd_per_doubling must be >= 0")
+        if self.terms.get("extrapolation_sd_far", 0.0) < 0 or not 0.0 < self.terms.get("extrapolation_exponent", 1.0) <= 4.0:
+            raise FitError("a fit's extrapolation_sd_far must be >= 0 and its extrapolation_exponent in (0, 4]")
         n = len(form.coords)
         cov = np.zeros((n, n))
         for a in range(n):
@@ -226,7 +229,9 @@ class Fit:
         g = self._gradient(sizes)
         spread = np.einsum("ij,jk,ik->i", g, self._cov, g) if self._cov.any() else np.zeros(sizes.shape)
         doublings = np.maximum(np.log2(np.maximum(sizes, 1.0) / max(self.terms["largest_size"], 1.0)), 0.0)
-        extra = self.terms["extrapolation_sd_per_doubling"] * doublings
+        extra = np.maximum(self.terms["extrapolation_sd_per_doubling"] * doublings,
+                           self.terms.get("extrapolation_sd_far", 0.0)
+                           * doublings ** self.terms.get("extrapolation_exponent", 1.0))
         return np.sqrt(self.terms["noise_var"] + np.clip(spread, 0.0, None) + extra**2)
 
     def predict_interval(self, sizes, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:

@@ -64,7 +64,7 @@ def p_best(log_means, log_sds) -> np.ndarray:
     Example:
         >>> p_best([0.0, 0.0], [0.1, 0.1]).tolist()
         [0.5, 0.5]
-        >>> [round(p, 3) for p in p_best([0.0, 0.5], [0.1, 0.1])]
+        >>> p_best([0.0, 0.5], [0.1, 0.1]).round(3).tolist()
         [1.0, 0.0]
     """
     mu = np.asarray(log_means, dtype=float)

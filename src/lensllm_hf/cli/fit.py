@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .._utils import check_output_file, display
@@ -38,7 +39,7 @@ def load_source(source: str) -> tuple[CurveTable, dict[str, RunInfo]]:
     from .. import records
 
     recs = records.load_records(source)
-    table = records.load_table(recs)
+    table = replace(records.load_table(recs), source=source)
     return table, run_info(recs, table.models)
 
 
