@@ -116,3 +116,34 @@ def test_matches_or_beats_ats_on_the_shared_tables(curves_dir) -> None:
     # The measured means this module's docstring quotes.
     assert summary["flan"]["default"]["pearson"] == pytest.approx(66.7, abs=0.1)
     assert summary["gigaword"]["default"]["relacc"] == pytest.approx(95.9, abs=0.1)
+
+
+def test_one_way_imports_and_one_constant() -> None:
+    """default.py never imports methods.py (methods registers default), and the extrapolation
+    constant lives in lensllm_hf.fit only."""
+    import subprocess
+    import sys
+
+    import inspect
+
+    import lensllm_hf.default
+    import lensllm_hf.laws.base
+    import lensllm_hf.methods
+
+    code = "import sys, lensllm_hf.default; assert 'lensllm_hf.methods' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for module in (lensllm_hf.default, lensllm_hf.methods, lensllm_hf.laws.base):
+        assert "EXTRAPOLATION_SD_PER_DOUBLING =" not in inspect.getsource(module)
+
+
+def test_the_spread_comes_from_the_table_and_falls_back_on_short_ones() -> None:
+    from lensllm_hf.default import extrapolation_spread
+    from lensllm_hf.fit import EXTRAPOLATION_SD_PER_DOUBLING
+
+    table, _ = _synthetic(n=12, noise=0.01)
+    k, far, p = extrapolation_spread(table, math.inf)
+    assert 0 < k < 0.1 and far >= 0 and 1.0 <= p <= 3.0
+    assert extrapolation_spread(table.up_to(800), math.inf) == (EXTRAPOLATION_SD_PER_DOUBLING, 0.0, 1.0)
+    # Noisier curves get wider intervals.
+    noisy, _ = _synthetic(n=12, noise=0.05)
+    assert extrapolation_spread(noisy, math.inf)[0] > k

@@ -171,3 +171,22 @@ def test_records_warnings_and_probe_reach_the_fit():
     assert row["m1"].fit.warnings[0].startswith("no NTK probe")
     default = {c.model: c for c in rank(t, TARGET, "default", runs=runs).candidates}
     assert default["m0"].fit.warnings == ("stream mode with a decaying learning rate",)
+
+
+def test_run_info_takes_the_probe_of_the_largest_complete_run_and_every_warning():
+    from types import SimpleNamespace
+
+    from lensllm_hf.method import run_info
+
+    def rec(model, size, eig, status="complete", warnings=(), config_hash="h1"):
+        ntk = {"eigenvalues": eig, "coefficients": [1.0] * len(eig)} if eig else None
+        return SimpleNamespace(model_id=model, config_hash=config_hash, status=status, train_size=size, ntk=ntk,
+                               warnings=list(warnings))
+
+    records = [rec("a", 200, [0.1, 0.2]), rec("a", 800, [0.3, 0.4], warnings=["decaying LR in stream mode"]),
+               rec("a", 1600, [9.0, 9.0], status="failed"), rec("b", 200, None, warnings=["two epochs"]),
+               rec("c", 400, [1.0], config_hash="h2")]
+    info = run_info(records, ["a", "b", "c#h2"])
+    assert info["a"].eigenvalues == (0.3, 0.4) and info["a"].warnings == ("decaying LR in stream mode",)
+    assert info["b"].eigenvalues is None and info["b"].warnings == ("two epochs",)
+    assert info["c#h2"].eigenvalues == (1.0,)

@@ -45,10 +45,15 @@ The fit
 Intervals
     Log-normal: the line's own prediction variance (residual noise, intercept, and the
     shrunk slope's posterior variance times the squared extrapolation distance) plus an
-    extrapolation term that grows with the number of doublings beyond the largest size
-    (see :func:`extrapolation_spread`).
+    extrapolation term estimated from the table's own backtest (:func:`extrapolation_spread`):
+    at d doublings ahead, the larger of k d (right over the short distances a backtest sees)
+    and k_far d^p (p one power above the measured growth of the backtest errors: bending
+    compounds beyond them). Coverage of the 90 % intervals on the held-out columns
+    (benchmarks/interval_coverage.py): FLAN 87.4 %, Gigaword 96.9 % (a fixed 0.022 per
+    doubling gave 90.2 % and 99.8 %). The table's P(best) follows from the same distributions.
 
-Cost: both shared tables at all 7 budgets in about 0.4 s (six line fits per candidate).
+Cost: both shared tables at all 7 budgets in about 0.4 s on one core (the line fits of each
+column cut are memoised: the bandwidth choice and the spread backtest share them).
 """
 
 from __future__ import annotations
