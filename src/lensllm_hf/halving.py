@@ -101,25 +101,32 @@ def select_halving(
     positive = [col for col, size in enumerate(sizes) if size > 0]
     first = positive[min(MIN_START_SIZES, len(positive)) - 1]
 
-    # Every candidate gets the smallest sizes; the costs they report set the start size.
+    # Every candidate gets the smallest sizes; their costs, in the order of the first ranking,
+    # set the start size.
     for col in range(first + 1):
         for row in ledger.alive(range(len(models))):
             ledger.purchase(row, col)
-    start = start_column(sizes, first, ledger.alive(range(len(models))), ledger.cost_per_example(),
+    table = ledger.table(params)
+    order = [models.index(c.model) for c in rank(table, target, method, level).ranked]
+    order += [row for row in ledger.alive(range(len(models))) if row not in order]
+    cost = ledger.cost_per_example()
+    start = start_column(sizes, first, [cost.get(row, math.nan) for row in order],
                          spent=ledger.flops, max_flops=max_flops)
     for col in range(first + 1, start + 1):
-        for row in ledger.alive(range(len(models))):
+        for row in ledger.alive(order):
             if ledger.affordable(row, col):
                 ledger.purchase(row, col)
 
-    table = ledger.table(params)
     alive = ledger.alive(range(len(models)))
     rounds = 0
     while True:
         rounds += 1
         ranking = rank(table, target, method, level)
-        alive = _survivors(ranking, [models[row] for row in alive], level)
-        alive = [models.index(name) for name in alive]
+        # Everyone still running may be (re)admitted: a candidate dropped on fewer points comes
+        # back when the others' new points push their predictions above its own.
+        kept = _survivors(ranking, [models[row] for row in ledger.alive(range(len(models)))], level,
+                          cap=math.ceil(len(alive) / ETA))
+        alive = [models.index(name) for name in kept]
         wanted = [(row, ledger.next_column(row)) for row in alive]
         wanted = [(row, col) for row, col in wanted if col is not None and ledger.affordable(row, col)]
         if len(alive) <= 1 or not wanted:
@@ -136,49 +143,49 @@ def select_halving(
                           bought=ledger.bought, flops=ledger.flops, rounds=rounds)
 
 
-def start_column(sizes: Sequence[int], first: int, alive: Sequence[int], cost: dict[int, float], *,
-                 spent: float = 0.0, max_flops: float | None = None) -> int:
+def start_column(sizes: Sequence[int], first: int, costs: Sequence[float], *, spent: float = 0.0,
+                 max_flops: float | None = None) -> int:
     """The column every candidate is fine-tuned up to before the first cut (see the module docstring).
 
     Args:
         sizes: the subset sizes, ascending.
         first: the smallest allowed start column (``MIN_START_SIZES`` fine-tuned sizes).
-        alive: rows of the candidates still running.
-        cost: FLOPs per example per row, as measured on the runs so far (missing: the mean of the others).
+        costs: FLOPs per example of each candidate still running, leaders first (NaN: not
+            measured yet, counted at the mean of the others); round ``r`` is projected to
+            train the first ``ceil(n / ETA**r)`` of them.
         spent: FLOPs already spent (the runs up to ``first``).
         max_flops: the budget, or None.
     """
-    n = len(alive)
+    n = len(costs)
     rounds = max(math.ceil(math.log2(n)) - 1, 0) if n > 1 else 0
     start = max(first, len(sizes) - 1 - rounds)  # the finalists reach the largest size
     if max_flops is None or n == 0:
         return start
-    known = [cost[row] for row in alive if row in cost]
-    mean = float(np.mean(known)) if known else 0.0
-    per_row = np.array([cost.get(row, mean) for row in alive])
-    while start > first and spent + _schedule_cost(sizes, first, start, per_row, mean) > max_flops:
+    costs = np.asarray(costs, dtype=float)
+    known = costs[np.isfinite(costs)]
+    costs = np.where(np.isfinite(costs), costs, known.mean() if known.size else 0.0)
+    while start > first and spent + _schedule_cost(sizes, first, start, costs) > max_flops:
         start -= 1
     return start
 
 
-def _schedule_cost(sizes: Sequence[int], first: int, start: int, per_row: np.ndarray, mean: float) -> float:
-    """Projected FLOPs of the columns after ``first`` for all, then the halving rounds (mean cost)."""
-    cost = float(per_row.sum()) * sum(sizes[first + 1:start + 1])
-    alive = len(per_row)
+def _schedule_cost(sizes: Sequence[int], first: int, start: int, costs: np.ndarray) -> float:
+    """Projected FLOPs of the columns after ``first`` for all, then of the halving rounds."""
+    total = float(costs.sum()) * sum(sizes[first + 1:start + 1])
+    alive = len(costs)
     for col in range(start + 1, len(sizes)):
         alive = math.ceil(alive / ETA)
         if alive <= 1:
             break
-        cost += alive * mean * sizes[col]
-    return cost
+        total += float(costs[:alive].sum()) * sizes[col]
+    return total
 
 
-def _survivors(ranking: Ranking, alive: list[str], level: float) -> list[str]:
-    """The alive candidates that can still win, at most ``ceil(len(alive) / ETA)``, best first."""
+def _survivors(ranking: Ranking, alive: list[str], level: float, cap: int) -> list[str]:
+    """The candidates of ``alive`` that can still win, at most ``cap``, best first."""
     rows = {c.model: c for c in ranking.ranked if c.model in alive}
     if not rows:
         return []
-    cap = math.ceil(len(alive) / ETA)
     p_best = {name: getattr(row, "p_best", None) for name, row in rows.items()}
     if all(p is not None and math.isfinite(p) for p in p_best.values()):
         order = sorted(rows, key=lambda name: -p_best[name])
