@@ -23,7 +23,7 @@ import numpy as np
 from .curves import CurveError, CurveTable
 from .methods import METHODS, rank
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_ranking", "summarize"]
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_ranking", "score_row", "summarize"]
 
 DEFAULT_TARGET = 1_638_400
 DEFAULT_BUDGETS = (204_800, 102_400, 51_200, 25_600, 12_800, 6_400, 3_200)
@@ -73,9 +73,13 @@ def _bench_table(table: CurveTable, methods: list[str], target: int, budgets: Se
                          "fix those cells or drop the rows")
     full_cost = _full_cost(table, target)
     rows = [_score(table.up_to(budget), method, target, budget, truth, full_cost)
-            for budget in budgets for method in methods if method != "adaptive"]
+            for budget in budgets for method in methods if method not in ("adaptive", "halving")]
     if "adaptive" in methods:
         rows.append(_score_adaptive(table.up_to(max(budgets)), target, truth, full_cost))
+    if "halving" in methods:
+        from .halving import score_on_table
+
+        rows.extend(score_on_table(table.up_to(max(budgets)), target, budgets, truth, full_cost))
     return rows
 
 
@@ -123,8 +127,14 @@ def _row(seen: CurveTable, method: str, budget: int | None, target: int, ranking
     }
 
 
+def score_row(seen: CurveTable, method: str, budget: int | None, target: int, ranking, truth: np.ndarray,
+              compute_fraction: float) -> dict:
+    """One row of the protocol for ``ranking`` (made on ``seen``), for strategies scored elsewhere."""
+    return _row(seen, method, budget, target, ranking, truth, compute_fraction)
+
+
 def _predicts_loss(method: str) -> bool:
-    return method == "adaptive" or METHODS[method].predicts_loss
+    return method in ("adaptive", "halving") or METHODS[method].predicts_loss
 
 
 def _full_cost(table: CurveTable, target: int) -> float:

@@ -57,7 +57,7 @@ from .errors import LensLLMError
 from .methods import LEVEL, METHODS, rank
 from .ranking import CandidateFit, Ranking
 
-__all__ = ["ETA", "MIN_START_SIZES", "grid_flops", "select_halving", "start_column", "table_buyer"]
+__all__ = ["ETA", "MIN_START_SIZES", "grid_flops", "score_on_table", "select_halving", "start_column", "table_buyer"]
 
 #: Halving rate: each round keeps at most ``ceil(alive / ETA)`` candidates and doubles their data.
 ETA = 2
@@ -296,3 +296,29 @@ def grid_flops(table: CurveTable, budget: int) -> float:
     """FLOPs of the grid strategy at ``budget``: every candidate on every size up to it (parameters x examples)."""
     scale = table.params if table.params is not None else np.ones(len(table.models))
     return float(np.sum(scale) * table.sizes[table.sizes <= budget].sum())
+
+
+def score_on_table(table: CurveTable, target: int, budgets: Sequence[int], truth: np.ndarray,
+                   full_cost: float, method: str = "default") -> list[dict]:
+    """``lensllm bench``'s ``halving`` rows: one per budget, with the grid's compute at that budget.
+
+    Buying a size reveals that column of ``table`` (every size it holds may be bought); the
+    halving may spend at most what fine-tuning every candidate on every size up to the budget
+    costs, so each row compares with the grid methods' row of the same budget at equal or
+    lower compute.
+
+    Args:
+        table: the columns that may be bought (the bench passes those up to its largest budget).
+        target: the target size; ``truth`` holds every candidate's true loss there.
+        budgets: the bench's budgets.
+        full_cost: FLOPs of fine-tuning every candidate on ``target`` (the compute fraction's denominator).
+        method: the method that predicts the loss at the target.
+    """
+    from .bench import score_row
+
+    rows = []
+    for budget in budgets:
+        result = select_halving(table.models, table.sizes.tolist(), target, table_buyer(table), method=method,
+                                max_flops=grid_flops(table, budget), params=table.params)
+        rows.append(score_row(table, "halving", budget, target, result.ranking, truth, result.flops / full_cost))
+    return rows

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def all_methods() -> list[str]:
-    return [*METHODS, "adaptive"]
+    return [*METHODS, "adaptive", "halving"]
 
 
 def run(args: argparse.Namespace) -> int:
