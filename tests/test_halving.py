@@ -143,3 +143,10 @@ def test_shared_tables_bench_rows(curves_dir):
         assert np.mean([r["relacc"] for r in mine]) >= 0.9
         cheap = [r for r in mine if r["compute_fraction"] <= 0.02]
         assert cheap, "no halving row within 2 % of the full compute"
+
+
+def test_a_single_candidate_gets_only_the_smallest_sizes():
+    seen = crossing_table().up_to(SIZES[-1])
+    result = select_halving(["late"], SIZES, TARGET, buyer(seen))
+    assert result.bought == {"late": [0, 200, 400, 800]}
+    assert result.ranking.best == "late"

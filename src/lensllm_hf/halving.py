@@ -181,9 +181,11 @@ def start_column(sizes: Sequence[int], first: int, costs: Sequence[float], *, sp
         max_flops: the budget, or None.
     """
     n = len(costs)
-    rounds = max(math.ceil(math.log2(n)) - 1, 0) if n > 1 else 0
+    if n <= 1:  # nothing to choose between: the fewest points that give a prediction
+        return first
+    rounds = max(math.ceil(math.log2(n)) - 1, 0)
     start = max(first, len(sizes) - 1 - rounds)  # the finalists reach the largest size
-    if max_flops is None or n == 0:
+    if max_flops is None:
         return start
     costs = np.asarray(costs, dtype=float)
     known = costs[np.isfinite(costs)]
