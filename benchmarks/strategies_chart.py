@@ -71,7 +71,8 @@ def main() -> None:
     rows = chart([CurveTable.read_csv(p) for p in paths], args.out, args.target)
     for row in rows:
         print(f"{row['dataset']:<10} {row['method']:<9} budget={row['budget'] or '-':>7} "
-              f"compute={100 * row['compute_fraction']:6.2f}%  RelAcc={row['relacc']:.3f}  PearCorr={row['pearson']:.3f}")
+              f"compute={100 * row['compute_fraction']:6.2f}%  RelAcc={row['relacc']:.3f}  "
+              f"PearCorr={row['pearson']:.3f}")
     print(f"wrote {args.out}")
 
 

@@ -71,7 +71,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -131,8 +131,10 @@ def select_halving(
         for row in ledger.alive(range(len(models))):
             ledger.purchase(row, col)
     table = ledger.table(params)
-    order = [models.index(c.model) for c in rank(table, target, method, level).ranked]
-    order += [row for row in ledger.alive(range(len(models))) if row not in order]
+    running = ledger.alive(range(len(models)))
+    first_ranking = rank(table, target, method, level)
+    order = [row for row in (models.index(c.model) for c in first_ranking.ranked) if row in running]
+    order += [row for row in running if row not in order]
     cost = ledger.cost_per_example()
     start = start_column(sizes, first, [cost.get(row, math.nan) for row in order],
                          spent=ledger.flops, max_flops=max_flops)
@@ -183,7 +185,9 @@ def start_column(sizes: Sequence[int], first: int, costs: Sequence[float], *, sp
     n = len(costs)
     if n <= 1:  # nothing to choose between: the fewest points that give a prediction
         return first
-    rounds = max(math.ceil(math.log2(n)) - 1, 0)
+    rounds, left = 0, n
+    while left > 2:  # the halving rounds before two finalists are left
+        left, rounds = math.ceil(left / ETA), rounds + 1
     start = max(first, len(sizes) - 1 - rounds)  # the finalists reach the largest size
     if max_flops is None:
         return start
