@@ -65,10 +65,10 @@ def test_bench_command_writes_every_row(curves_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     data = json.loads(out.read_text())
-    methods = {"lensllm", "rectified", "power", "ats", "subtuning", "zeroshot", "modelsize", "default", "adaptive"}
+    methods = {"lensllm", "rectified", "power", "ats", "subtuning", "zeroshot", "modelsize", "default", "adaptive", "halving"}
     rows = data["rows"]
     assert {r["method"] for r in rows} == methods
-    assert len([r for r in rows if r["method"] != "adaptive"]) == 2 * 7 * 8
+    assert len([r for r in rows if r["method"] not in ("adaptive", "halving")]) == 2 * 7 * 8
     assert {r["dataset"] for r in rows} == {"flan", "gigaword"}
     for row in rows:
         assert set(row) >= {"dataset", "method", "budget", "ratio", "pearson", "relacc", "compute_fraction",

@@ -28,7 +28,7 @@ from .errors import LensLLMError
 from .methods import LEVEL, rank
 from .ranking import CandidateFit, Ranking
 
-__all__ = ["AdaptiveResult", "select_adaptive"]
+__all__ = ["AdaptiveResult", "Buy", "select_adaptive", "table_buyer"]
 
 #: ``buy(model, size) -> (loss, flops)``: fine-tune one candidate on one subset size.
 Buy = Callable[[str, int], tuple[float, float]]
@@ -171,3 +171,14 @@ def _contenders(ranked: list[CandidateFit]) -> list[CandidateFit]:
         return [c for c in ranked if c is leader or c.p_best >= CONTENDER_P]
     top = leader.interval[1] if leader.interval else leader.score
     return [c for c in ranked if c is leader or (c.interval[0] if c.interval else c.score) <= top]
+
+
+def table_buyer(table: CurveTable) -> Buy:
+    """``buy`` for a curve table: buying a size reveals that column; FLOPs are parameters x examples."""
+    scale = table.params if table.params is not None else np.ones(len(table.models))
+
+    def buy(model: str, size: int) -> tuple[float, float]:
+        row = table.models.index(model)
+        return float(table.column(size)[row]), float(scale[row] * size)
+
+    return buy

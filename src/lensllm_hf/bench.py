@@ -27,7 +27,8 @@ import numpy as np
 from .curves import CurveError, CurveTable
 from .methods import METHODS, rank
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_p_best", "score_ranking", "summarize"]
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_p_best", "score_ranking", "score_row",
+           "summarize"]
 
 DEFAULT_TARGET = 1_638_400
 DEFAULT_BUDGETS = (204_800, 102_400, 51_200, 25_600, 12_800, 6_400, 3_200)
@@ -77,34 +78,33 @@ def _bench_table(table: CurveTable, methods: list[str], target: int, budgets: Se
                          "fix those cells or drop the rows")
     full_cost = _full_cost(table, target)
     rows = [_score(table.up_to(budget), method, target, budget, truth, full_cost)
-            for budget in budgets for method in methods if method != "adaptive"]
+            for budget in budgets for method in methods if method not in ("adaptive", "halving")]
     if "adaptive" in methods:
         rows.append(_score_adaptive(table.up_to(max(budgets)), target, truth, full_cost))
+    if "halving" in methods:
+        from .halving import score_on_table
+
+        rows.extend(score_on_table(table.up_to(max(budgets)), target, budgets, truth, full_cost))
     return rows
 
 
 def _score_adaptive(table: CurveTable, target: int, truth: np.ndarray, full_cost: float) -> dict:
     """The adaptive loop with the table standing in for training: buying a size reveals its column."""
-    from .adaptive import select_adaptive
+    from .adaptive import select_adaptive, table_buyer
 
-    scale = table.params if table.params is not None else np.ones(len(table.models))
-
-    def buy(model: str, size: int) -> tuple[float, float]:
-        row = table.models.index(model)
-        return float(table.column(size)[row]), float(scale[row] * size)
-
+    buy = table_buyer(table)
     result = select_adaptive(table.models, table.sizes.tolist(), target, buy,
                              max_flops=ADAPTIVE_FLOPS_FRACTION * full_cost, params=table.params)
-    return _row(table, "adaptive", None, target, result.ranking, truth, result.flops / full_cost)
+    return score_row(table, "adaptive", None, target, result.ranking, truth, result.flops / full_cost)
 
 
 def _score(seen: CurveTable, method: str, target: int, budget: int, truth: np.ndarray, full_cost: float) -> dict:
     ranking = rank(seen, target, method)
     spent = sum(c.flops or 0.0 for c in ranking.candidates)
-    return _row(seen, method, budget, target, ranking, truth, spent / full_cost)
+    return score_row(seen, method, budget, target, ranking, truth, spent / full_cost)
 
 
-def _row(seen: CurveTable, method: str, budget: int | None, target: int, ranking, truth: np.ndarray,
+def score_row(seen: CurveTable, method: str, budget: int | None, target: int, ranking, truth: np.ndarray,
          compute_fraction: float) -> dict:
     by_model = {c.model: c for c in ranking.candidates}
     scores = np.array([by_model[m].score if by_model[m].status == "complete" else np.nan for m in seen.models])
@@ -158,7 +158,7 @@ def score_p_best(ranking, models: Sequence[str], truth: np.ndarray) -> tuple[flo
 
 
 def _predicts_loss(method: str) -> bool:
-    return method == "adaptive" or METHODS[method].predicts_loss
+    return method in ("adaptive", "halving") or METHODS[method].predicts_loss
 
 
 def _full_cost(table: CurveTable, target: int) -> float:

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 
 
 def all_methods() -> list[str]:
-    return [*METHODS, "adaptive"]
+    return [*METHODS, "adaptive", "halving"]
 
 
 def parse_budgets(text: str, target: int) -> list[int]:
