@@ -60,7 +60,9 @@ _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _NOUNS = "cat dog bird tree house river road car book apple stone child farmer boat hill lamp cup".split()
 _ADJ = "red big small old new quiet green tall happy dark warm cold".split()
 _VERBS = "sees finds carries likes watches counts paints keeps".split()
-_GLUE = "the near in words : . as digits plus is and make reverse then there are".split()
+_GLUE = "the near in words : . as digits plus is and make code then there are".split()
+#: The cipher task's fixed substitution of the list words (a seeded permutation).
+_CODE = dict(zip(_NOUNS + _ADJ, random.Random(7).sample(_NOUNS + _ADJ, len(_NOUNS + _ADJ))))
 
 
 def number_words(n: int) -> str:
@@ -92,13 +94,13 @@ def task_add(rng: random.Random) -> str:
     return f"{a} plus {b} is {a + b} ."
 
 
-def task_reverse(rng: random.Random) -> str:
+def task_cipher(rng: random.Random) -> str:
     words = _words_list(rng, 3, 5)
-    return f"reverse {' '.join(words)} : {' '.join(reversed(words))} ."
+    return f"code {' '.join(words)} : {' '.join(_CODE[w] for w in words)} ."
 
 
 TASKS: dict[str, Callable[[random.Random], str]] = {
-    "spell": task_spell, "read": task_read, "add": task_add, "reverse": task_reverse}
+    "spell": task_spell, "read": task_read, "add": task_add, "cipher": task_cipher}
 
 
 # Pre-training corpora: related to the tasks in different ways, never the task format itself.
@@ -183,20 +185,27 @@ CANDIDATES: tuple[Pretrained, ...] = (
                {"web": 1.0, "numeric": 1.0, "lists": 1.0}, steps=120),
 )
 
+ADD_CANDIDATES = ("llama-mix", "neox-numeric", "opt-lists", "llama-small", "gpt2-web")
 PROBLEMS: tuple[Problem, ...] = (
     Problem("spell", "spell", ("gpt2-web", "llama-mix", "neox-numeric", "opt-lists", "gpt2-wide-brief"),
             min_size=50, budget=400, target=6400,
             why="digits -> number words; the web text knows the words, the numeric text the digits"),
     Problem("read", "read", ("gpt2-web", "llama-mix", "neox-numeric", "llama-small", "gpt2-wide-brief"),
-            min_size=50, budget=400, target=6400,
-            why="number words -> digits, the reverse mapping"),
-    Problem("add", "add", ("llama-mix", "neox-numeric", "opt-lists", "llama-small", "gpt2-web"),
-            min_size=50, budget=400, target=6400,
+            min_size=100, budget=800, target=6400,
+            why="number words -> digits, the reverse mapping; the longest curves"),
+    Problem("add", "add", ADD_CANDIDATES, min_size=50, budget=400, target=6400,
             why="two-digit sums; neox-numeric saw sums in another template"),
-    Problem("reverse", "reverse", ("gpt2-web", "llama-mix", "opt-lists", "llama-small", "gpt2-wide-brief"),
+    Problem("cipher", "cipher", ("gpt2-web", "llama-mix", "opt-lists", "llama-small", "gpt2-wide-brief"),
             min_size=25, budget=200, target=6400,
-            why="reverse a word list; 3 subsets + zero-shot extrapolated 5 doublings"),
+            why="a word-for-word substitution code; opt-lists saw word lists copied"),
+    Problem("add-short", "add", ADD_CANDIDATES, min_size=6, budget=24, target=6400,
+            why="curves where little is known: 3 tiny subsets + zero-shot, extrapolated 8 doublings "
+                "(shares the truth runs of 'add')"),
 )
+
+#: The truth is the mean test loss of the target-size fine-tune over these seeds (data order and
+#: initialisation of the run); their spread says how far apart two candidates must be to differ.
+TRUTH_SEEDS = (0, 1)
 
 
 def stamp(value: Any) -> str:
@@ -208,14 +217,24 @@ def stamp(value: Any) -> str:
 # -- building models ---------------------------------------------------------------------------
 
 
+def vocabulary() -> list[str]:
+    """Every token of the suite: its words and the ten digits."""
+    return ["<pad>", "<unk>", "<eos>", *sorted({*_ONES, *_TENS[2:], "hundred", *_NOUNS, *(f"{w}s" for w in _NOUNS),
+                                               *_ADJ, *_VERBS, *_GLUE, *"0123456789"})]
+
+
+def model_folder(spec: Pretrained) -> str:
+    """``name-stamp``: the stamp covers everything the pre-trained weights depend on."""
+    return f"{spec.name}-" + stamp({"spec": asdict(spec), "vocab": vocabulary(), "rows": PRETRAIN_ROWS,
+                                    "batch": PRETRAIN_BATCH, "max_length": MAX_LENGTH, "seed": SEED})
+
+
 def build_tokenizer():
     """A word-level tokenizer over every word of the suite and the ten digits (one token each)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    words = sorted({*_ONES, *_TENS[2:], "hundred", *_NOUNS, *(f"{w}s" for w in _NOUNS), *_ADJ, *_VERBS, *_GLUE,
-                    *"0123456789"})
-    vocab = {token: i for i, token in enumerate(["<pad>", "<unk>", "<eos>", *words])}
+    vocab = {token: i for i, token in enumerate(vocabulary())}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
                                                   pre_tokenizers.Digits(individual_digits=True)])
@@ -229,7 +248,7 @@ def build_model(spec: Pretrained, root: Path, log: Callable[[str], None]) -> str
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = root / f"{spec.name}-{stamp(asdict(spec))}"
+    path = root / model_folder(spec)
     if (path / "built.json").exists():
         return str(path)
     t0 = time.perf_counter()
@@ -286,9 +305,15 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
     from lensllm_hf import LensLLMSelector
     from lensllm_hf.records import load_table
 
-    settings = {"problem": asdict(problem), "models": {n: Path(paths[n]).name for n in problem.candidates},
-                "training": TRAINING_ARGS, "eval_rows": EVAL_ROWS, "max_length": MAX_LENGTH}
+    data = {"training": TRAINING_ARGS, "eval_rows": EVAL_ROWS, "max_length": MAX_LENGTH}
+    settings = {"problem": {k: v for k, v in asdict(problem).items() if k != "why"},
+                "models": {n: Path(paths[n]).name for n in problem.candidates}, **data}
     folder = cache / "problems" / f"{problem.name}-{stamp(settings)}"
+    # Truth runs depend on the task, the target and the models only: problems that share them
+    # share the runs. Records are named by candidate, so the stamp covers every model's build.
+    truth_settings = {"task": problem.task, "target": problem.target,
+                      "models": sorted(model_folder(spec) for spec in CANDIDATES), **data}
+    truth_store = cache / "truth" / f"{problem.task}-{problem.target}-{stamp(truth_settings)}"
     make = TASKS[problem.task]
     train = datasets.Dataset.from_dict({"text": texts(make, problem.target, SEED + 11)})
     evalset = datasets.Dataset.from_dict({"text": texts(make, EVAL_ROWS, SEED + 12)})
@@ -300,15 +325,19 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
                                min_size=problem.min_size, store=folder / "store", output_dir=folder, **common)
     result = selector.run()
     t_select = time.perf_counter() - t0
-    # The truth: each candidate fine-tuned on the whole target set (whose first rows are the
-    # subsets above: the same seeded shuffle), in a store of its own so the selection never sees it.
-    truth_selector = LensLLMSelector(candidates, train, evalset, target_size=2 * problem.target,
-                                     sizes=[*selector.sizes_, problem.target], zero_shot=False, ntk_probe=False,
-                                     store=folder / "truth", output_dir=folder, **common)
-    truth: dict[str, float] = {}
-    for rec in truth_selector.train(sizes=[problem.target]):
-        if rec.status == "complete" and rec.final_eval_loss is not None:
-            truth[rec.model_id] = float(rec.final_eval_loss)
+    # The truth: each candidate fine-tuned on the whole target set (the subsets above are the first
+    # rows of its seeded shuffle), in a store of its own so the selection never sees it.
+    runs: dict[str, list[float]] = {}
+    for seed in TRUTH_SEEDS:
+        truth_selector = LensLLMSelector(candidates, train, evalset, target_size=2 * problem.target,
+                                         sizes=[problem.target // 4, problem.target // 2, problem.target],
+                                         zero_shot=False, ntk_probe=False, store=truth_store, output_dir=folder,
+                                         **{**common, "seed": seed})
+        for rec in truth_selector.train(sizes=[problem.target]):
+            if rec.status == "complete" and rec.final_eval_loss is not None:
+                runs.setdefault(rec.model_id, []).append(float(rec.final_eval_loss))
+    truth = {m: sum(v) / len(v) for m, v in runs.items() if len(v) == len(TRUTH_SEEDS)}
+    spread = max((max(v) - min(v) for v in runs.values()), default=0.0)
     t_truth = time.perf_counter() - t0 - t_select
     log(f"{problem.name}: selection {t_select:.0f}s, truth runs {t_truth:.0f}s")
 
@@ -316,7 +345,9 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
     table = load_table(str(folder / "store"))
     out: dict[str, Any] = {
         "problem": problem.name, "task": problem.task, "why": problem.why, "store": str(folder / "store"),
-        "sizes": selector.run_sizes_, "target": problem.target, "truth": truth,
+        "truth_store": str(truth_store), "doublings": math.log2(problem.target / max(selector.sizes_)),
+        "sizes": selector.run_sizes_, "target": problem.target, "truth": truth, "truth_runs": runs,
+        "truth_seed_spread": spread, "truth_gap": _gap(truth),
         "curves": {m: dict(zip(map(int, table.sizes), map(_num, table.losses[i]))) for i, m in enumerate(table.models)},
         "selector": score(selection, truth),
         "methods": {},
@@ -347,6 +378,9 @@ def score(ranking: dict[str, Any], truth: dict[str, float]) -> dict[str, Any]:
     out["pear_corr"] = _pearson([float(s) for s in scores], [true[r["model"]] for r in rows]) if len(rows) > 2 else None
     pick = next((r for r in rows if r["model"] == best), {})
     out["p_best"] = pick.get("p_best", ranking.get("p_best"))
+    probs = {r["model"]: r.get("p_best") for r in rows}
+    out["p_best_brier"] = (sum((float(p) - (m == out["truly_best"])) ** 2 for m, p in probs.items())
+                           if probs and all(p is not None for p in probs.values()) else None)
     per: dict[str, Any] = {}
     held = counted = 0
     errors = []
@@ -366,6 +400,12 @@ def score(ranking: dict[str, Any], truth: dict[str, float]) -> dict[str, Any]:
         float(sum(sorted(errors)[len(errors) // 2 - 1:len(errors) // 2 + 1]) / 2) if errors else None)
     out["candidates"] = per
     return out
+
+
+def _gap(truth: dict[str, float]) -> float | None:
+    """True loss of the runner-up minus the best's: the margin the known answer has."""
+    ordered = sorted(truth.values())
+    return ordered[1] - ordered[0] if len(ordered) > 1 else None
 
 
 def _pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -391,44 +431,67 @@ def _cov(value: list[int] | None) -> str:
 
 
 def format_report(results: list[dict[str, Any]]) -> str:
-    """The tables a person reads: the selector per problem, then the law ablation."""
-    lines = ["Selector (method 'default') against the truth at the target:",
-             f"{'problem':<9} {'sizes':<22} {'target':>6}  {'pick':<16} {'truly best':<16} {'RelAcc':>6} "
-             f"{'PearCorr':>8} {'p_best':>6} {'covered':>7} {'med|err|%':>9}"]
+    """The tables a person reads: the selector per problem, the law ablation, the candidates."""
+    lines = ["Selector (LensLLMSelector, method 'default') against the truth at the target "
+             "(gap: true loss of the runner-up minus the best's; spread: largest seed-to-seed difference "
+             "of a truth run):",
+             f"{'problem':<9} {'sizes':<20} {'target':>6}  {'pick':<16} {'truly best':<16} {'gap':>5} {'spread':>6} "
+             f"{'RelAcc':>6} {'PearCorr':>8} {'p_best':>6} {'Brier':>5} {'covered':>7} {'med|err|%':>9}"]
     for r in results:
         s = r["selector"]
-        lines.append(f"{r['problem']:<9} {','.join(map(str, r['sizes'])):<22} {r['target']:>6}  {str(s['pick']):<16} "
-                     f"{s['truly_best']:<16} {_f(s['rel_acc']):>6} {_f(s['pear_corr']):>8} {_f(s['p_best'], '.2f'):>6} "
-                     f"{_cov(s['coverage']):>7} {_f(s['median_abs_error_pct']):>9}")
-    lines += ["", "Law ablation (records.load_table(store) ranked by methods.rank): median |error| % at the target, "
-              "RelAcc of the pick, intervals holding the truth:",
-              f"{'problem':<9} " + " ".join(f"{m:>24}" for m in (*LAW_METHODS, *REFERENCE_METHODS))]
+        lines.append(f"{r['problem']:<9} {','.join(map(str, r['sizes'])):<20} {r['target']:>6}  {str(s['pick']):<16} "
+                     f"{s['truly_best']:<16} {_f(r['truth_gap'], '.3f'):>5} {_f(r['truth_seed_spread'], '.3f'):>6} "
+                     f"{_f(s['rel_acc']):>6} {_f(s['pear_corr']):>8} {_f(s['p_best'], '.2f'):>6} "
+                     f"{_f(s['p_best_brier'], '.2f'):>5} {_cov(s['coverage']):>7} {_f(s['median_abs_error_pct']):>9}")
+    lines.append(_summary("all", [r["selector"] for r in results]))
+    methods = (*LAW_METHODS, *REFERENCE_METHODS)
+    lines += ["", "Law ablation (records.load_table(store) ranked by methods.rank(table, target, method)); per cell: "
+              "median |error| % at the target, RelAcc of the pick, intervals holding the truth:",
+              f"{'problem':<9} " + " ".join(f"{m:>22}" for m in methods)]
     for r in results:
         cells = []
-        for m in (*LAW_METHODS, *REFERENCE_METHODS):
+        for m in methods:
             s = r["methods"].get(m, {})
             if "error" in s or not s:
-                cells.append(f"{'failed':>24}")
+                cells.append(f"{'failed':>22}")
             elif m in REFERENCE_METHODS:
-                cells.append(f"{'RelAcc ' + _f(s['rel_acc']):>24}")
+                cells.append(f"{'RelAcc ' + _f(s['rel_acc'], '.0f'):>22}")
             else:
-                cells.append(f"{_f(s['median_abs_error_pct']) + '% ' + _f(s['rel_acc'], '.0f') + ' ' + _cov(s['coverage']):>24}")
+                cell = f"{_f(s['median_abs_error_pct'])}% {_f(s['rel_acc'], '.0f')} {_cov(s['coverage'])}"
+                cells.append(f"{cell:>22}")
         lines.append(f"{r['problem']:<9} " + " ".join(cells))
-    means = []
-    for m in (*LAW_METHODS, *REFERENCE_METHODS):
-        vals = [r["methods"].get(m, {}).get("rel_acc") for r in results]
-        vals = [v for v in vals if v is not None]
-        means.append(f"{m} {sum(vals) / len(vals):.1f}" if vals else f"{m} n/a")
-    lines.append("mean RelAcc: " + ", ".join(means))
-    lines += ["", "Per candidate (true loss at the target; selector's prediction, interval, p_best):"]
+    for m in methods:
+        lines.append(_summary(m, [r["methods"].get(m, {}) for r in results]))
+    lines += ["", "Per candidate: true loss at the target (mean over seeds); the selector's prediction, interval, "
+              "p_best; the observed curve"]
     for r in results:
-        lines.append(f"  {r['problem']} ({r['why']})")
+        lines.append(f"  {r['problem']} (D = {', '.join(map(str, r['sizes']))}; {r['why']})")
         for m, c in sorted(r["selector"]["candidates"].items(), key=lambda kv: kv[1]["true"]):
             interval = "n/a" if not c.get("interval") else f"[{c['interval'][0]:.3f}, {c['interval'][1]:.3f}]"
             curve = " ".join(_f(v, ".3f") for v in r["curves"].get(m, {}).values())
             lines.append(f"    {m:<16} true {c['true']:.3f}  pred {_f(c['predicted'], '.3f')} {interval:<17} "
                          f"p_best {_f(c.get('p_best'), '.2f'):>5}  curve {curve}")
     return "\n".join(lines)
+
+
+def _summary(name: str, scores: list[dict[str, Any]]) -> str:
+    """One line over the problems: mean RelAcc and PearCorr, pooled coverage, median error."""
+    def mean(key: str) -> str:
+        vals = [s[key] for s in scores if s.get(key) is not None]
+        return _f(sum(vals) / len(vals)) if vals else "n/a"
+
+    held = sum(s["coverage"][0] for s in scores if s.get("coverage"))
+    counted = sum(s["coverage"][1] for s in scores if s.get("coverage"))
+    errors = sorted(s["median_abs_error_pct"] for s in scores if s.get("median_abs_error_pct") is not None)
+    right = sum(1 for s in scores if s.get("pick") is not None and s.get("pick") == s.get("truly_best"))
+    text = f"  {name:<10} mean RelAcc {mean('rel_acc'):>5}  mean PearCorr {mean('pear_corr'):>5}  picks right {right}/{len(scores)}"
+    if counted:
+        text += f"  coverage {held}/{counted} ({100 * held / counted:.0f}%)"
+    if errors:
+        text += f"  median of median |err| {errors[len(errors) // 2]:.1f}%"
+    if any(s.get("p_best") is not None for s in scores):
+        text += f"  mean p_best of picks {mean('p_best')}  mean Brier {mean('p_best_brier')}"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
