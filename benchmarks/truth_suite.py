@@ -2,24 +2,29 @@
 
 Run by hand (it is not a CI test, and nothing in the package defaults is tuned to it)::
 
-    python benchmarks/truth_suite.py [--cache lensllm_out/truth] [--json truth.json] [--only NAME ...]
+    python benchmarks/truth_suite.py [--cache lensllm_out/truth] [--json OUT] [--only NAME ...]
 
 Six tiny causal LMs of four architectures (GPT-2, Llama, GPT-NeoX, OPT; 2-4 layers, d_model
-32-64) are pre-trained from seeds on different mixes and amounts of generated text, so that
-they start a task knowing different things, as Hub models do. Each problem is a task the
-suite generates (four different formats); it runs the real selection with
-:class:`lensllm_hf.LensLLMSelector` on small nested subsets up to a budget, AND fine-tunes
-every candidate on the whole target-size training set with the same settings: that run's
-test loss is the truth the selection is judged against.
+32-64, 22k-211k parameters) are pre-trained from seeds on different mixes and amounts of
+generated text (number words in sentences, digits and sums, word lists), so that they start a
+task knowing different things, as Hub models do. The tasks are generated too (four formats
+none of them saw: digits -> words, words -> digits, sums, a substitution code). Each of the
+five problems runs the real selection with :class:`lensllm_hf.LensLLMSelector` on small nested
+subsets up to a budget, AND fine-tunes every candidate on the whole target-size training set
+with the same settings (two seeds): the mean test loss of those runs is the truth the
+selection is judged against, and their seed spread says how sure that truth is.
 
-Per problem it reports RelAcc and PearCorr of the selector's ranking, the pick's ``p_best``,
-how many candidates' intervals hold their true loss at the target, and an ablation of the
-laws: each method of ``lensllm_hf.methods`` ranks the same store (``records.load_table``),
-and its median prediction error at the target and its pick are shown.
+Per problem it reports RelAcc and PearCorr of the selector's ranking, the pick's ``p_best``
+(and the Brier score of all of them), how many candidates' intervals hold their true loss at
+the target, and an ablation of the laws: ``lensllm``, ``rectified`` and ``default`` (and the
+observed baselines for reference) rank the same store (``records.load_table`` then
+``methods.rank``), each scored by its median prediction error at the target and its pick.
+Values a package version does not produce yet (``p_best``) print as ``n/a``.
 
-Everything is cached under ``--cache``: pre-trained models by a stamp of their settings, and
-each problem's run records in a store named by a stamp of the problem (the selector skips
-runs already recorded), so a second run only fits and prints.
+Everything is cached under ``--cache``: pre-trained models by a stamp of their settings, each
+problem's run records in a store named by a stamp of the problem, and the truth runs in
+stores shared by problems with the same task and target (the selector skips runs already
+recorded). A fresh run takes 5-15 minutes on two busy cores; a second run only fits and prints.
 """
 
 from __future__ import annotations
@@ -338,6 +343,9 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
                 runs.setdefault(rec.model_id, []).append(float(rec.final_eval_loss))
     truth = {m: sum(v) / len(v) for m, v in runs.items() if len(v) == len(TRUTH_SEEDS)}
     spread = max((max(v) - min(v) for v in runs.values()), default=0.0)
+    # The answer is sure when every seed's truth names the same best; else the problem has tied
+    # bests, and a pick of any of them is right.
+    seed_bests = sorted({min(truth, key=lambda m: runs[m][i]) for i in range(len(TRUTH_SEEDS))}) if truth else []
     t_truth = time.perf_counter() - t0 - t_select
     log(f"{problem.name}: selection {t_select:.0f}s, truth runs {t_truth:.0f}s")
 
@@ -347,31 +355,57 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
         "problem": problem.name, "task": problem.task, "why": problem.why, "store": str(folder / "store"),
         "truth_store": str(truth_store), "doublings": math.log2(problem.target / max(selector.sizes_)),
         "sizes": selector.run_sizes_, "target": problem.target, "truth": truth, "truth_runs": runs,
-        "truth_seed_spread": spread, "truth_gap": _gap(truth),
+        "truth_seed_spread": spread, "truth_gap": _gap(truth), "seed_bests": seed_bests,
         "curves": {m: dict(zip(map(int, table.sizes), map(_num, table.losses[i]))) for i, m in enumerate(table.models)},
-        "selector": score(selection, truth),
+        "selector": score(selection, truth, seed_bests),
         "methods": {},
         "seconds": {"selection": round(t_select, 1), "truth": round(t_truth, 1)},
     }
     from lensllm_hf.methods import rank
 
+    runs_info = _run_info(str(folder / "store"), table.models)
     for method in (*LAW_METHODS, *REFERENCE_METHODS):
         try:
-            ranking = rank(table, problem.target, method).to_dict()
+            ranked = (rank(table, problem.target, method) if runs_info is None
+                      else rank(table, problem.target, method, runs=runs_info))
+            ranking = ranked.to_dict()
         except Exception as error:  # a method that cannot rank this store is reported, the others go on
             out["methods"][method] = {"error": " ".join(str(error).split())[:300]}
             continue
-        out["methods"][method] = score(ranking, truth)
+        out["methods"][method] = score(ranking, truth, seed_bests)
+        notes = sorted({w for r in ranking.get("ranking", []) for w in (r.get("warnings") or [])})
+        if notes:
+            out["methods"][method]["warnings"] = notes
     return out
 
 
-def score(ranking: dict[str, Any], truth: dict[str, float]) -> dict[str, Any]:
-    """Judge one ranking JSON (the CONTRACTS shape) against the true losses at the target."""
+def _run_info(store: str, models: Sequence[str]):
+    """What the run records tell a method beyond the table (the probe spectrum the ``lensllm``
+    law fits t along), where this version of the package has ``method.run_info``; else None."""
+    try:
+        from lensllm_hf.method import run_info
+    except ImportError:
+        return None
+    from lensllm_hf import records
+
+    if hasattr(records, "Store"):
+        recs = records.Store(store).records()
+    else:
+        recs = records.load_records(store)
+    return run_info(recs, models)
+
+
+def score(ranking: dict[str, Any], truth: dict[str, float], seed_bests: Sequence[str] = ()) -> dict[str, Any]:
+    """Judge one ranking JSON (the ``Ranking.to_dict`` shape) against the true losses at the target.
+
+    ``seed_bests`` are the candidates some truth seed finds best: a pick among them is right.
+    """
     rows = [r for r in ranking.get("ranking", []) if r.get("status") == "complete" and r.get("model") in truth]
     best = ranking.get("best")
     true = {m: truth[m] for m in truth}
     worst_loss, best_loss = max(true.values()), min(true.values())
     out: dict[str, Any] = {"pick": best, "truly_best": min(true, key=true.get)}
+    out["right"] = best is not None and (best in seed_bests or best == out["truly_best"])
     out["rel_acc"] = (100.0 * (worst_loss - true[best]) / (worst_loss - best_loss)
                       if best in true and worst_loss > best_loss else None)
     scores = [r.get("predicted_loss") if r.get("predicted_loss") is not None else r.get("score") for r in rows]
@@ -391,7 +425,9 @@ def score(ranking: dict[str, Any], truth: dict[str, float]) -> dict[str, Any]:
             entry["error_pct"] = 100.0 * (predicted - true[m]) / true[m]
             errors.append(abs(entry["error_pct"]))
         if interval:
-            entry["covered"] = bool(interval[0] <= true[m] <= interval[1])
+            # A bound the JSON writes as null is not finite (an overflowing interval).
+            lo, hi = (-math.inf if interval[0] is None else interval[0]), (math.inf if interval[1] is None else interval[1])
+            entry["covered"] = bool(lo <= true[m] <= hi)
             held += entry["covered"]
             counted += 1
         per[m] = entry
@@ -423,7 +459,7 @@ def _num(value: float) -> float | None:
 
 
 def _f(value: Any, spec: str = ".1f") -> str:
-    return "n/a" if value is None else format(value, spec)
+    return "n/a" if value is None else "inf" if value == math.inf else format(value, spec)
 
 
 def _cov(value: list[int] | None) -> str:
@@ -433,14 +469,14 @@ def _cov(value: list[int] | None) -> str:
 def format_report(results: list[dict[str, Any]]) -> str:
     """The tables a person reads: the selector per problem, the law ablation, the candidates."""
     lines = ["Selector (LensLLMSelector, method 'default') against the truth at the target "
-             "(gap: true loss of the runner-up minus the best's; spread: largest seed-to-seed difference "
-             "of a truth run):",
-             f"{'problem':<9} {'sizes':<20} {'target':>6}  {'pick':<16} {'truly best':<16} {'gap':>5} {'spread':>6} "
+             "(truly best: lowest mean true loss over the truth seeds, '+' when another seed names another "
+             "best (a tie: picking either is right); gap: runner-up's true loss minus the best's):",
+             f"{'problem':<9} {'sizes':<20} {'target':>6}  {'pick':<16} {'truly best':<17} {'gap':>5} "
              f"{'RelAcc':>6} {'PearCorr':>8} {'p_best':>6} {'Brier':>5} {'covered':>7} {'med|err|%':>9}"]
     for r in results:
         s = r["selector"]
         lines.append(f"{r['problem']:<9} {','.join(map(str, r['sizes'])):<20} {r['target']:>6}  {str(s['pick']):<16} "
-                     f"{s['truly_best']:<16} {_f(r['truth_gap'], '.3f'):>5} {_f(r['truth_seed_spread'], '.3f'):>6} "
+                     f"{s['truly_best'] + ('+' if len(r['seed_bests']) > 1 else ''):<17} {_f(r['truth_gap'], '.3f'):>5} "
                      f"{_f(s['rel_acc']):>6} {_f(s['pear_corr']):>8} {_f(s['p_best'], '.2f'):>6} "
                      f"{_f(s['p_best_brier'], '.2f'):>5} {_cov(s['coverage']):>7} {_f(s['median_abs_error_pct']):>9}")
     lines.append(_summary("all", [r["selector"] for r in results]))
@@ -467,7 +503,7 @@ def format_report(results: list[dict[str, Any]]) -> str:
     for r in results:
         lines.append(f"  {r['problem']} (D = {', '.join(map(str, r['sizes']))}; {r['why']})")
         for m, c in sorted(r["selector"]["candidates"].items(), key=lambda kv: kv[1]["true"]):
-            interval = "n/a" if not c.get("interval") else f"[{c['interval'][0]:.3f}, {c['interval'][1]:.3f}]"
+            interval = "n/a" if not c.get("interval") else f"[{_f(c['interval'][0], '.3f')}, {_f(c['interval'][1], '.3f')}]"
             curve = " ".join(_f(v, ".3f") for v in r["curves"].get(m, {}).values())
             lines.append(f"    {m:<16} true {c['true']:.3f}  pred {_f(c['predicted'], '.3f')} {interval:<17} "
                          f"p_best {_f(c.get('p_best'), '.2f'):>5}  curve {curve}")
@@ -483,7 +519,7 @@ def _summary(name: str, scores: list[dict[str, Any]]) -> str:
     held = sum(s["coverage"][0] for s in scores if s.get("coverage"))
     counted = sum(s["coverage"][1] for s in scores if s.get("coverage"))
     errors = sorted(s["median_abs_error_pct"] for s in scores if s.get("median_abs_error_pct") is not None)
-    right = sum(1 for s in scores if s.get("pick") is not None and s.get("pick") == s.get("truly_best"))
+    right = sum(1 for s in scores if s.get("right"))
     text = f"  {name:<10} mean RelAcc {mean('rel_acc'):>5}  mean PearCorr {mean('pear_corr'):>5}  picks right {right}/{len(scores)}"
     if counted:
         text += f"  coverage {held}/{counted} ({100 * held / counted:.0f}%)"
