@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -400,9 +401,11 @@ def score(ranking: dict[str, Any], truth: dict[str, float], seed_bests: Sequence
 
     ``seed_bests`` are the candidates some truth seed finds best: a pick among them is right.
     """
+    if not truth:
+        return {"error": "no truth run completed"}
     rows = [r for r in ranking.get("ranking", []) if r.get("status") == "complete" and r.get("model") in truth]
     best = ranking.get("best")
-    true = {m: truth[m] for m in truth}
+    true = truth
     worst_loss, best_loss = max(true.values()), min(true.values())
     out: dict[str, Any] = {"pick": best, "truly_best": min(true, key=true.get)}
     out["right"] = best is not None and (best in seed_bests or best == out["truly_best"])
@@ -432,8 +435,7 @@ def score(ranking: dict[str, Any], truth: dict[str, float], seed_bests: Sequence
             counted += 1
         per[m] = entry
     out["coverage"] = [held, counted] if counted else None
-    out["median_abs_error_pct"] = float(sorted(errors)[len(errors) // 2]) if len(errors) % 2 else (
-        float(sum(sorted(errors)[len(errors) // 2 - 1:len(errors) // 2 + 1]) / 2) if errors else None)
+    out["median_abs_error_pct"] = statistics.median(errors) if errors else None
     out["candidates"] = per
     return out
 
@@ -475,10 +477,10 @@ def format_report(results: list[dict[str, Any]]) -> str:
              f"{'RelAcc':>6} {'PearCorr':>8} {'p_best':>6} {'Brier':>5} {'covered':>7} {'med|err|%':>9}"]
     for r in results:
         s = r["selector"]
-        lines.append(f"{r['problem']:<9} {','.join(map(str, r['sizes'])):<20} {r['target']:>6}  {str(s['pick']):<16} "
-                     f"{s['truly_best'] + ('+' if len(r['seed_bests']) > 1 else ''):<17} {_f(r['truth_gap'], '.3f'):>5} "
-                     f"{_f(s['rel_acc']):>6} {_f(s['pear_corr']):>8} {_f(s['p_best'], '.2f'):>6} "
-                     f"{_f(s['p_best_brier'], '.2f'):>5} {_cov(s['coverage']):>7} {_f(s['median_abs_error_pct']):>9}")
+        lines.append(f"{r['problem']:<9} {','.join(map(str, r['sizes'])):<20} {r['target']:>6}  {str(s.get('pick')):<16} "
+                     f"{str(s.get('truly_best')) + ('+' if len(r['seed_bests']) > 1 else ''):<17} {_f(r['truth_gap'], '.3f'):>5} "
+                     f"{_f(s.get('rel_acc')):>6} {_f(s.get('pear_corr')):>8} {_f(s.get('p_best'), '.2f'):>6} "
+                     f"{_f(s.get('p_best_brier'), '.2f'):>5} {_cov(s.get('coverage')):>7} {_f(s.get('median_abs_error_pct')):>9}")
     lines.append(_summary("all", [r["selector"] for r in results]))
     methods = (*LAW_METHODS, *REFERENCE_METHODS)
     lines += ["", "Law ablation (records.load_table(store) ranked by methods.rank(table, target, method)); per cell: "
@@ -491,9 +493,9 @@ def format_report(results: list[dict[str, Any]]) -> str:
             if "error" in s or not s:
                 cells.append(f"{'failed':>22}")
             elif m in REFERENCE_METHODS:
-                cells.append(f"{'RelAcc ' + _f(s['rel_acc'], '.0f'):>22}")
+                cells.append(f"{'RelAcc ' + _f(s.get('rel_acc'), '.0f'):>22}")
             else:
-                cell = f"{_f(s['median_abs_error_pct'])}% {_f(s['rel_acc'], '.0f')} {_cov(s['coverage'])}"
+                cell = f"{_f(s.get('median_abs_error_pct'))}% {_f(s.get('rel_acc'), '.0f')} {_cov(s.get('coverage'))}"
                 cells.append(f"{cell:>22}")
         lines.append(f"{r['problem']:<9} " + " ".join(cells))
     for m in methods:
@@ -502,7 +504,7 @@ def format_report(results: list[dict[str, Any]]) -> str:
               "p_best; the observed curve"]
     for r in results:
         lines.append(f"  {r['problem']} (D = {', '.join(map(str, r['sizes']))}; {r['why']})")
-        for m, c in sorted(r["selector"]["candidates"].items(), key=lambda kv: kv[1]["true"]):
+        for m, c in sorted(r["selector"].get("candidates", {}).items(), key=lambda kv: kv[1]["true"]):
             interval = "n/a" if not c.get("interval") else f"[{_f(c['interval'][0], '.3f')}, {_f(c['interval'][1], '.3f')}]"
             curve = " ".join(_f(v, ".3f") for v in r["curves"].get(m, {}).values())
             lines.append(f"    {m:<16} true {c['true']:.3f}  pred {_f(c['predicted'], '.3f')} {interval:<17} "
@@ -524,7 +526,7 @@ def _summary(name: str, scores: list[dict[str, Any]]) -> str:
     if counted:
         text += f"  coverage {held}/{counted} ({100 * held / counted:.0f}%)"
     if errors:
-        text += f"  median of median |err| {errors[len(errors) // 2]:.1f}%"
+        text += f"  median of median |err| {statistics.median(errors):.1f}%"
     if any(s.get("p_best") is not None for s in scores):
         text += f"  mean p_best of picks {mean('p_best')}  mean Brier {mean('p_best_brier')}"
     return text
