@@ -309,6 +309,7 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
     import datasets
 
     from lensllm_hf import LensLLMSelector
+    from lensllm_hf._utils import one_line
     from lensllm_hf.records import load_table
 
     data = {"training": TRAINING_ARGS, "eval_rows": EVAL_ROWS, "max_length": MAX_LENGTH}
@@ -371,7 +372,7 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
                       else rank(table, problem.target, method, runs=runs_info))
             ranking = ranked.to_dict()
         except Exception as error:  # a method that cannot rank this store is reported, the others go on
-            out["methods"][method] = {"error": " ".join(str(error).split())[:300]}
+            out["methods"][method] = {"error": one_line(error)}
             continue
         out["methods"][method] = score(ranking, truth, seed_bests)
         notes = sorted({w for r in ranking.get("ranking", []) for w in (r.get("warnings") or [])})
@@ -539,29 +540,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=[p.name for p in PROBLEMS], help="run only these problems")
     parser.add_argument("--progress", action="store_true", help="show the selector's progress bars")
     args = parser.parse_args(argv)
+    from lensllm_hf._utils import check_output_file, one_line
+    from lensllm_hf.errors import LensLLMError
 
+    try:
+        out = check_output_file(args.json, "JSON results") if args.json else None
+        return _run(args, out)
+    except LensLLMError as error:
+        print(f"truth_suite: {one_line(error)}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, out: Path | None) -> int:
     import torch
+    import transformers
+
+    from lensllm_hf._utils import atomic_write_text
 
     # Tiny models gain nothing from intra-op threads, and the machine is shared.
     torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     t0 = time.perf_counter()
     cache = Path(args.cache)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     problems = [p for p in PROBLEMS if not args.only or p.name in args.only]
     needed = {name for p in problems for name in p.candidates}
-    import transformers
-
-    transformers.logging.set_verbosity_error()
     paths = {spec.name: build_model(spec, cache / "models", log) for spec in CANDIDATES if spec.name in needed}
     results = [run_problem(p, cache, paths, log, args.progress) for p in problems]
-    report = format_report(results)
-    print(report)
+    print(format_report(results))
     elapsed = time.perf_counter() - t0
     print(f"\n{len(results)} problems in {elapsed:.0f}s (cache {cache})")
-    if args.json:
-        payload = {"suite_version": SUITE_VERSION, "training_args": TRAINING_ARGS, "seconds": round(elapsed, 1),
-                   "candidates": [asdict(c) for c in CANDIDATES], "problems": results}
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if out is not None:
+        payload = {"suite_version": SUITE_VERSION, "training_args": TRAINING_ARGS, "truth_seeds": TRUTH_SEEDS,
+                   "seconds": round(elapsed, 1), "candidates": [asdict(c) for c in CANDIDATES], "problems": results}
+        atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
     return 0
 
 
