@@ -24,7 +24,7 @@ Values a package version does not produce yet (``p_best``) print as ``n/a``.
 Everything is cached under ``--cache``: pre-trained models by a stamp of their settings, each
 problem's run records in a store named by a stamp of the problem, and the truth runs in
 stores shared by problems with the same task and target (the selector skips runs already
-recorded). A fresh run takes 5-15 minutes on two busy cores; a second run only fits and prints.
+recorded). A fresh run takes 4-10 minutes on two busy cores; a second run only fits and prints (seconds).
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ PROBLEMS: tuple[Problem, ...] = (
             why="two-digit sums; neox-numeric saw sums in another template"),
     Problem("cipher", "cipher", ("gpt2-web", "llama-mix", "opt-lists", "llama-small", "gpt2-wide-brief"),
             min_size=25, budget=200, target=6400,
-            why="a word-for-word substitution code; opt-lists saw word lists copied"),
+            why="a word-for-word substitution code; llama-mix's curve stays flat up to the budget (a "
+                "pre-power phase), then it ends clearly best"),
     Problem("add-short", "add", ADD_CANDIDATES, min_size=6, budget=24, target=6400,
             why="curves where little is known: 3 tiny subsets + zero-shot, extrapolated 8 doublings "
                 "(shares the truth runs of 'add')"),
