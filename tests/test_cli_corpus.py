@@ -20,7 +20,6 @@ from lensllm_hf.cli import main
 SIZES = (0, 200, 400, 800, 1600, 3200)
 HEADER = ["config name", *map(str, SIZES), "size", "family"]
 BENCH_SIZES = (0, 200, 400, 800, 1600, 3200, 6400, 12800)
-ENGINE = pytest.mark.xfail(strict=False, reason="fixed in h/engine")
 
 
 def curve(B, F, beta, E, sizes=SIZES):
@@ -161,7 +160,7 @@ def test_odd_but_valid_tables_work(capsys, tmp_path, content, names):
     assert terminal_safe(out + err)
 
 
-@pytest.mark.parametrize("content, names", [pytest.param(c, n, id=i, marks=ENGINE) for i, c, n in ESCAPED])
+@pytest.mark.parametrize("content, names", [pytest.param(c, n, id=i) for i, c, n in ESCAPED])
 def test_control_characters_in_names_are_escaped_on_the_terminal(capsys, tmp_path, content, names):
     out, err = check_good(capsys, tmp_path, content, names)
     assert terminal_safe(out + err), "a model name reached the terminal raw"
@@ -282,10 +281,9 @@ def bench_table(tmp_path):
 
 
 FIT_VALUES = [
-    pytest.param(["--json", "{tmp}/no/such/folder/out.json"], "does not exist", id="json-into-missing-folder",
-                 marks=ENGINE),
-    pytest.param(["--json", "{tmp}"], "is a folder", id="json-onto-folder", marks=ENGINE),
-    pytest.param(["--target", "inf"], "target", id="target-inf", marks=ENGINE),
+    pytest.param(["--json", "{tmp}/no/such/folder/out.json"], "does not exist", id="json-into-missing-folder"),
+    pytest.param(["--json", "{tmp}"], "is a folder", id="json-onto-folder"),
+    pytest.param(["--target", "inf"], "target", id="target-inf"),
     pytest.param(["--target", "nan"], "target", id="target-nan"),
     pytest.param(["--target", "-5"], "target", id="target-negative"),
     pytest.param(["--target", "0"], "target", id="target-zero"),
@@ -304,18 +302,17 @@ def test_fit_values(capsys, tmp_path, table, extra, fragment):
 
 
 BENCH_VALUES = [
-    pytest.param(["--budgets", ","], "budgets", id="budgets-comma-only", marks=ENGINE),
-    pytest.param(["--budgets", ""], "budgets", id="budgets-empty", marks=ENGINE),
-    pytest.param(["--budgets", "inf"], "budget", id="budgets-inf", marks=ENGINE),
+    pytest.param(["--budgets", ","], "budgets", id="budgets-comma-only"),
+    pytest.param(["--budgets", ""], "budgets", id="budgets-empty"),
+    pytest.param(["--budgets", "inf"], "budget", id="budgets-inf"),
     pytest.param(["--budgets", "nan"], "budgets", id="budgets-nan"),
-    pytest.param(["--budgets", "-5"], "budget", id="budgets-negative", marks=ENGINE),
+    pytest.param(["--budgets", "-5"], "budget", id="budgets-negative"),
     pytest.param(["--budgets", "3200,abc"], "budgets", id="budgets-text"),
     pytest.param(["--budgets", "12800"], "budget", id="budget-not-below-target"),
     pytest.param(["--target", "inf"], "target", id="target-inf"),
     pytest.param(["--target", "-5"], "target", id="target-negative"),
-    pytest.param(["--json", "{tmp}/no/such/folder/out.json"], "does not exist", id="json-into-missing-folder",
-                 marks=ENGINE),
-    pytest.param(["--json", "{tmp}"], "is a folder", id="json-onto-folder", marks=ENGINE),
+    pytest.param(["--json", "{tmp}/no/such/folder/out.json"], "does not exist", id="json-into-missing-folder"),
+    pytest.param(["--json", "{tmp}"], "is a folder", id="json-onto-folder"),
     pytest.param(["--methods", "nope"], "unknown method", id="unknown-method"),
 ]
 

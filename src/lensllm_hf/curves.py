@@ -5,9 +5,12 @@ column names the model, numeric column headers are subset sizes (``0`` is the ze
 loss), and the optional ``size`` and ``family`` columns give the parameter count and family.
 
 Example:
-    >>> table = CurveTable.read_csv("flan.csv")
-    >>> table.up_to(3200).sizes
-    array([   0,  200,  400,  800, 1600, 3200])
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "curves.csv"
+    >>> _ = path.write_text("model,0,200,400,800,size\\ngpt2,4.1,3.2,3.0,2.9,124e6\\n", encoding="utf-8")
+    >>> table = CurveTable.read_csv(path)
+    >>> table.models, table.up_to(400).sizes
+    (['gpt2'], array([  0, 200, 400]))
 """
 
 from __future__ import annotations
