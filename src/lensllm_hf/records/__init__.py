@@ -23,7 +23,6 @@ from .schema import (DEFAULT_RECORD_NAME, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSI
                      legacy_record_name, record_name)
 from .store import (CLAIMS_FOLDER, MAX_RECORD_BYTES, Claim, Store, check_writable, has_record, list_records,
                     load_records, load_table, read_record, record_path, require_persistent, write_record)
-from .store import _fs  # noqa: F401  (transitional: selector/core.py on main still calls records._fs)
 
 __all__ = [
     "CLAIMS_FOLDER",
