@@ -310,8 +310,9 @@ def test_load_table_feeds_the_scaling_laws(tmp_path):
     table = load_table(tmp_path)
     law = RectifiedLaw().fit(*table.points(0))
     assert law.predict([100_000])[0] < table.losses[0, -1]
-    fixed = LensLLMLaw(F=float(table.ntk_F[0])).fit(*table.points(0))
-    assert fixed.params_["F"] == 3.0
+    assert table.ntk_F[0] == 3.0  # the probe's F of the largest run
+    free = LensLLMLaw().fit(*table.points(0))  # no spectrum given: F is fitted, and the fit says so
+    assert any("probe" in w for w in free.to_fit().warnings)
 
 
 def test_load_table_streamed_points_and_precedence(tmp_path):
