@@ -181,7 +181,7 @@ def test_near_ties_are_named_with_the_next_step(tmp_path, capsys):
     code, out, _ = run(capsys, "fit", path, "--target", 100_000)
     assert code == 0
     last = out.strip().splitlines()[-1]
-    assert "twin-a and twin-b overlap: P(best)" in last and "give these two more data" in last
+    assert "best: twin-" in last and "overlaps with twin-" in last and "give these two more data" in last
 
 
 def test_control_characters_in_names_are_escaped(tmp_path, capsys):

@@ -54,6 +54,21 @@ def test_demo_prints_the_ranking_and_where_the_files_are(demo):
     assert "Traceback" not in done.stderr
 
 
+def test_demo_curves_feed_fit_and_bench(demo, capsys):
+    """README's fit and bench commands run on the table the demo writes (no outside data needed)."""
+    from lensllm_hf.cli import main
+    from lensllm_hf.curves import CurveTable
+
+    out, done, _ = demo
+    table = CurveTable.read_csv(out / "curves.csv")
+    assert sorted(table.models) == sorted(spec.name for spec in DEMO_MODELS)
+    largest = int(table.sizes.max())
+    assert main(["fit", str(out / "curves.csv"), "--target", "20000", "--budget", str(largest // 2)]) == 0
+    assert main(["bench", "--curves", str(out / "curves.csv"), "--target", str(largest),
+                 "--budgets", f"{largest // 2},{largest // 4}", "--methods", "default,ats,zeroshot"]) == 0
+    assert "calibration" in capsys.readouterr().out
+
+
 def test_demo_outputs_are_those_of_select(demo):
     out, done, _ = demo
     data = json.loads((out / "selection.json").read_text())

@@ -90,7 +90,7 @@ def test_pick_statement_names_near_ties():
                                CandidateFit("b", fit=line_fit(1.001), score=1.001),
                                CandidateFit("c", fit=line_fit(3.0), score=3.0)])
     assert tie.near_ties == ["b"]
-    assert tie.pick_statement().startswith("best: a, but a and b overlap: P(best) 0.")
+    assert tie.pick_statement().startswith("best: a, P(best) 0.") and "overlaps with b (P(best) 0." in tie.pick_statement()
     assert "give these two more data" in tie.pick_statement()
     clear = Ranking(1e5, "ats", [CandidateFit("a", fit=line_fit(1.0, noise_var=1e-6, k=0.0), score=1.0),
                                  CandidateFit("b", fit=line_fit(1.5, noise_var=1e-6, k=0.0), score=1.5)])

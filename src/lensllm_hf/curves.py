@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ._utils import display, one_line
+from ._utils import atomic_write_text, display, one_line
 from .errors import LensLLMError
 
 __all__ = ["MAX_SUBSET_SIZE", "CurveError", "CurveTable", "validate_points"]
@@ -102,6 +102,24 @@ class CurveTable:
         made = ~np.isnan(losses)
         where = f"{display(self.source)}: model {_quote(self.models[row])}"
         return validate_points(self.sizes[made], losses[made], where=where, problem=self.problems.get(self.models[row]))
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the table in the format :meth:`read_csv` reads (atomically); empty cells are runs not made.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> table = CurveTable(["gpt2"], np.array([0, 200]), np.array([[4.1, 3.2]]), params=np.array([124e6]))
+            >>> path = table.to_csv(pathlib.Path(tempfile.mkdtemp()) / "curves.csv")
+            >>> CurveTable.read_csv(path).losses.tolist()
+            [[4.1, 3.2]]
+        """
+        frame = pd.DataFrame(self.losses, columns=[str(int(s)) for s in self.sizes])
+        frame.insert(0, "model", self.models)
+        if self.params is not None:
+            frame["size"] = self.params
+        if self.families is not None:
+            frame["family"] = self.families
+        return atomic_write_text(path, frame.to_csv(index=False, float_format="%.10g"))
 
     @classmethod
     def read_csv(cls, path: str | os.PathLike) -> CurveTable:

@@ -249,13 +249,12 @@ class Ranking:
         ties = [c for c in ranked[1:] if c.model in set(self.near_ties)]
         if not ties:
             return f"best: {name}, P(best) {best.p_best:.2f}"
-        group = [best, *ties]
-        names = [display(c.model) for c in group]
-        joined = names[0] + " and " + names[1] if len(names) == 2 else ", ".join(names[:-1]) + " and " + names[-1]
-        count = {2: "two", 3: "three", 4: "four"}.get(len(group), str(len(group)))
-        probs = " / ".join(f"{c.p_best:.2f}" for c in group)
-        return (f"best: {name}, but {joined} overlap: P(best) {probs}; give these {count} more data "
-                "(a larger subset) before choosing")
+        others = [display(c.model) for c in ties]
+        joined = others[0] if len(others) == 1 else ", ".join(others[:-1]) + " and " + others[-1]
+        count = {1: "two", 2: "three", 3: "four"}.get(len(ties), str(len(ties) + 1))
+        probs = " / ".join(f"{c.p_best:.2f}" for c in ties)
+        return (f"best: {name}, P(best) {best.p_best:.2f}, but it overlaps with {joined} (P(best) {probs}); "
+                f"give these {count} more data (a larger subset) before choosing")
 
     def format(self) -> str:
         """A plain-text table for terminals, ending with :meth:`pick_statement`."""

@@ -92,12 +92,12 @@ def report(result, out: Path, *, command: str) -> int:
     if result.best is None:
         print(f"lensllm {command}: error: no candidate could be ranked; see the errors above", file=sys.stderr)
         return 2
-    print(f"\nbest: {display(result.best)}")
+    print(f"\n{result.fits.pick_statement()}")
     return 0
 
 
 def write_outputs(result, out: Path) -> dict[str, Path]:
-    """selection.json, selection.md, selection.png and the model cards, in ``out``."""
+    """selection.json, selection.md, selection.png, curves.csv and the model cards, in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"ranking": result.to_json(out / "selection.json")}
     table = out / "selection.md"
@@ -105,6 +105,8 @@ def write_outputs(result, out: Path) -> dict[str, Path]:
     paths["table"] = table
     result.plot(out / "selection.png")
     paths["plot"] = out / "selection.png"
+    if result.table is not None:  # the observed losses, for `lensllm fit` / `lensllm bench` or a spreadsheet
+        paths["curves"] = result.table.to_csv(out / "curves.csv")
     try:
         cards = result.write_cards(out / "cards")
     except LensLLMError as error:  # a card problem must not hide the ranking
