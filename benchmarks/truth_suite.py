@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lensllm_hf.demo import number_words
+
 #: Bump when the generated texts or the training recipe change: everything is rebuilt.
 SUITE_VERSION = 1
 SEED = 0
@@ -61,24 +63,15 @@ REFERENCE_METHODS = ("subtuning", "zeroshot")
 
 # -- text --------------------------------------------------------------------------------------
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+#: Every word the numbers 0-999 are written with (the demo writes them the same way).
+NUMBER_WORDS = sorted({word for n in range(1000) for word in number_words(n).split()})
+
 _NOUNS = "cat dog bird tree house river road car book apple stone child farmer boat hill lamp cup".split()
 _ADJ = "red big small old new quiet green tall happy dark warm cold".split()
 _VERBS = "sees finds carries likes watches counts paints keeps".split()
 _GLUE = "the near in words : . as digits plus is and make code then there are".split()
 #: The cipher task's fixed substitution of the list words (a seeded permutation).
 _CODE = dict(zip(_NOUNS + _ADJ, random.Random(7).sample(_NOUNS + _ADJ, len(_NOUNS + _ADJ))))
-
-
-def number_words(n: int) -> str:
-    """``412 -> "four hundred twelve"`` (0 to 999)."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + number_words(n % 100))
 
 
 def _words_list(rng: random.Random, low: int, high: int) -> list[str]:
@@ -227,7 +220,7 @@ def stamp(value: Any) -> str:
 
 def vocabulary() -> list[str]:
     """Every token of the suite: its words and the ten digits."""
-    return ["<pad>", "<unk>", "<eos>", *sorted({*_ONES, *_TENS[2:], "hundred", *_NOUNS, *(f"{w}s" for w in _NOUNS),
+    return ["<pad>", "<unk>", "<eos>", *sorted({*NUMBER_WORDS, *_NOUNS, *(f"{w}s" for w in _NOUNS),
                                                *_ADJ, *_VERBS, *_GLUE, *"0123456789"})]
 
 
