@@ -66,8 +66,6 @@ Intervals
     tiny models, curves of 3-5 points extrapolated 3-8 doublings) the intervals hold 23 of the
     25 true losses (before: 10). The table's P(best) follows from the same distributions.
 
-    The table's P(best) follows from the same distributions.
-
 Cost: both shared tables at all 7 budgets in about 0.4 s on one core (the line fits of each
 column cut are memoised: the bandwidth choice and the spread backtest share them).
 """
