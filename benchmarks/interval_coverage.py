@@ -6,6 +6,9 @@ columns up to the budget and its interval is checked on every later column. The 
 
     python benchmarks/interval_coverage.py [--methods default,ats,rectified,power] [--curves A.csv B.csv]
     python benchmarks/interval_coverage.py --short   # also: curves cut to their first 3-4 sizes
+
+The truth suite's coverage (tiny models, curves of 3-5 points, true losses from full-size runs)
+comes from its cached runs in seconds: ``python benchmarks/truth_coverage.py``.
 """
 
 from __future__ import annotations

@@ -136,14 +136,69 @@ def test_one_way_imports_and_one_constant() -> None:
         assert "EXTRAPOLATION_SD_PER_DOUBLING =" not in inspect.getsource(module)
 
 
-def test_the_spread_comes_from_the_table_and_falls_back_on_short_ones() -> None:
-    from lensllm_hf.default import extrapolation_spread
-    from lensllm_hf.fit import EXTRAPOLATION_SD_PER_DOUBLING
+def test_the_spread_comes_from_the_table_and_short_tables_backtest_two_point_lines() -> None:
+    from lensllm_hf.default import EXPONENT_MARGIN, PRIOR_GROWTH, extrapolation_spread
 
     table, _ = _synthetic(n=12, noise=0.01)
     k, far, p = extrapolation_spread(table, math.inf)
     assert 0 < k < 0.1 and far >= 0 and 1.0 <= p <= 3.0
-    assert extrapolation_spread(table.up_to(800), math.inf) == (EXTRAPOLATION_SD_PER_DOUBLING, 0.0, 1.0)
-    # Noisier curves get wider intervals.
+    # Three fine-tuned sizes: the backtest predicts the third from lines through the first two,
+    # and the growth of the errors with the distance is the prior's.
+    short_k, _, short_p = extrapolation_spread(table.up_to(800), math.inf)
+    assert short_k > 0 and short_p == PRIOR_GROWTH + EXPONENT_MARGIN
+    # Noisier curves get wider intervals, short tables included.
     noisy, _ = _synthetic(n=12, noise=0.05)
     assert extrapolation_spread(noisy, math.inf)[0] > k
+    assert extrapolation_spread(noisy.up_to(800), math.inf)[0] > short_k
+
+
+def test_a_table_without_any_backtest_gets_the_prior_spread_widened() -> None:
+    from lensllm_hf.default import PRIOR_LINES, extrapolation_spread
+    from lensllm_hf.fit import EXTRAPOLATION_SD_PER_DOUBLING
+    from scipy import stats
+
+    table, _ = _synthetic(n=12, noise=0.01)
+    k, far, p = extrapolation_spread(table.up_to(400), math.inf)  # two fine-tuned sizes: nothing to hold out
+    widen = stats.t.ppf(0.95, PRIOR_LINES) / stats.norm.ppf(0.95)
+    assert (k, far, p) == pytest.approx((EXTRAPOLATION_SD_PER_DOUBLING * widen, 0.0, 1.0))
+
+
+def test_the_spread_is_wider_when_it_rests_on_fewer_candidates() -> None:
+    """The same backtest errors, seen on 5 candidates or on 40 (four sizes each, so ten backtest
+    lines or eighty): the estimate from ten is less sure, so it is wider."""
+    from lensllm_hf.default import extrapolation_spread
+
+    table, _ = _synthetic(n=5, noise=0.005, seed=3)
+    table = CurveTable(table.models, table.sizes[[0, 3, 4, 5, 6]], table.losses[:, [0, 3, 4, 5, 6]])  # power phase
+    many = CurveTable([f"m{i}" for i in range(40)], table.sizes, np.tile(table.losses, (8, 1)))
+    few_k, few_far, few_p = extrapolation_spread(table, math.inf)
+    many_k, many_far, many_p = extrapolation_spread(many, math.inf)
+    assert few_p == many_p
+    assert few_k > many_k and few_far >= many_far
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_short_noisy_curves_get_intervals_that_hold_eight_doublings_ahead(seed: int) -> None:
+    """Eight candidates seen at four sizes whose points scatter 8 % about their lines, predicted
+    eight doublings beyond the largest: the table's own backtest (not the constant measured on
+    long, clean curves) sets the width, and the 90 % intervals hold at least 7 of the 8 true
+    losses (the constant alone held 4 to 7)."""
+    rng = np.random.default_rng(seed)
+    n, sizes, target = 8, np.array([0, 25, 50, 100, 200]), 200 * 2**8
+    a, b = rng.uniform(1.0, 1.6, n), rng.uniform(-0.10, -0.02, n)
+    seen = np.exp(a[:, None] + b[:, None] * np.log2(sizes[1:] / 25.0) + 0.08 * rng.standard_normal((n, 4)))
+    table = CurveTable([f"m{i}" for i in range(n)], sizes, np.hstack([seen[:, :1] * 1.5, seen]))
+    truth = dict(zip(table.models, np.exp(a + b * np.log2(target / 25.0))))
+    ranking = rank(table, target, "default")
+    held = [c.interval[0] <= truth[c.model] <= c.interval[1] for c in ranking.ranked]
+    assert len(held) == n and sum(held) >= 7
+
+
+def test_empty_columns_are_not_evidence() -> None:
+    """An adaptive loop's table has columns nobody bought yet: the spread is the same as without them."""
+    from lensllm_hf.default import extrapolation_spread
+
+    table, _ = _synthetic(n=6, noise=0.01)
+    short = table.up_to(1600)
+    padded = CurveTable(short.models, table.sizes, np.hstack([short.losses, np.full((6, 4), np.nan)]))
+    assert extrapolation_spread(padded, math.inf) == extrapolation_spread(short, math.inf)

@@ -40,7 +40,7 @@ from .errors import LensLLMError
 __all__ = ["EXTRAPOLATION_SD_PER_DOUBLING", "FORMS", "Fit", "FitError", "Form", "check_level", "level_z"]
 
 #: Extra log-loss spread per doubling of extrapolation beyond the largest fitted size, used when a
-#: method cannot estimate it from the table itself (see ``methods.extrapolation_spread``). Measured
+#: method cannot estimate it from the table itself (see ``default.extrapolation_spread``). Measured
 #: on held-out columns of the two shared curve tables (benchmarks/interval_coverage.py).
 EXTRAPOLATION_SD_PER_DOUBLING = 0.022
 
