@@ -92,7 +92,6 @@ def report(result, out: Path, *, command: str) -> int:
     if result.best is None:
         print(f"lensllm {command}: error: no candidate could be ranked; see the errors above", file=sys.stderr)
         return 2
-    print(f"\n{result.fits.pick_statement()}")
     return 0
 
 
