@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lensllm_hf.demo import number_words
+from lensllm_hf.demo import number_words, word_tokenizer
 
 #: Bump when the generated texts or the training recipe change: everything is rebuilt.
 SUITE_VERSION = 1
@@ -232,16 +232,7 @@ def model_folder(spec: Pretrained) -> str:
 
 def build_tokenizer():
     """A word-level tokenizer over every word of the suite and the ten digits (one token each)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: i for i, token in enumerate(vocabulary())}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                  pre_tokenizers.Digits(individual_digits=True)])
-    core.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>",
-                                   bos_token="<eos>")
+    return word_tokenizer(vocabulary()[3:])  # the demo's builder; vocabulary() starts with its 3 special tokens
 
 
 def build_model(spec: Pretrained, root: Path, log: Callable[[str], None]) -> str:

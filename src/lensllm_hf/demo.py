@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_MODELS", "DemoModel", "build_demo", "build_models", "rerun_command", "run_demo", "task_dataset"]
+__all__ = ["DEMO_MODELS", "DemoModel", "build_demo", "build_models", "rerun_command", "run_demo", "task_dataset",
+           "word_tokenizer"]
 
 #: Bump when the demo's models or data change: built models are rebuilt.
 DEMO_VERSION = 1
@@ -113,11 +114,15 @@ def pretrain_texts(n: int, seed: int) -> list[str]:
 
 def build_tokenizer():
     """A word-level tokenizer over the demo's words and the ten digits (one token per digit)."""
+    return word_tokenizer(sorted({*_ONES, *_TENS[2:], "hundred", *_NOUNS, *(f"{w}s" for w in _NOUNS), *_ADJ, *_VERBS,
+                                  "the", "near", "in", "words", ":", ".", *"0123456789"}))
+
+
+def word_tokenizer(words: list[str]):
+    """A fast word-level tokenizer: ``<pad> <unk> <eos>`` then ``words``; digits split one per token, EOS appended."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    words = sorted({*_ONES, *_TENS[2:], "hundred", *_NOUNS, *(f"{w}s" for w in _NOUNS), *_ADJ, *_VERBS,
-                    "the", "near", "in", "words", ":", ".", *"0123456789"})
     vocab = {token: i for i, token in enumerate(["<pad>", "<unk>", "<eos>", *words])}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
