@@ -373,18 +373,11 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
 
 def _run_info(store: str, models: Sequence[str]):
     """What the run records tell a method beyond the table (the probe spectrum the ``lensllm``
-    law fits t along), where this version of the package has ``method.run_info``; else None."""
-    try:
-        from lensllm_hf.method import run_info
-    except ImportError:
-        return None
+    law fits t along), by the table's row names."""
     from lensllm_hf import records
+    from lensllm_hf.method import run_info
 
-    if hasattr(records, "Store"):
-        recs = records.Store(store).records()
-    else:
-        recs = records.load_records(store)
-    return run_info(recs, models)
+    return run_info(records.table_rows(records.Store(store).records()))
 
 
 def score(ranking: dict[str, Any], truth: dict[str, float], seed_bests: Sequence[str] = ()) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from lensllm_hf import LensLLMCallback
 from lensllm_hf.callbacks import CallbackError
 from lensllm_hf.errors import LensLLMError
 from transformers import TrainerCallback
-from lensllm_hf.records import SCHEMA_VERSION, RecordError, adapter_hash, load_table, read_record
+from lensllm_hf.records import SCHEMA_VERSION, RecordError, adapter_hash, load_table, read_record, table_rows
 from tiny_models import (lm_collator, make_text_dataset, make_tiny_gpt2, make_tiny_t5, make_tokenizer,
                          seq2seq_collator, tokenize_lm, tokenize_seq2seq)
 
@@ -117,7 +117,11 @@ def test_store_and_load_table(gpt2_path, tok, data, tmp_path):
     assert records_in(store) == sorted(r.name for r in recs)
     table = load_table(str(store))
     assert table.models == ["tiny"] and table.sizes.tolist() == [0, 16, 32]
-    assert table.flops[0, 0] == 0 < table.flops[0, 1] < table.flops[0, 2] and table.ntk_F is not None
+    assert table.flops[0, 0] == 0 < table.flops[0, 1] < table.flops[0, 2]
+    from lensllm_hf.method import run_info
+
+    probe = run_info(table_rows(recs))["tiny"]  # the spectrum the lensllm law fits t along
+    assert probe.eigenvalues and len(probe.eigenvalues) == len(probe.coefficients)
 
 
 def test_asks_for_a_final_evaluation_when_the_run_has_none(gpt2_path, tok, data, tmp_path):

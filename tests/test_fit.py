@@ -186,7 +186,7 @@ def test_run_info_takes_the_probe_of_the_largest_complete_run_and_every_warning(
     records = [rec("a", 200, [0.1, 0.2]), rec("a", 800, [0.3, 0.4], warnings=["decaying LR in stream mode"]),
                rec("a", 1600, [9.0, 9.0], status="failed"), rec("b", 200, None, warnings=["two epochs"]),
                rec("c", 400, [1.0], config_hash="h2")]
-    info = run_info(records, ["a", "b", "c#h2"])
+    info = run_info({"a": records[:3], "b": [records[3]], "c#h2": [records[4]]})
     assert info["a"].eigenvalues == (0.3, 0.4) and info["a"].warnings == ("decaying LR in stream mode",)
     assert info["b"].eigenvalues is None and info["b"].warnings == ("two epochs",)
     assert info["c#h2"].eigenvalues == (1.0,)

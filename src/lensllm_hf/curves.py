@@ -55,7 +55,6 @@ class CurveTable:
         families: model family per model, or None.
         flops: ``(n_models, n_sizes)`` FLOPs spent on each run when known (run records),
             else None: cost is then parameters x examples (DESIGN.md, section 2).
-        ntk_F: the NTK term F per model from the run records, or None.
         source: where the table came from, used in error messages.
         problems: per model, why some of its cells were unusable (row and column named).
     """
@@ -66,7 +65,6 @@ class CurveTable:
     params: np.ndarray | None = None
     families: list[str] | None = None
     flops: np.ndarray | None = None
-    ntk_F: np.ndarray | None = None
     source: str = "<table>"
     problems: dict[str, str] = field(default_factory=dict)
 

@@ -38,33 +38,30 @@ class RunInfo:
     warnings: tuple[str, ...] = ()
 
 
-def run_info(records: Iterable, models: Iterable[str]) -> dict[str, RunInfo]:
-    """Per row name of ``records.load_table`` (``model`` or ``model#config_hash``), the probe
-    spectrum of its complete run with the largest subset, and every distinct record warning.
+def run_info(rows: Mapping[str, Iterable]) -> dict[str, RunInfo]:
+    """Per row of a curve table, the probe spectrum of its complete run with the largest subset,
+    and every distinct record warning.
 
-    ``records`` are run records (anything with the public ``model_id``, ``config_hash``,
-    ``status``, ``train_size``, ``ntk`` and ``warnings`` of ``lensllm_hf.records.RunRecord``).
+    ``rows`` maps the table's row names to their run records, as ``records.table_rows`` groups
+    them (anything with the public ``status``, ``train_size``, ``ntk`` and ``warnings`` of
+    ``lensllm_hf.records.RunRecord``).
     """
-    models = list(models)
     best: dict[str, tuple[int, RunInfo]] = {}
     notes: dict[str, list[str]] = {}
-    for r in records:
-        if getattr(r, "status", None) != "complete":
-            continue
-        full = f"{r.model_id}#{getattr(r, 'config_hash', None)}"
-        name = r.model_id if r.model_id in models else full if full in models else None
-        if name is None:
-            continue
-        for w in getattr(r, "warnings", None) or []:
-            if isinstance(w, str) and w not in notes.setdefault(name, []):
-                notes[name].append(w)
-        ntk = getattr(r, "ntk", None) or {}
-        eig, coef = ntk.get("eigenvalues"), ntk.get("coefficients")
-        size = int(r.train_size) if r.train_size is not None else -1
-        if (isinstance(eig, list) and isinstance(coef, list) and eig and len(eig) == len(coef)
-                and all(isinstance(v, int | float) and math.isfinite(v) for v in [*eig, *coef])
-                and size >= best.get(name, (-2, None))[0]):
-            best[name] = (size, RunInfo(tuple(map(float, eig)), tuple(map(float, coef))))
+    for name, recs in rows.items():
+        for r in recs:
+            if getattr(r, "status", None) != "complete":
+                continue
+            for w in getattr(r, "warnings", None) or []:
+                if isinstance(w, str) and w not in notes.setdefault(name, []):
+                    notes[name].append(w)
+            ntk = getattr(r, "ntk", None) or {}
+            eig, coef = ntk.get("eigenvalues"), ntk.get("coefficients")
+            size = int(r.train_size) if r.train_size is not None else -1
+            if (isinstance(eig, list) and isinstance(coef, list) and eig and len(eig) == len(coef)
+                    and all(isinstance(v, int | float) and math.isfinite(v) for v in [*eig, *coef])
+                    and size >= best.get(name, (-2, None))[0]):
+                best[name] = (size, RunInfo(tuple(map(float, eig)), tuple(map(float, coef))))
     out = {}
     for name in set(best) | set(notes):
         probe = best.get(name, (0, RunInfo()))[1]

@@ -40,7 +40,7 @@ def load_source(source: str) -> tuple[CurveTable, dict[str, RunInfo]]:
 
     recs = records.load_records(source)
     table = replace(records.load_table(recs), source=source)
-    return table, run_info(recs, table.models)
+    return table, run_info(records.table_rows(recs))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@ from .schema import (DEFAULT_RECORD_NAME, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSI
                      RecordError, RecordWarning, RunKey, RunRecord, SchemaError, adapter_hash, config_hash,
                      legacy_record_name, record_name)
 from .store import (CLAIMS_FOLDER, MAX_RECORD_BYTES, Claim, Store, check_writable, has_record, list_records,
-                    load_records, load_table, read_record, record_path, require_persistent, write_record)
+                    load_records, load_table, read_record, record_path, require_persistent, table_rows,
+                    write_record)
 
 __all__ = [
     "CLAIMS_FOLDER",
@@ -52,5 +53,6 @@ __all__ = [
     "record_name",
     "record_path",
     "require_persistent",
+    "table_rows",
     "write_record",
 ]

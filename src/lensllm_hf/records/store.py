@@ -51,6 +51,7 @@ __all__ = [
     "read_record",
     "record_path",
     "require_persistent",
+    "table_rows",
     "write_record",
 ]
 
@@ -683,8 +684,8 @@ def load_table(store: str | os.PathLike | Store | Iterable[RunRecord], *, zero_s
     Only ``complete`` runs count, each run once (a second record of the same :class:`RunKey` is
     reported and left out, never averaged in as another seed). A cell is the mean
     ``final_eval_loss`` over seeds, ``flops`` the mean of their ``total_flos``; ``params`` is each
-    model's parameter count and ``ntk_F`` the F of its complete run with the largest subset (F
-    depends on the steps t, and the largest run is the closest to the target). Rows are model
+    model's parameter count (the NTK probe reaches the ``lensllm`` law through
+    :func:`lensllm_hf.method.run_info`, from the records themselves). Rows are model
     IDs; a model run with several training configurations gives one row per configuration,
     named ``model#config_hash`` (plus ``@revision`` / ``+adapter`` when only those differ). A
     model with no usable point at some size carries a ``problems`` entry naming it, as
@@ -707,6 +708,35 @@ def load_table(store: str | os.PathLike | Store | Iterable[RunRecord], *, zero_s
                 continue
         unique[key] = rec
     return _table(list(unique.values()), source="<records>", zero_shot=zero_shot, streamed=streamed)
+
+
+def table_rows(recs: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The complete records under the row names :func:`load_table` gives them.
+
+    A model run under one set-up is its own row (``model``); one run under several gets a row
+    per set-up, ``model#config_hash`` (plus ``@revision`` / ``+adapter`` when only those differ).
+    The engine takes what records say beyond the losses (the NTK probe, warnings) by these names.
+    """
+    complete = [r for r in recs if r.status == "complete"]
+    variants: dict[str, set[tuple[str | None, str | None, str | None]]] = {}
+    for r in complete:
+        variants.setdefault(r.model_id, set()).add((r.config_hash, r.key.revision, r.key.adapter))
+
+    def row(r: RunRecord) -> str:
+        seen = variants[r.model_id]
+        if len(seen) == 1:
+            return r.model_id
+        name = f"{r.model_id}#{r.config_hash}"
+        if len({v[1] for v in seen}) > 1:
+            name += f"@{r.key.revision}"
+        if len({v[2] for v in seen}) > 1:
+            name += f"+{r.key.adapter}"
+        return name
+
+    out: dict[str, list[RunRecord]] = {}
+    for r in complete:
+        out.setdefault(row(r), []).append(r)
+    return out
 
 
 def check_writable(folder: str | os.PathLike | Store) -> None:
@@ -756,27 +786,10 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
         raise RecordError(f"{source}: no complete run records ({len(recs)} found: "
                           + ", ".join(f"{n} {s}" for s, n in counts.items()) + "); let the runs finish or "
                           "point at the store they wrote to")
-    variants: dict[str, set[tuple[str | None, str | None, str | None]]] = {}
-    for r in complete:
-        variants.setdefault(r.model_id, set()).add((r.config_hash, r.key.revision, r.key.adapter))
-
-    def row(r: RunRecord) -> str:
-        seen = variants[r.model_id]
-        if len(seen) == 1:
-            return r.model_id
-        name = f"{r.model_id}#{r.config_hash}"
-        if len({v[1] for v in seen}) > 1:
-            name += f"@{r.key.revision}"
-        if len({v[2] for v in seen}) > 1:
-            name += f"+{r.key.adapter}"
-        return name
-
     final: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
     stream: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
     params: dict[str, float] = {}
-    ntk: dict[str, tuple[int, float]] = {}
-    for r in complete:
-        name = row(r)
+    for name, r in ((name, r) for name, rs in table_rows(complete).items() for r in rs):
         params.setdefault(name, _num(r.model.get("num_parameters")))
         if r.train_size is not None and r.final_eval_loss is not None:
             final.setdefault((name, int(r.train_size)), []).append((r.final_eval_loss, r.total_flos))
@@ -786,9 +799,6 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
             for ev in r.evaluations:
                 if ev.at_examples and ev.eval_loss is not None:
                     stream.setdefault((name, int(ev.at_examples)), []).append((ev.eval_loss, ev.total_flos))
-        F = _num((r.ntk or {}).get("F"))
-        if math.isfinite(F) and r.train_size is not None and r.train_size >= ntk.get(name, (-1, 0.0))[0]:
-            ntk[name] = (int(r.train_size), F)
     cells = {**stream, **final}  # a separate run of a size wins over a streamed point
     if not cells:
         raise RecordError(f"{source}: the complete runs recorded no finite eval loss; give the Trainer an "
@@ -811,14 +821,12 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
             problems[name] = (f"no complete run record with a finite eval loss at size(s) {', '.join(missing)}; "
                               "run those subsets or fit on the sizes every model has")
     param_arr = np.array([params.get(m, np.nan) for m in models])
-    ntk_arr = np.array([ntk[m][1] if m in ntk else np.nan for m in models])
     return CurveTable(
         models=models,
         sizes=np.asarray(sizes, dtype=np.int64),
         losses=losses,
         params=param_arr if np.isfinite(param_arr).any() else None,
         flops=flops,
-        ntk_F=ntk_arr if np.isfinite(ntk_arr).any() else None,
         source=source,
         problems=problems,
     )

@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import records
 from ..errors import LensLLMError
+from ..method import run_info
 from ..methods import rank
 from ..ranking import CandidateFit, Ranking
 from ..records import RunKey, RunRecord
@@ -240,7 +241,8 @@ class LensLLMSelector(SelectionParams):
         table = curve_table(recs, ready["metric"], source=self.store_)
         rows: list[CandidateFit] = []
         if table is not None:
-            rows += rank(table, self.target_size_, self.method, self.params_.level).candidates
+            runs = run_info(records.table_rows(r for rs in recs.values() for r in rs))  # the NTK probe, warnings
+            rows += rank(table, self.target_size_, self.method, self.params_.level, runs=runs).candidates
         # A candidate with a failed run is failed, even if its earlier sizes would fit (its points
         # stay in the table).
         rows = [CandidateFit.failed(r.model, failures[r.model]) if r.model in failures else r for r in rows]
