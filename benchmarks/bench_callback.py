@@ -45,8 +45,8 @@ from lensllm_hf import LensLLMCallback  # noqa: E402
 from lensllm_hf.records import load_table, read_record  # noqa: E402
 from tiny_models import lm_collator, make_text_dataset, make_tiny_gpt2, make_tokenizer, tokenize_lm  # noqa: E402
 
-EVENTS = ("on_init_end", "on_train_begin", "on_optimizer_step", "on_step_end", "on_evaluate", "on_log",
-          "on_train_end")
+EVENTS = ("on_init_end", "on_train_begin", "on_optimizer_step", "on_step_end", "on_epoch_end", "on_evaluate",
+          "on_log", "on_train_end")
 
 
 class TimedLensLLMCallback(LensLLMCallback):
@@ -120,9 +120,10 @@ def probe_run(model, tok, train, ev, out, steps: int) -> dict:
     """A short run with the probe on; returns the probe's time and peak extra memory."""
     marks: list = []
     with Sampler() as sampler:
-        trainer = trainer_for(model, tok, train, ev, out, max_steps=steps,
-                              callbacks=[RSSWindow(marks, "start"), LensLLMCallback(probe_examples=16),
-                                         RSSWindow(marks, "end")])
+        trainer = trainer_for(model, tok, train, ev, out, max_steps=steps, callbacks=[RSSWindow(marks, "start")])
+        # Bound to its Trainer, the callback probes in on_train_begin, between the two marks.
+        LensLLMCallback(probe_examples=16, trainer=trainer)
+        trainer.add_callback(RSSWindow(marks, "end"))
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start

@@ -14,7 +14,6 @@ import argparse
 import os
 import socket
 import sys
-import tempfile
 from urllib.parse import urlparse
 
 from lensllm_hf import LensLLMSelector
@@ -45,7 +44,8 @@ def main() -> int:
     if args.offline_tiny:
         from lensllm_hf.demo import build_models, task_dataset
 
-        paths = build_models(tempfile.mkdtemp(), pretrain=False, log=lambda _: None)
+        # Built once into the output folder (not a new temporary one each time), so a rerun resumes.
+        paths = build_models(os.path.join(args.output_dir, "models"), pretrain=False, log=lambda _: None)
         candidates = [{"model": path, "name": name} for name, path in paths.items()]
         train, test = task_dataset(2_000, seed=1), task_dataset(64, seed=2)
         settings = dict(target_size=20_000, min_size=16, budget=64, max_length=48,

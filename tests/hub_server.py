@@ -18,8 +18,10 @@ Endpoints (``{repo}`` is ``namespace/name``, ``{rev}`` a URL-quoted revision)::
 Permissions follow the Hub: anyone may read a public repo; a token may commit to its user's
 and its organisations' repos; any valid token may open a pull request. ``fail_with`` makes
 request answer one HTTP status (e.g. 503), or only those whose path contains ``fail_on``, to
-test how clients handle an unwell Hub. A commit whose ``parentCommit`` is not the head of
-``main`` is refused with 412, as on the Hub.
+test how clients handle an unwell Hub. ``answer_all_with = (status, content_type, body)``
+makes it answer every request with that instead, like a server that is not a Hub (a captive
+portal's HTML page, a proxy's garbage JSON). A commit whose ``parentCommit`` is not the head
+of ``main`` is refused with 412, as on the Hub.
 
 Example:
     >>> hub = FakeHub(tokens={"hf_alice": "alice"}).start()
@@ -89,6 +91,8 @@ class FakeHub:
         self.pull_requests: list[PullRequest] = []
         self.fail_with: int | None = None
         self.fail_on = ""  # with fail_with: fail only requests whose path contains this
+        self.fail_message = "The Hub is having a bad day"  # with fail_with: the error message it answers
+        self.answer_all_with: tuple[int, str, bytes] | None = None  # (status, content type, body) for every request
         self.hooks: dict[str, Any] = {}  # path substring -> fn(request), run before the request is answered
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -181,8 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         with hub._lock:
             hub.requests.append(request)
+            if hub.answer_all_with is not None:
+                status, content_type, answer = hub.answer_all_with
+                return self._send(status, answer, content_type=content_type)
             if hub.fail_with is not None and hub.fail_on in request.path:
-                return self._error(hub.fail_with, "The Hub is having a bad day")
+                return self._error(hub.fail_with, hub.fail_message)
             for part, hook in list(hub.hooks.items()):
                 if part in request.path:
                     hook(request)

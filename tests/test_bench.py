@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from lensllm_hf.bench import run_bench, score_ranking, summarize
+from lensllm_hf.bench import run_bench, score_p_best, score_ranking, summarize
+from lensllm_hf.ranking import CandidateFit, Ranking
 from lensllm_hf.cli import main
 from lensllm_hf.curves import CurveTable
 
@@ -64,14 +65,17 @@ def test_bench_command_writes_every_row(curves_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     data = json.loads(out.read_text())
-    methods = {"lensllm", "rectified", "power", "ats", "subtuning", "zeroshot", "modelsize", "default", "adaptive"}
+    methods = {"lensllm", "rectified", "power", "ats", "subtuning", "zeroshot", "modelsize", "default", "adaptive", "halving"}
     rows = data["rows"]
     assert {r["method"] for r in rows} == methods
-    assert len([r for r in rows if r["method"] != "adaptive"]) == 2 * 7 * 8
+    assert len([r for r in rows if r["method"] not in ("adaptive", "halving")]) == 2 * 7 * 8
     assert {r["dataset"] for r in rows} == {"flan", "gigaword"}
     for row in rows:
         assert set(row) >= {"dataset", "method", "budget", "ratio", "pearson", "relacc", "compute_fraction",
-                            "median_rel_error"}
+                            "median_rel_error", "p_best_brier", "pick_p_best", "pick_is_best"}
+        assert 0.0 <= row["p_best_brier"] <= 2.0
+    assert data["summary"]["flan"]["default"]["p_best_brier"] > 0
+    assert "calibration: mean P(best)" in printed and "Brier" in printed
     assert data["seconds"] > 0
     assert "gigaword" in printed and "adaptive" in printed
     # Bit-for-bit deterministic.
@@ -84,3 +88,35 @@ def test_bench_command_writes_every_row(curves_dir, tmp_path, capsys):
 def test_bench_rejects_a_budget_at_the_target(curves_dir, capsys):
     code = main(["bench", "--curves", str(curves_dir / "flan.csv"), "--budgets", "1638400"])
     assert code == 2 and "not below the target" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budgets, message", [
+    (",", "names no budget"),
+    ("", "names no budget"),
+    ("inf", "whole number of examples > 0"),
+    ("-3200", "whole number of examples > 0"),
+    ("0", "whole number of examples > 0"),
+    ("nan", "whole number of examples > 0"),
+    ("3200.5", "whole number of examples > 0"),
+    ("abc", "is not a number"),
+])
+def test_bench_rejects_bad_budgets_in_one_line_before_any_work(tmp_path, capsys, budgets, message):
+    missing_table = tmp_path / "never-read.csv"  # the budgets are checked before any table is read
+    code = main(["bench", "--curves", str(missing_table), "--budgets", budgets])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where, message", [("missing/out.json", "does not exist"), (".", "is a folder")])
+def test_bench_json_path_is_checked_before_any_work(tmp_path, capsys, where, message):
+    code = main(["bench", "--curves", str(tmp_path / "never-read.csv"), "--json", str(tmp_path / where)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_p_best_brier_by_hand():
+    models, truth = ["a", "b", "c"], np.array([1.0, 0.9, 1.2])  # b is truly best
+    point = Ranking(1e5, "zeroshot", [CandidateFit(m, score=s) for m, s in zip(models, [1, 2, 3])])
+    assert score_p_best(point, models, truth) == (2.0, 1.0, 0.0)  # a sure, wrong pick
+    right = Ranking(1e5, "zeroshot", [CandidateFit(m, score=s) for m, s in zip(models, [2, 1, 3])])
+    assert score_p_best(right, models, truth) == (0.0, 1.0, 1.0)

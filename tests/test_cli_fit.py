@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lensllm_hf.cli import main
+from lensllm_hf.ranking import Ranking
 
 HEADER = "config name,0,200,400,800,1600,3200,size,family"
 
@@ -44,16 +45,25 @@ def test_fit_ranks_and_writes_the_documented_json(table, tmp_path, capsys):
     out_json = tmp_path / "fit.json"
     code, out, err = run(capsys, "fit", table, "--target", 100_000, "--json", out_json)
     assert code == 0, err
-    assert "best: large" in out
+    assert "best: large" in out and "P(best)" in out
     data = json.loads(out_json.read_text())
     assert data["target"] == 100_000 and data["method"] == "default" and data["best"] == "large"
+    assert data["level"] == 0.9 and data["p_best"] == data["ranking"][0]["p_best"]
     assert [r["model"] for r in data["ranking"]] == ["large", "medium", "small"]
+    assert sum(r["p_best"] for r in data["ranking"]) == pytest.approx(1.0, abs=1e-12)
     first = data["ranking"][0]
-    assert set(first) >= {"model", "status", "predicted_loss", "interval", "law", "params", "sizes", "losses",
-                          "transition_size", "error"}
+    assert set(first) == {"model", "status", "predicted_loss", "interval", "p_best", "score", "flops", "error",
+                          "source", "warnings", "fit"}
+    assert set(first["fit"]) == {"law", "params", "sizes", "losses", "used", "terms", "warnings"}
+    assert first["fit"]["law"] == "local-loglog"
     assert first["status"] == "complete" and first["error"] is None
     lo, hi = first["interval"]
     assert lo < first["predicted_loss"] < hi
+    # Read back, every row's fit predicts exactly what the file says.
+    again = Ranking.read_json(out_json)
+    for row, c in zip(data["ranking"], again.candidates):
+        assert c.predicted_loss == row["predicted_loss"] and c.interval == row["interval"]
+        assert c.p_best == row["p_best"]
 
 
 def test_budget_limits_the_columns_used(table, tmp_path, capsys):
@@ -62,7 +72,7 @@ def test_budget_limits_the_columns_used(table, tmp_path, capsys):
                        "--json", out_json)
     assert code == 0, err
     for row in json.loads(out_json.read_text())["ranking"]:
-        assert max(row["sizes"]) == 800
+        assert max(row["fit"]["sizes"]) == 800
 
 
 def test_one_bad_model_fails_alone(tmp_path, capsys):
@@ -143,3 +153,41 @@ def test_real_table_fit(curves_dir, tmp_path, capsys):
     predicted = [r["predicted_loss"] for r in data["ranking"]]
     assert predicted == sorted(predicted)
     assert np.all(np.isfinite(predicted))
+
+
+@pytest.mark.parametrize("where, message", [("missing/fit.json", "does not exist"), (".", "is a folder")])
+def test_json_path_is_checked_before_any_work(tmp_path, capsys, where, message):
+    code, out, err = run(capsys, "fit", tmp_path / "never-read.csv", "--target", 100_000, "--json", tmp_path / where)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == ""
+
+
+def test_far_extrapolation_warns_on_stderr_and_in_the_json(tmp_path, capsys):
+    path = write_table(tmp_path, [(f"m{i}", [*curve(30, 10, 0.4, 1.0 + 0.2 * i), 1e8, "A"]) for i in range(3)],
+                       header=HEADER)
+    out_json = tmp_path / "fit.json"
+    code, out, err = run(capsys, "fit", path, "--target", 1e6, "--budget", 800, "--json", out_json)
+    assert code == 0
+    assert "extrapolates 10.3 doublings beyond the largest size 800" in err
+    rows = json.loads(out_json.read_text())["ranking"]
+    assert all("extrapolates 10.3 doublings" in r["warnings"][0] for r in rows)
+
+
+def test_near_ties_are_named_with_the_next_step(tmp_path, capsys):
+    path = write_table(tmp_path, [
+        ("twin-a", [*curve(30, 10, 0.4, 1.2), 1e8, "A"]),
+        ("twin-b", [*curve(30, 10, 0.4, 1.201), 1e8, "A"]),
+        ("far", [*curve(30, 10, 0.4, 2.5), 1e8, "A"]),
+    ])
+    code, out, _ = run(capsys, "fit", path, "--target", 100_000)
+    assert code == 0
+    last = out.strip().splitlines()[-1]
+    assert "twin-a and twin-b overlap: P(best)" in last and "give these two more data" in last
+
+
+def test_control_characters_in_names_are_escaped(tmp_path, capsys):
+    evil = "evil" + chr(27) + "[31m"
+    path = write_table(tmp_path, [(evil, [*curve(30, 10, 0.4, 1.2), 1e8, "A"]),
+                                  ("good", [*curve(30, 10, 0.4, 1.3), 1e8, "A"])])
+    code, out, err = run(capsys, "fit", path, "--target", 100_000)
+    assert code == 0
+    assert chr(27) not in out + err and "evil" + "\\x1b[31m" in out

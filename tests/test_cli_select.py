@@ -72,22 +72,47 @@ def test_select_writes_outputs_and_resumes(tmp_path, capsys):
     assert json.loads((out / "selection.json").read_text())["best"] == data["best"]
 
 
-def test_plan_prints_one_command_per_run_and_from_store_ranks(tmp_path, capsys):
+def test_plan_lines_run_from_anywhere_and_from_store_ranks(tmp_path, capsys, monkeypatch):
     config = write_config(tmp_path / "cfg")
-    out = tmp_path / "shared"
-    assert main(["plan", str(config), "--output-dir", str(out)]) == 0
+    (tmp_path / "planner").mkdir()
+    (tmp_path / "worker").mkdir()
+    monkeypatch.chdir(tmp_path / "planner")  # no --output-dir: the default folder, made absolute in the lines
+    assert main(["plan", str(config)]) == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert len(lines) == 2 * 4 and "--from-store" in captured.err
+    assert len(lines) == 2 * 4 and "--from-store" in captured.err and "0 of 8 runs already recorded" in captured.err
+    out = tmp_path / "planner" / "lensllm_out" / "select"
     argv = shlex.split(lines[0])
     assert argv[:2] == ["lensllm", "select"] and "--only" in argv and "--size" in argv
-    for line in lines:  # what a scheduler would do, anywhere that sees the store
+    assert argv[2] == str(config) and argv[argv.index("--output-dir") + 1] == str(out)
+    monkeypatch.chdir(tmp_path / "worker")  # what a scheduler does: run each line somewhere else
+    for line in lines:
         assert main(shlex.split(line)[1:]) == 0
     assert "D=0: complete" in capsys.readouterr().out
-    assert main(["plan", str(config), "--output-dir", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == ""  # nothing left to run
-    assert main(["select", str(config), "--output-dir", str(out), "--from-store", "--no-progress"]) == 0
+    assert not (tmp_path / "worker" / "lensllm_out").exists()  # nothing went relative to the worker's folder
+    monkeypatch.chdir(tmp_path / "planner")
+    assert main(["plan", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "" and "8 of 8 runs already recorded" in captured.err  # nothing left to run
+    finish = shlex.split(captured.err.strip().splitlines()[-1].split("When they are done: ", 1)[1])
+    monkeypatch.chdir(tmp_path / "worker")
+    assert main([*finish[1:], "--no-progress"]) == 0
     assert json.loads((out / "selection.json").read_text())["best"] in {"models/small", "large"}
+
+
+def test_a_damaged_record_is_run_again(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg")
+    out = tmp_path / "out"
+    assert main(["select", str(config), "--output-dir", str(out), "--only", "large", "--no-progress"]) == 0
+    damaged = next(p for p in list_records(out / "store") if "__D16__" in Path(p).name)
+    Path(damaged).write_text('{"schema_version": 2, "model": ', encoding="utf-8")  # cut mid-write by hand
+    kept = {p: os.stat(p).st_mtime_ns for p in list_records(out / "store") if p != damaged}
+    capsys.readouterr()
+    with pytest.warns(Warning, match="__D16__"):
+        assert main(["select", str(config), "--output-dir", str(out), "--only", "large", "--no-progress"]) == 0
+    assert "large D=16: complete" in capsys.readouterr().out
+    assert read_record(damaged).status == "complete"
+    assert {p: os.stat(p).st_mtime_ns for p in kept} == kept  # only the damaged run ran again
 
 
 def test_select_only_rejects_an_unknown_candidate(tmp_path, capsys):
@@ -99,7 +124,10 @@ def test_select_only_rejects_an_unknown_candidate(tmp_path, capsys):
 
 
 def test_nothing_ranked_exits_nonzero_but_writes_the_failures(tmp_path, capsys):
-    config = write_config(tmp_path / "cfg", candidates=["./no-such-model", "./neither"])
+    # Folders that exist (a missing one is a config error) but hold no model: each fails to load.
+    for name in ("not-a-model", "neither"):
+        (tmp_path / "cfg" / name).mkdir(parents=True)
+    config = write_config(tmp_path / "cfg", candidates=["./not-a-model", "./neither"])
     out = tmp_path / "out"
     capsys.readouterr()
     assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 2
@@ -113,7 +141,7 @@ def test_nothing_ranked_exits_nonzero_but_writes_the_failures(tmp_path, capsys):
     ("- just a list\n", "must be a YAML mapping"),
     ("candidates: [gpt2]\n", "'dataset' is missing"),
     ("candidates: [gpt2]\ndataset: {files: {train: nope.jsonl}}\n", "does not exist"),
-    ("candidates: [gpt2]\ndataset: wikitext\nbudgets: 3\n", "unknown key(s) budgets"),
+    ("candidates: [gpt2]\ndataset: wikitext\nbudgets: 3\n", "unknown key: 'budgets'; did you mean 'budget'?"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, content, message):
     path = tmp_path / "bad.yaml"
@@ -159,3 +187,37 @@ def test_sigkill_mid_selection_then_rerun_completes_and_skips_recorded_runs(tmp_
     assert len(final) == 8 and all(read_record(p).status == "complete" for p in final)
     assert all(os.stat(p).st_mtime_ns == stamp for p, stamp in kept.items())  # recorded runs were skipped
     assert json.loads((out / "selection.json").read_text())["best"] is not None
+
+
+RACE = """
+import json, sys, torch
+torch.set_num_threads(1)
+from lensllm_hf.config import SelectConfig
+config, out, store = sys.argv[1:4]
+selector = SelectConfig.from_yaml(config).selector(output_dir=out, store=store, progress=False)
+result = selector.run()
+print(json.dumps({"made": [[k.model, k.train_size] for k in selector.made_], "best": result.best,
+                  "ranking": [[c.model, c.predicted_loss] for c in result.fits.candidates]}))
+"""
+
+
+@pytest.mark.slow
+def test_two_selections_on_one_store_split_the_runs_and_agree(tmp_path):
+    # Enough epochs that runs overlap in time; both processes start together on one store.
+    config = write_config(tmp_path / "cfg", epochs=8)
+    store = tmp_path / "shared-store"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(config), str(tmp_path / f"out{i}"), str(store)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outcomes = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        outcomes.append(json.loads(stdout.strip().splitlines()[-1]))
+    made = [tuple(run) for outcome in outcomes for run in outcome["made"]]
+    assert len(made) == len(set(made)) == 2 * 4  # every run made once, by one of the two
+    assert all(outcome["made"] for outcome in outcomes), outcomes  # both did some of the work
+    assert outcomes[0]["best"] == outcomes[1]["best"] is not None
+    assert outcomes[0]["ranking"] == outcomes[1]["ranking"]
+    records = [read_record(p) for p in list_records(store)]
+    assert len(records) == 8 and {r.status for r in records} == {"complete"}

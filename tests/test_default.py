@@ -10,7 +10,9 @@ import pytest
 from lensllm_hf.bench import run_bench, summarize
 from lensllm_hf.curves import CurveTable
 from lensllm_hf.default import BANDWIDTHS, DefaultMethod, choose_bandwidth
-from lensllm_hf.laws import ScalingLaw
+import json
+
+from lensllm_hf.fit import Fit
 from lensllm_hf.methods import METHODS, rank
 
 SIZES = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600])
@@ -50,19 +52,22 @@ def test_every_field_is_filled_and_the_interval_brackets_the_prediction() -> Non
     table, _ = _synthetic()
     for c in rank(table, TARGET, "default").candidates:
         assert c.status == "complete"
-        assert c.law == "ats" and c.score == c.predicted_loss
+        assert c.law == "local-loglog" and c.score == c.predicted_loss
         assert c.interval[0] < c.predicted_loss < c.interval[1]
-        assert c.sizes and len(c.sizes) == len(c.losses) and c.transition_size in c.sizes
+        fit = c.fit
+        assert len(fit.sizes) == len(table.sizes) and c.transition_size in fit.sizes
+        assert not fit.used[0] and fit.used[-1]  # the zero-shot point is seen, not used
         assert c.flops is not None and c.flops > 0
-        assert {"a", "b", "transition_size", "bandwidth", "raw_slope"} <= set(c.params)
+        assert set(fit.params) == {"a", "b"} and {"bandwidth", "raw_slope", "noise_var"} <= set(fit.terms)
 
 
-def test_params_rebuild_a_law_that_predicts_the_same() -> None:
+def test_the_fit_read_back_predicts_exactly_the_same() -> None:
     table, _ = _synthetic()
-    c = rank(table, TARGET, "default").candidates[0]
-    law = ScalingLaw.from_dict({"law": c.law, "params": c.params, "sizes": c.sizes, "losses": c.losses,
-                                "transition_size": c.transition_size})
-    assert float(law.predict([TARGET])[0]) == pytest.approx(c.predicted_loss, rel=1e-9)
+    for c in rank(table, TARGET, "default").ranked:
+        again = Fit.from_dict(json.loads(json.dumps(c.fit.to_dict())))
+        assert float(again.predict([TARGET])[0]) == c.predicted_loss
+        lo, hi = again.predict_interval([TARGET], 0.9)
+        assert [float(lo[0]), float(hi[0])] == c.interval
 
 
 def test_a_bad_candidate_fails_alone() -> None:
@@ -111,3 +116,34 @@ def test_matches_or_beats_ats_on_the_shared_tables(curves_dir) -> None:
     # The measured means this module's docstring quotes.
     assert summary["flan"]["default"]["pearson"] == pytest.approx(66.7, abs=0.1)
     assert summary["gigaword"]["default"]["relacc"] == pytest.approx(95.9, abs=0.1)
+
+
+def test_one_way_imports_and_one_constant() -> None:
+    """default.py never imports methods.py (methods registers default), and the extrapolation
+    constant lives in lensllm_hf.fit only."""
+    import subprocess
+    import sys
+
+    import inspect
+
+    import lensllm_hf.default
+    import lensllm_hf.laws.base
+    import lensllm_hf.methods
+
+    code = "import sys, lensllm_hf.default; assert 'lensllm_hf.methods' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for module in (lensllm_hf.default, lensllm_hf.methods, lensllm_hf.laws.base):
+        assert "EXTRAPOLATION_SD_PER_DOUBLING =" not in inspect.getsource(module)
+
+
+def test_the_spread_comes_from_the_table_and_falls_back_on_short_ones() -> None:
+    from lensllm_hf.default import extrapolation_spread
+    from lensllm_hf.fit import EXTRAPOLATION_SD_PER_DOUBLING
+
+    table, _ = _synthetic(n=12, noise=0.01)
+    k, far, p = extrapolation_spread(table, math.inf)
+    assert 0 < k < 0.1 and far >= 0 and 1.0 <= p <= 3.0
+    assert extrapolation_spread(table.up_to(800), math.inf) == (EXTRAPOLATION_SD_PER_DOUBLING, 0.0, 1.0)
+    # Noisier curves get wider intervals.
+    noisy, _ = _synthetic(n=12, noise=0.05)
+    assert extrapolation_spread(noisy, math.inf)[0] > k

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,19 @@ def test_demo_rerun_resumes_without_training(demo, capsys):
     assert time.perf_counter() - t0 < 30
     assert {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")} == stamps
     assert f"best: {best}" in capsys.readouterr().out
+
+
+def test_the_printed_rerun_command_resumes_in_place_from_any_folder(demo, tmp_path, monkeypatch, capsys):
+    out, done, _ = demo
+    line = next(text for text in done.stdout.splitlines() if "rerun the selection in place" in text)
+    argv = shlex.split(line.split(" with: ", 1)[1])
+    assert argv[:2] == ["lensllm", "select"] and Path(argv[2]).is_absolute()
+    stamps = {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")}
+    (out / "selection.json").unlink()
+    monkeypatch.chdir(tmp_path)  # anywhere
+    assert main([*argv[1:], "--no-progress"]) == 0
+    assert {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")} == stamps  # nothing trained again
+    assert (out / "selection.json").exists() and not (tmp_path / "lensllm_out").exists()
 
 
 def test_demo_selection_is_deterministic(demo, tmp_path):

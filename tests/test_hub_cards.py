@@ -46,7 +46,10 @@ from lensllm_hf.hub_cards import (
     push_to_hub_with_fits,
     write_card,
 )
+from lensllm_hf.curves import CurveTable
+from lensllm_hf.hub_cards import published_candidate
 from lensllm_hf.laws import LAWS, RectifiedLaw
+from lensllm_hf.methods import rank
 from lensllm_hf.ranking import CandidateFit, Ranking
 
 ALICE, BOB = "hf_alice_secret_token", "hf_bob_secret_token"
@@ -63,15 +66,24 @@ def _card_text(metadata: dict, body: str = BODY) -> str:
     return ModelCard.from_template(ModelCardData(**metadata), template_str="---\n{{ card_data }}\n---\n" + body).content
 
 
-def _ranking(*models: str, law_cls=RectifiedLaw, losses=LOSSES) -> Ranking:
+def _ranking(*models: str, law_cls=RectifiedLaw, losses=LOSSES, level=0.9) -> Ranking:
+    """A ranking whose rows carry the Fit of ``law_cls`` fitted to shifted copies of ``losses``."""
     rows = []
     for i, model in enumerate(models):
-        law = law_cls().fit(SIZES, [x + 0.1 * i for x in losses])
-        low, high = law.predict_interval([TARGET])
-        predicted = float(law.predict([TARGET])[0])
-        rows.append(CandidateFit(model=model, predicted_loss=predicted, interval=[float(low[0]), float(high[0])],
-                                 score=predicted, **law.to_dict()))
-    return Ranking(target=TARGET, method="default", candidates=rows)
+        fit = law_cls().fit(SIZES, [x + 0.1 * i for x in losses]).to_fit()
+        rows.append(CandidateFit(model=model, fit=fit, score=float(fit.predict([TARGET])[0])))
+    return Ranking(target=TARGET, method=law_cls.name, candidates=rows, level=level)
+
+
+def _default_ranking(curves_dir, level=0.9) -> Ranking:
+    """The default method on the first rows of the shared FLAN table, up to 3,200 examples."""
+    import pandas as pd
+
+    frame = pd.read_csv(curves_dir / "flan.csv").head(4)
+    sizes = [0, 200, 400, 800, 1600, 3200]
+    table = CurveTable(models=frame.iloc[:, 0].tolist(), sizes=np.array(sizes, dtype=float),
+                       losses=frame[[str(s) for s in sizes]].to_numpy(dtype=float))
+    return rank(table, TARGET, "default", level=level)
 
 
 def _fit(model="gpt2", dataset="imdb", losses=LOSSES, **info) -> CardFit:
@@ -135,12 +147,12 @@ def test_fit_survives_the_card_yaml_and_predicts_the_same(law_name):
     sizes = [1, 500, 3200, TARGET, 10 * TARGET]
     np.testing.assert_allclose(back.predict(sizes), fit.predict(sizes), rtol=1e-12)
     np.testing.assert_allclose(back.predict_interval(sizes), fit.predict_interval(sizes), rtol=1e-9)
-    original = ranking.candidates[0]  # predicted by the law as fitted, before any serialisation
-    assert back.predict([TARGET])[0] == pytest.approx(original.predicted_loss, rel=1e-12)
-    np.testing.assert_allclose(back.predict_interval([TARGET]), np.reshape(original.interval, (2, 1)), rtol=1e-6)
+    original = ranking.candidates[0]  # predicted by the fit as the ranking made it, before any serialisation
+    assert back.fit == original.fit
+    assert (back.predicted_loss, list(back.interval)) == (original.predicted_loss, original.interval)  # exactly
     assert back.key == ("imdb", "plain_text", "test", "eval_loss", "lora r=8")
     assert back.to_dict() == fit.to_dict()
-    assert isinstance(back.to_dict()["sizes"][1], int) and back.to_dict()["date"] == fit.date
+    assert back.to_dict()["fit"] == original.fit.to_dict() and back.to_dict()["date"] == fit.date
 
 
 def test_fits_from_ranking_keeps_the_ranking_prediction():
@@ -148,14 +160,14 @@ def test_fits_from_ranking_keeps_the_ranking_prediction():
     ranking = _ranking("gpt2", "opt")
     (fit,) = fits_from_ranking(ranking.to_dict(), "opt", dataset="imdb", split="test")
     row = ranking.candidates[[c.model for c in ranking.candidates].index("opt")]
-    assert (fit.model, fit.target_size, fit.predicted_loss, list(fit.interval)) == (
-        "opt", TARGET, row.predicted_loss, row.interval)
-    assert fit.law.name == row.law and fit.law.params_ == pytest.approx(row.params)
+    assert (fit.model, fit.target_size, fit.level, fit.predicted_loss, list(fit.interval)) == (
+        "opt", TARGET, ranking.level, row.predicted_loss, row.interval)
+    assert fit.fit == row.fit and fit.law == row.law
     assert fit.library_version == "0.1.0" and len(fit.date) == 10
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda r: r, "'bloom' is not in this ranking (it has: gpt2)"),
+    (lambda r: r, "'bloom' is not in this ranking (it has: 'gpt2')"),
     (lambda r: Ranking(r.target, r.method, [CandidateFit.failed("bloom", "CUDA out of memory")]), "its fit failed"),
     (lambda r: Ranking(r.target, "zeroshot", [CandidateFit("bloom", score=4.0)]), "no fitted law"),
 ])
@@ -174,9 +186,66 @@ def test_find_fit_matches_exactly_and_a_published_fit_ranks_like_a_trained_one()
     assert find_fit(fits, dataset="imdb", split="validation") is None
     assert find_fit(fits, dataset="imdb", split="test", model="opt") is None
     row = fits[0].to_candidate_fit(target_size=2 * TARGET)
-    assert row.score == pytest.approx(float(fits[0].predict([2 * TARGET])[0]))
-    assert row.interval[0] < row.score < row.interval[1] and row.status == "complete"
+    assert row.score == row.predicted_loss == float(fits[0].predict([2 * TARGET])[0])
+    assert row.interval[0] < row.score < row.interval[1] and row.status == "complete" and row.fit is fits[0].fit
     assert fits[0].to_candidate_fit().predicted_loss == fits[0].predicted_loss
+
+
+def test_a_published_fit_ranks_exactly_as_the_ranking_that_made_it(tmp_path, hub, curves_dir):
+    """The default method on FLAN -> card (folder and Hub) -> published rows: predictions and intervals identical."""
+    ranking = _default_ranking(curves_dir, level=0.8)
+    assert all(c.fit is not None and c.fit.law == "local-loglog" for c in ranking.ranked)
+    folders = {}
+    for i, c in enumerate(ranking.ranked):
+        folders[c.model] = tmp_path / f"model-{i}"
+        folders[c.model].mkdir()
+        write_card(folders[c.model], fits_from_ranking(ranking, c.model, dataset="flan", split="test"))
+    hub.add_repo("alice/first")
+    first = ranking.ranked[0]
+    push_fits("alice/first", load_fits(folders[first.model]))
+
+    rows = [published_candidate(str(folders[c.model]), name=c.model, dataset="flan", config=None, split="test",
+                                metric="eval_loss", adapter=None, target=ranking.target, level=ranking.level)
+            for c in ranking.ranked]
+    rows.append(published_candidate("alice/first", name="from the hub", dataset="flan", config=None, split="test",
+                                    metric="eval_loss", adapter=None, target=ranking.target, level=ranking.level))
+    again = Ranking(ranking.target, ranking.method, rows, level=ranking.level)
+    by_name = {c.model: c for c in again.ranked}
+    for c in ranking.ranked:
+        row = by_name[c.model]
+        assert row.fit == c.fit
+        assert (row.predicted_loss, row.interval) == (c.predicted_loss, c.interval)  # exactly, not approximately
+        assert row.flops == 0.0 and row.source.startswith("hub card ")
+    hub_row = by_name["from the hub"]
+    assert (hub_row.predicted_loss, hub_row.interval) == (first.predicted_loss, first.interval)
+    assert hub_row.source == "hub card alice/first"
+
+
+def test_published_candidate_is_none_when_nothing_matches_or_the_hub_cannot_answer(tmp_path, hub, monkeypatch):
+    """Another dataset or adapter, no card, not a repo ID, Hub down, offline: None (train it); malformed: a warning."""
+    write_card(tmp_path, _fit(split="test"))
+    ask = {"name": "gpt2", "dataset": "imdb", "config": None, "split": "test", "metric": "eval_loss",
+           "adapter": None, "target": TARGET, "level": 0.9}
+    assert published_candidate(str(tmp_path), **ask) is not None
+    assert published_candidate(str(tmp_path), **{**ask, "dataset": "gigaword"}) is None
+    assert published_candidate(str(tmp_path), **{**ask, "adapter": "lora r=8"}) is None
+    assert published_candidate("my local model", **ask) is None  # neither a folder nor a repo ID
+    assert published_candidate("alice/missing", **ask) is None
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit(split="test").to_dict()]}).encode()})
+    assert published_candidate("alice/gpt2", **ask).model == "gpt2"
+    hub.add_repo("alice/never-read", {"README.md": _card_text({"lensllm": [_fit(split="test").to_dict()]}).encode()})
+    hub.fail_with = 503
+    assert published_candidate("alice/gpt2", **ask) is not None  # read before: huggingface_hub's cached copy
+    assert published_candidate("alice/never-read", **ask) is None
+    hub.fail_with = None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    requests = len(hub.requests)
+    assert published_candidate("alice/other", **ask) is None and len(hub.requests) == requests
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "README.md").write_text(_card_text({"lensllm": [{"dataset": "imdb"}]}), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"lensllm\[0\]\.fit.*gpt2 is trained instead"):
+        assert published_candidate(str(broken), **ask) is None
 
 
 # -- write_card ----------------------------------------------------------------------------
@@ -218,29 +287,38 @@ def test_write_card_keeps_body_and_metadata_and_replaces_the_same_fit(tmp_path):
 def test_rewriting_a_fit_on_fewer_sizes_drops_its_stale_eval_results(tmp_path):
     """The model-index holds the points of the current fit only, for that key."""
     write_card(tmp_path, _fit(split="test"))
-    law = RectifiedLaw().fit(SIZES[:4], LOSSES[:4])
-    write_card(tmp_path, CardFit.from_law(law, dataset="imdb", dataset_split="test", model="gpt2", target_size=TARGET))
+    fit = RectifiedLaw().fit(SIZES[:4], LOSSES[:4]).to_fit()
+    write_card(tmp_path, CardFit(fit, dataset="imdb", dataset_split="test", model="gpt2", target_size=TARGET))
     names = [r.metric_name for r in ModelCard.load(tmp_path / "README.md").data.eval_results]
     assert names == ["eval_loss zero-shot"] + [f"eval_loss after fine-tuning on {n} examples" for n in SIZES[1:4]]
 
 
 @pytest.mark.parametrize("block, field", [
     ("not a list", "'lensllm' must be a list"),
-    ([{"law": "rectified"}], "lensllm[0].sizes"),
-    ([{"law": "chinchilla", "sizes": [1], "losses": [1]}], "lensllm[0].law: unknown law 'chinchilla'"),
-    ("losses-mismatch", "lensllm[0].losses: 5 losses for 6 sizes"),
-    ("params-missing", "lensllm[0].params: the rectified law needs 'beta'"),
-    ("params-text", "lensllm[0].params.E: expected a finite number, got 'low'"),
+    ([{"dataset": "imdb", "metric": "eval_loss"}], "lensllm[0].fit: expected an object"),
+    ("old layout", "lensllm[0].fit: missing; this entry was written by an earlier lensllm_hf"),
+    ("unknown law", "lensllm[0].fit.law: unknown law 'chinchilla'"),
+    ("losses-mismatch", "lensllm[0].fit: sizes, losses and used must have the same length (6, 5, 6)"),
+    ("params-missing", "lensllm[0].fit: a rectified fit needs the parameters B, F, beta, E; missing beta"),
+    ("params-text", "lensllm[0].fit.params.E: expected a finite number"),
     ("no-dataset", "lensllm[0].dataset: expected a value"),
+    ("bad level", "lensllm[0].level must be a number between 0 and 1"),
+    ("bad target", "lensllm[0].target_size: expected a finite number > 0, got -5"),
 ])
 def test_a_malformed_block_names_the_field_and_leaves_the_card_untouched(tmp_path, block, field):
     """A malformed lensllm block is reported with its field, and the README stays byte for byte."""
     good = _fit().to_dict()
+    fit = good["fit"]
     broken = {
-        "losses-mismatch": [{**good, "losses": LOSSES[:5]}],
-        "params-missing": [{**good, "params": {"B": 1.0, "F": 1.0, "E": 1.0}}],
-        "params-text": [{**good, "params": {**good["params"], "E": "low"}}],
+        "old layout": [{k: v for k, v in good.items() if k != "fit"} | {"law": "rectified", "params": fit["params"],
+                                                                          "sizes": SIZES, "losses": LOSSES}],
+        "unknown law": [{**good, "fit": {**fit, "law": "chinchilla"}}],
+        "losses-mismatch": [{**good, "fit": {**fit, "losses": LOSSES[:5]}}],
+        "params-missing": [{**good, "fit": {**fit, "params": {"B": 1.0, "F": 1.0, "E": 1.0}}}],
+        "params-text": [{**good, "fit": {**fit, "params": {**fit["params"], "E": "low"}}}],
         "no-dataset": [{k: v for k, v in good.items() if k != "dataset"}],
+        "bad level": [{**good, "level": 1.5}],
+        "bad target": [{**good, "target_size": -5}],
     }.get(block, block) if isinstance(block, str) else block
     readme = tmp_path / "README.md"
     readme.write_text(_card_text({**OTHER_META, "lensllm": broken}), encoding="utf-8")
@@ -249,8 +327,9 @@ def test_a_malformed_block_names_the_field_and_leaves_the_card_untouched(tmp_pat
         write_card(tmp_path, _fit(dataset="gigaword"))
     assert field in str(error.value) and "\n" not in str(error.value)
     assert readme.read_bytes() == before
-    with pytest.raises(CardMetadataError, match=field.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(CardMetadataError) as error:
         load_fits(tmp_path)
+    assert field in str(error.value)
 
 
 def test_a_card_with_a_broken_model_index_is_reported_not_rewritten(tmp_path):
@@ -295,8 +374,9 @@ def test_write_push_load_round_trip_predicts_the_same(tmp_path, hub):
     loaded = load_fits("alice/gpt2")
     sizes = [0, 1000, TARGET, 100 * TARGET]
     for original, back in zip(fits, loaded, strict=True):
-        np.testing.assert_allclose(back.law.predict(sizes), original.law.predict(sizes), rtol=1e-12)
-        np.testing.assert_allclose(back.predict_interval(sizes), original.predict_interval(sizes), rtol=1e-9)
+        assert back.fit == original.fit
+        np.testing.assert_array_equal(back.predict(sizes), original.predict(sizes))
+        np.testing.assert_array_equal(back.predict_interval(sizes), original.predict_interval(sizes))
         assert back.key == original.key and back.source == "alice/gpt2"
     assert find_fit(loaded, dataset="gigaword", split="test", adapter="lora r=8") is loaded[1]
 
@@ -365,12 +445,13 @@ def test_a_card_changed_during_the_push_is_not_overwritten(hub):
 
 def test_a_malformed_block_on_the_hub_is_reported_and_nothing_is_pushed(hub):
     """Local server: the card on the Hub has a bad lensllm entry -> the field is named, no commit is sent."""
-    broken = {**_fit().to_dict(), "sizes": "many"}
+    good = _fit().to_dict()
+    broken = {**good, "fit": {**good["fit"], "sizes": "many"}}
     hub.add_repo("alice/gpt2", {"README.md": _card_text({**OTHER_META, "lensllm": [broken]}).encode()})
-    with pytest.raises(CardMetadataError, match=r"alice/gpt2: lensllm\[0\]\.sizes"):
+    with pytest.raises(CardMetadataError, match=r"alice/gpt2: lensllm\[0\]\.fit\.sizes"):
         push_fits("alice/gpt2", _fit(dataset="gigaword"))
     assert not hub.calls("POST", "/commit/")
-    with pytest.raises(CardMetadataError, match=r"lensllm\[0\]\.sizes"):
+    with pytest.raises(CardMetadataError, match=r"lensllm\[0\]\.fit\.sizes"):
         load_fits("alice/gpt2")
 
 
@@ -458,6 +539,187 @@ def test_load_fits_of_folders_and_cards_without_fits(tmp_path, hub):
         load_fits(str(tmp_path / "nope" / "deeper" / "README.md"))
 
 
+# -- Hub paths that leak nothing and wait for nothing ----------------------------------------
+SECRET_PASSWORD = "pa55-w0rd-never-shown"
+
+
+def _with_credentials(url: str, user: str = "carol") -> str:
+    """``url`` with a user and password in it, as some proxies want ``HF_ENDPOINT``."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{user}:{SECRET_PASSWORD}@{rest}"
+
+
+@pytest.fixture
+def client_logs():
+    """Every line huggingface_hub logs (its retries name the URL), as its own stderr handler would print it."""
+    import logging
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    logger = logging.getLogger("huggingface_hub")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("case", ["hub down", "network down", "not a hub", "echoing server", "plain token"])
+@pytest.mark.parametrize("action", ["push", "load", "cli show"])
+def test_no_message_ever_shows_a_token_or_endpoint_credentials(hub, tmp_path, monkeypatch, capsys, client_logs, case,
+                                                               action):
+    """Local server: tokens (hf_... or not) and HF_ENDPOINT passwords are redacted on every failing path,
+    in our one-line errors and in the lines the HTTP client logs while it retries."""
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
+    token = ALICE
+    if case == "hub down":
+        hub.fail_with = 503
+        _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
+    elif case == "network down":
+        _point_client_at(monkeypatch, _with_credentials(_closed_port_url(), user=ALICE), tmp_path)
+    elif case == "not a hub":
+        hub.answer_all_with = (200, "text/html", b"<html>Sign in to the hotel wifi</html>")
+        _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
+    elif case == "echoing server":  # a proxy that puts what it received into its error message
+        hub.fail_with = 400
+        hub.fail_message = f"bad request: Authorization: Bearer {ALICE} from carol:{SECRET_PASSWORD}"
+        _point_client_at(monkeypatch, _with_credentials(hub.url), tmp_path)
+    elif case == "plain token":  # a token that does not look like one: redacted because it is the one in use
+        token = "opaque-enterprise-token-42"
+        hub.tokens[token] = "alice"
+        hub.fail_with, hub.fail_message = 400, f"token {token} is not allowed to do this"
+    monkeypatch.setenv("HF_TOKEN", token)
+
+    if action == "cli show":
+        assert main(["card", "show", "alice/gpt2"]) == 2
+        captured = capsys.readouterr()
+        message = captured.err
+        assert message.count("\n") == 1 and not captured.out
+    else:
+        with pytest.raises(HubError) as error:
+            push_fits("alice/gpt2", _fit()) if action == "push" else load_fits("alice/gpt2")
+        message = str(error.value)
+        assert "\n" not in message
+    assert token not in message and SECRET_PASSWORD not in message
+    assert "alice/gpt2" in message  # still says what failed
+    logged = "\n".join(client_logs)
+    assert token not in logged and SECRET_PASSWORD not in logged
+    if case in ("hub down", "network down") and action != "push":  # the client retried, and said so with the URL
+        assert "***@127.0.0.1" in logged
+
+
+@pytest.mark.parametrize("status, content_type, body", [
+    (200, "text/html", b"<!doctype html><html><body>Please log in to the guest network</body></html>"),
+    (200, "application/json", b"{this is not json"),
+    (200, "application/json", b'["a", "list", "where", "an", "object", "was", "due"]'),
+    (200, "text/plain", b"hello"),
+    (404, "text/html", b"<html><body>Not Found</body></html>"),
+    (403, "text/html", b"<html><body>Blocked by your proxy</body></html>"),
+])
+@pytest.mark.parametrize("action", ["push", "load"])
+def test_a_server_that_is_not_a_hub_is_one_line(hub, action, status, content_type, body):
+    """Local server answering HTML, garbage or the wrong JSON everywhere: one HubError line naming HF_ENDPOINT."""
+    hub.add_repo("alice/gpt2")
+    hub.answer_all_with = (status, content_type, body)
+    with pytest.raises(HubError) as error:
+        push_fits("alice/gpt2", _fit()) if action == "push" else load_fits("alice/gpt2")
+    message = str(error.value)
+    assert "did not answer like a Hugging Face Hub" in message and "HF_ENDPOINT" in message
+    assert "\n" not in message and "<html" not in message and "Traceback" not in message
+    assert hub.retry_waits == [] and hub.repos["alice/gpt2"].commits == []
+    if action == "push":
+        assert message.endswith("nothing was changed on the Hub or here")
+
+
+def test_cli_card_show_of_a_server_that_is_not_a_hub(hub, capsys):
+    """Local server: 'lensllm card show' against an HTML page: exit 2, one line on stderr."""
+    hub.answer_all_with = (200, "text/html", b"<html>captive portal</html>")
+    assert main(["card", "show", "alice/gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not answer like a Hugging Face Hub" in err
+
+
+@pytest.mark.parametrize("set_how", ["environment after import", "huggingface_hub constant"])
+def test_offline_mode_fails_at_once_and_sends_nothing(hub, tmp_path, monkeypatch, capsys, set_how):
+    """HF_HUB_OFFLINE=1: load_fits, push_fits and 'card show' fail at once, no request, no retry wait.
+
+    huggingface_hub reads the variable when it is imported; set later (a notebook, a script),
+    it used to be ignored and the client waited through 25 s of retries.
+    """
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
+    if set_how == "environment after import":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set and the card is not in the local"):
+        load_fits("alice/gpt2")
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set, so nothing is sent.*nothing was changed"):
+        push_fits("alice/gpt2", _fit())
+    assert main(["card", "show", "alice/gpt2"]) == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    assert hub.requests == [] and hub.retry_waits == []
+    write_card(tmp_path, _fit())  # a local card needs no Hub
+    assert load_fits(tmp_path)[0].key == _fit().key
+
+
+def test_offline_mode_reads_a_card_already_in_the_cache(hub, monkeypatch):
+    """Local server: a card read once online is read from huggingface_hub's cache offline, with no request."""
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
+    online = load_fits("alice/gpt2")
+    before = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = load_fits("alice/gpt2")
+    assert [f.to_dict() for f in offline] == [f.to_dict() for f in online] and len(hub.requests) == before
+
+
+def test_write_card_keeps_the_file_mode_and_writes_through_a_symlink(tmp_path):
+    """card write: a 0640 README stays 0640; a symlinked README.md stays a link and its target gets the fit."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    readme = model_dir / "README.md"
+    readme.write_text(_card_text(OTHER_META), encoding="utf-8")
+    readme.chmod(0o640)
+    write_card(model_dir, _fit())
+    assert readme.stat().st_mode & 0o777 == 0o640 and load_fits(model_dir)[0].key == _fit().key
+
+    shared = tmp_path / "shared-cards"
+    shared.mkdir()
+    (shared / "gpt2.md").write_text(_card_text(OTHER_META), encoding="utf-8")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "README.md").symlink_to(shared / "gpt2.md")
+    fit_json = tmp_path / "fit.json"
+    _ranking("gpt2").to_json(fit_json)
+    assert main(["card", "write", str(linked), "--from", str(fit_json), "--dataset", "imdb"]) == 0
+    assert (linked / "README.md").is_symlink()
+    assert load_fits(shared / "gpt2.md")[0].model == "gpt2"
+    assert sorted(p.name for p in linked.iterdir()) == ["README.md"]  # no temporary file left behind
+    assert sorted(p.name for p in shared.iterdir()) == ["gpt2.md"]
+
+
+def test_long_and_unusual_candidate_names_get_their_own_card_folders(tmp_path):
+    """A 300-character name, 'org/A' beside 'org--A', unicode and control characters: one card each, no crash."""
+    from lensllm_hf.selector.result import SelectionResult
+
+    names = ["x" * 300, "org/A", "org--A", "модель/A", "模型/A", "A ", "A", "bad\x1bname",
+             "EleutherAI/pythia-70m"]
+    result = SelectionResult(fits=_ranking(*names), table=None, target_size=TARGET)
+    written = result.write_cards(tmp_path / "cards")
+    assert set(written) == set(names)
+    assert len({path.parent for path in written.values()}) == len(names)
+    assert all(len(path.parent.name) <= 100 for path in written.values())
+    assert written["EleutherAI/pythia-70m"].parent.name == "EleutherAI--pythia-70m"
+    for name, path in written.items():
+        (fit,) = load_fits(path)
+        assert fit.model == name
+    with pytest.raises(CardError, match="not a Hub repo ID") as error:  # too long for a path: not an OSError
+        load_fits("x" * 5000)
+    assert "\n" not in str(error.value) and len(str(error.value)) <= 1000
+
+
 # -- the command line --------------------------------------------------------------------
 def test_cli_write_show_push(tmp_path, hub, capsys):
     """Local server: lensllm card write / show / push with the JSON of 'lensllm fit --json'."""
@@ -471,7 +733,7 @@ def test_cli_write_show_push(tmp_path, hub, capsys):
 
     assert main(["card", "show", str(model_dir)]) == 0
     shown = capsys.readouterr().out
-    assert "1 fit" in shown and "opt on imdb (plain_text, test), eval_loss: rectified law, 6 points" in shown
+    assert "1 fit" in shown and "opt on imdb (plain_text, test), eval_loss: rectified law, 6 of 6 points used" in shown
 
     hub.add_repo("alice/gpt2")
     assert main(["card", "push", "alice/gpt2", "--from", str(fit_json), "--dataset", "imdb", "--pr"]) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lensllm_hf.laws import LAWS, AtSLaw, FitError, LensLLMLaw, PowerLaw, RectifiedLaw, ScalingLaw, detect_transition
+from lensllm_hf.fit import Fit
+from lensllm_hf.laws import LAWS, AtSLaw, FitError, LensLLMLaw, PowerLaw, RectifiedLaw, detect_transition, spectrum_F
 
 SIZES = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200], dtype=float)
 TARGET = 1_638_400.0
@@ -66,23 +68,48 @@ def test_power_recovers(B, beta, E, seed):
 def test_power_ignores_the_zero_shot_point():
     truth = 5.0 * SIZES[1:] ** -0.3 + 1.0
     law = PowerLaw().fit(SIZES, np.r_[9.0, truth])
-    assert 0.0 not in law.sizes_
+    assert law.used_[0] == False and law.used_[1:].all()  # noqa: E712  (seen, not used)
     assert law.params_["beta"] == pytest.approx(0.3, rel=1e-3)
 
 
-def test_lensllm_with_given_F_keeps_it_and_recovers_the_rest():
-    truth = rectified(SIZES, 6.0, 2.5, 0.35, 0.8)
-    law = LensLLMLaw(F=2.5).fit(SIZES, noisy(truth, 0.001, 1))
-    assert law.params_["F"] == 2.5
-    assert law.params_["beta"] == pytest.approx(0.35, rel=0.05)
-    assert law.params_["E"] == pytest.approx(0.8, rel=0.1)
+def _spectrum(seed=0, k=16):
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.lognormal(-2.0, 1.5, k)), rng.uniform(0.3, 1.0, k)
+
+
+def test_lensllm_fits_t_along_the_probe_spectrum():
+    """With a probe, F = F(Theta, t) at the fitted eta*t, and the curve is recovered."""
+    lam, coef = _spectrum()
+    eta_t = 3.0
+    F = float(spectrum_F(lam, coef, eta_t))
+    truth = rectified(SIZES, 6.0, F, 0.35, 0.8)
+    law = LensLLMLaw(eigenvalues=lam, coefficients=coef).fit(SIZES, noisy(truth, 0.001, 1))
+    assert law.params_["F"] == pytest.approx(float(spectrum_F(lam, coef, law.params_["eta_t"])), rel=1e-9)
+    assert 0 < law.params_["F"] <= float(np.sum(coef**2)) * (1 + 1e-12)
+    assert np.max(np.abs(np.log(law.predict(SIZES) / truth))) < 0.01
     # At D = 0 the curve gives the zero-shot loss B/F + E.
-    assert law.predict([0])[0] == pytest.approx(6.0 / 2.5 + 0.8, rel=0.01)
+    assert law.predict([0])[0] == pytest.approx(law.params_["B"] / law.params_["F"] + law.params_["E"], rel=1e-9)
+    assert law.to_fit().warnings == ()
 
 
-def test_lensllm_rejects_a_non_positive_F():
-    with pytest.raises(FitError, match="F must be"):
-        LensLLMLaw(F=-1.0).fit(SIZES, rectified(SIZES, 6.0, 2.5, 0.35, 0.8))
+def test_lensllm_keeps_F_inside_what_the_spectrum_allows():
+    """A curve that wants a huge F (late transition) gets F at its ceiling ||r||^2, not beyond."""
+    lam, coef = _spectrum(1)
+    truth = rectified(SIZES, 4000.0, 1000.0, 0.9, 1.0)
+    law = LensLLMLaw(eigenvalues=lam, coefficients=coef).fit(SIZES, truth)
+    assert law.params_["F"] <= float(np.sum(coef**2)) * (1 + 1e-9)
+
+
+def test_lensllm_without_probe_is_the_rectified_law_and_says_so():
+    losses = noisy(rectified(SIZES, 40.0, 20.0, 0.5, 1.2), 0.005, 2)
+    free = LensLLMLaw().fit(SIZES, losses)
+    assert free.predict([TARGET]) == RectifiedLaw().fit(SIZES, losses).predict([TARGET])
+    assert "no NTK probe" in free.to_fit().warnings[0]
+
+
+def test_lensllm_rejects_a_malformed_spectrum():
+    with pytest.raises(FitError, match="same length"):
+        LensLLMLaw(eigenvalues=[1.0, 2.0], coefficients=[1.0]).fit(SIZES, rectified(SIZES, 6.0, 2.5, 0.35, 0.8))
 
 
 def test_ats_is_a_line_in_log_log_on_the_power_phase():
@@ -90,7 +117,8 @@ def test_ats_is_a_line_in_log_log_on_the_power_phase():
     flat = np.array([3.0, 2.99, 2.985])  # pre-power phase: barely moves
     power = noisy(2.98 * (D[3:] / D[3]) ** -0.2, 0.002, 5)
     law = AtSLaw().fit(D, np.r_[flat, power])
-    assert law.params_["transition_size"] == D[3]
+    assert law.transition_size_ == D[3] == law.to_fit().transition_size
+    assert law.to_fit().used == (False, False, False, *([True] * (D.size - 3)))
     assert law.params_["b"] == pytest.approx(-0.2, abs=0.01)
     assert law.predict([TARGET])[0] == pytest.approx(2.98 * (TARGET / D[3]) ** -0.2, rel=0.05)
 
@@ -129,18 +157,16 @@ def test_interval_coverage_on_synthetic_curves():
 
 
 @pytest.mark.parametrize("name", sorted(LAWS))
-def test_round_trip_through_dict_predicts_the_same(name):
+def test_round_trip_through_dict_predicts_exactly_the_same(name):
     losses = noisy(rectified(SIZES, 40.0, 20.0, 0.5, 1.2), 0.005, 7)
-    law = LAWS[name]().fit(SIZES, losses)
-    again = ScalingLaw.from_dict(law.to_dict())
-    assert type(again) is type(law)
-    np.testing.assert_allclose(again.predict([TARGET, 1e5]), law.predict([TARGET, 1e5]), rtol=1e-9)
-    assert again.transition_size_ == law.transition_size_
-
-
-def test_unknown_law_in_dict_is_a_clear_error():
-    with pytest.raises(FitError, match="unknown law 'cubic'"):
-        ScalingLaw.from_dict({"law": "cubic", "params": {}})
+    kwargs = dict(zip(("eigenvalues", "coefficients"), _spectrum())) if name == "lensllm" else {}
+    fit = LAWS[name](**kwargs).fit(SIZES, losses).to_fit()
+    again = Fit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert again == fit
+    at = [TARGET, 1e5, 0.0]
+    assert again.predict(at).tolist() == fit.predict(at).tolist()
+    for a, b in zip(again.predict_interval(at, 0.8), fit.predict_interval(at, 0.8)):
+        assert a.tolist() == b.tolist()
 
 
 @pytest.mark.parametrize("name", sorted(LAWS))
@@ -169,6 +195,15 @@ def test_predict_before_fit_says_what_to_do():
 
 
 def test_engine_does_not_import_torch():
-    code = ("import sys, lensllm_hf.laws, lensllm_hf.methods, lensllm_hf.bench, lensllm_hf.adaptive, lensllm_hf.cli; "
+    code = ("import sys, lensllm_hf.laws, lensllm_hf.fit, lensllm_hf.ranking, lensllm_hf.methods, lensllm_hf.bench, lensllm_hf.adaptive, lensllm_hf.cli; "
             "lensllm_hf.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_free_F_lensllm_fit_is_the_rectified_fit_renamed():
+    losses = noisy(rectified(SIZES, 40.0, 20.0, 0.5, 1.2), 0.005, 4)
+    shared = LensLLMLaw.free_F(RectifiedLaw().fit(SIZES, losses).to_fit())
+    own = LensLLMLaw().fit(SIZES, losses).to_fit()
+    assert shared == own
+    with pytest.raises(FitError, match="takes a rectified fit"):
+        LensLLMLaw.free_F(PowerLaw().fit(SIZES, losses).to_fit())

@@ -18,8 +18,9 @@ import pytest
 from lensllm_hf import records
 from lensllm_hf.curves import CurveError
 from lensllm_hf.errors import LensLLMError
-from lensllm_hf.records import (Evaluation, RecordError, RunRecord, SchemaError, check_writable, config_hash,
-                                has_record, list_records, load_table, read_record, record_name, write_record)
+from lensllm_hf.records import (Evaluation, RecordError, RecordWarning, RunKey, RunRecord, SchemaError, check_writable,
+                                config_hash, has_record, list_records, load_table, read_record, record_name,
+                                write_record)
 
 
 def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="complete", chash="cfg1",
@@ -53,16 +54,20 @@ def memory_store():
 
 
 def test_record_name_is_stable_readable_and_safe():
-    assert record_name("Qwen/Qwen2-0.5B", 800, 0, "3f2a9c01d4") == "Qwen--Qwen2-0.5B__D800__seed0__3f2a9c01d4.lensllm.json"
-    assert record_name("gpt2", None, None, None) == "gpt2__Dall__seednone__none.lensllm.json"
+    name = record_name("Qwen/Qwen2-0.5B", 800, 0, "3f2a9c01d4")
+    assert name == RunKey("Qwen/Qwen2-0.5B", 800, 0, "3f2a9c01d4").name  # one identity, one name
+    assert name.startswith("Qwen--Qwen2-0.5B__D800__seed0__3f2a9c01d4__") and name.endswith(".lensllm.json")
+    assert name == record_name("Qwen/Qwen2-0.5B", 800, 0, "3f2a9c01d4")  # stable across calls
+    assert record_name("gpt2", None, None, None).startswith("gpt2__Dall__seednone__none__")
     deep = "/very/deep/" + "folder/" * 30 + "model"
     name = record_name(deep, 200, 1, "h")
-    assert "/" not in name and len(name) < 160
-    # Two long paths that share their ending still get different names.
-    assert record_name("/a" + deep, 200, 1, "h") != name
-    assert record_name("my model:v2", 200, 1, "h").startswith("my--model--v2__")
-    assert records.record_path("memory://runs/", "a/b", 8, 0, "h") == "memory://runs/a--b__D8__seed0__h.lensllm.json"
-    assert records.record_path("runs", "a", 8, 0, "h") == os.path.join("runs", "a__D8__seed0__h.lensllm.json")
+    assert "/" not in name and len(name) <= 200 and not name.startswith(".")
+    # Two long paths that share their beginning still get different names.
+    assert record_name(deep + "2", 200, 1, "h") != name
+    assert record_name("my model:v2", 200, 1, "h").startswith("my-model-v2__")
+    key = RunKey("a/b", 8, 0, "h")
+    assert records.record_path("memory://runs/", key) == f"memory://runs/{key.name}"
+    assert records.record_path("runs", "a", 8, 0, "h") == os.path.join("runs", RunKey("a", 8, 0, "h").name)
 
 
 def test_config_hash_ignores_key_order_and_float_spelling():
@@ -105,12 +110,12 @@ def test_a_crash_during_write_leaves_the_previous_record(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # the process is stopped between writing and renaming
 
-    monkeypatch.setattr(records.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
         write_record(make_record(loss=2.0), tmp_path)
     monkeypatch.undo()
     assert open(path).read() == before
-    assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]  # no temporary file left behind
+    assert os.listdir(tmp_path) == [os.path.basename(path)]  # no temporary file left behind
 
 
 def test_a_killed_writer_never_leaves_half_a_file(tmp_path):
@@ -174,7 +179,7 @@ def test_list_records_finds_store_names_and_output_dirs_but_not_other_json(tmp_p
     (tmp_path / "run-b" / "trainer_state.json").write_text("{}")
     (tmp_path / "results.json").write_text("[]")
     found = [os.path.relpath(p, tmp_path) for p in list_records(tmp_path)]
-    assert found == ["a__D200__seed0__cfg1.lensllm.json", os.path.join("run-b", "lensllm_record.json")]
+    assert found == [make_record("a").name, os.path.join("run-b", "lensllm_record.json")]
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -189,6 +194,11 @@ def _assert_one_line_naming(error, path, fix_word):
 @pytest.mark.parametrize("change, fix", [
     ({"schema_version": 99}, "upgrade lensllm_hf"),
     ({"schema_version": "1"}, "unknown schema_version"),
+    ({"schema_version": 0}, "unknown schema_version"),
+    ({"key": {"model": "other", "train_size": 200, "seed": 0, "config_hash": "cfg1"}}, "does not match"),
+    ({"key": [1]}, "'key' must be an object"),
+    ({"key": {"model": "org/model-a"}}, "'key' lacks"),
+    ({"seed": "0"}, "seed must be a whole number"),
     ({"schema_version": None}, "unknown schema_version"),
     ({"status": "done"}, "one of complete"),
     ({"train_size": -3}, "whole number"),
@@ -239,10 +249,13 @@ def test_missing_keys_malformed_json_and_missing_files(tmp_path):
     _assert_one_line_naming(error, tmp_path / "nope.json", "no such record")
     with pytest.raises(RecordError, match="is a folder"):
         read_record(tmp_path)
-    # load_table names the bad file in the store.
-    with pytest.raises(SchemaError) as error:
-        load_table(tmp_path)
-    assert "a.lensllm.json" in str(error.value) or "half.lensllm.json" in str(error.value)
+    # load_table names each bad file of the store in a warning and goes on without it.
+    write_record(make_record("good"), tmp_path)
+    with pytest.warns(RecordWarning) as caught:
+        table = load_table(tmp_path)
+    assert table.models == ["good"]
+    named = " ".join(str(w.message) for w in caught)
+    assert "a.lensllm.json" in named and "half.lensllm.json" in named
 
 
 def test_store_that_cannot_be_written_or_read(tmp_path):

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -59,8 +60,7 @@ def test_grid_ranks_the_candidates_and_reports_the_failed_one(grid):
     selector, result, _ = grid
     assert isinstance(result, SelectionResult)
     frame = result.ranking
-    assert list(frame.columns) == ["model", "predicted_loss", "interval_low", "interval_high", "transition_size",
-                                   "flops", "status", "error"]
+    assert {"model", "predicted_loss", "interval_low", "interval_high", "flops", "status", "error"} <= set(frame.columns)
     assert list(frame["model"]) == [*sorted(["small", "large"], key=lambda m: frame.set_index("model")
                                             .loc[m, "predicted_loss"]), "missing"]
     assert result.best in {"small", "large"} and result.best == frame["model"].iloc[0]
@@ -180,6 +180,9 @@ def test_lora_candidate_is_trained_through_its_adapter(models, data, tmp_path):
     rec = read_record(next(p for p in list_records(tmp_path / "store") if "__D8__" in p))
     assert rec.status == "complete" and rec.adapter["peft_type"] == "LORA" and rec.adapter["r"] == 4
     assert rec.model["trainable_parameters"] < rec.model["num_parameters"] / 2
+    # The key the selector planned (adapter hash included) is the one the run was recorded under.
+    planned = {p.size: p for p in selector.plan()}
+    assert planned[8].status == "complete" and planned[8].key.adapter is not None and rec.key == planned[8].key
 
 
 def _rss_mb() -> float:
@@ -201,23 +204,32 @@ def test_memory_does_not_grow_over_20_runs(data, tmp_path):
         gc.collect()
         rss.append(_rss_mb())
     assert len(list_records(tmp_path / "store")) == 20
-    # The allocator settles within the first runs; after that RSS is flat (measured: 0.0 MB per
-    # run alone, noise of +-10 MB among other tests), while keeping only each run's model alive
-    # adds 6.3 MB per run. Compare medians of early and late runs, so that one transient spike
-    # of the allocator (seen: +120 MB for a single run among other tests) does not decide.
-    runs_apart = 12
-    growth = (np.median(rss[-4:]) - np.median(rss[4:8])) / runs_apart
+    # The allocator settles within the first runs (seen: one step of up to +145 MB as late as the
+    # 8th run, then flat, on main too); after that RSS is flat (0.0 MB per run alone, noise of
+    # +-10 MB among other tests), while keeping only each run's model alive adds 6.3 MB per run.
+    # Compare medians of settled early runs and of the last runs, so that one transient spike
+    # does not decide.
+    runs_apart = 8
+    growth = (np.median(rss[-4:]) - np.median(rss[8:12])) / runs_apart
     assert growth < 3.0, f"RSS grows {growth:.2f} MB per run: {[round(x) for x in rss]}"
 
 
 @pytest.mark.parametrize("change, message", [
     ({"candidates": []}, "no candidates"),
-    ({"strategy": "fastest"}, "unknown strategy 'fastest'"),
+    ({"strategy": "fastest"}, "strategy='fastest': must be one of grid, adaptive"),
+    ({"strategy": "gird"}, "did you mean 'grid'?"),
+    ({"level": 2.0}, "level=2.0: must be above 0 and below 1"),
+    ({"zero_shot": "no"}, "zero_shot='no': must be true or false"),
+    ({"target_size": 10**24}, "must be at least 1 and at most 1e+12"),
+    ({"seed": -1}, "seed=-1: must be at least 0"),
+    ({"training_args": {"learning_rat": 1e-3}}, "'learning_rat' is not a TrainingArguments keyword; did you mean "
+                                                "'learning_rate'?"),
+    ({"training_args": {"load_best_model_at_end": True, "eval_strategy": "steps"}}, "TrainingArguments refuses"),
     ({"target_size": 32}, "target_size 32 must be larger than the budget 32"),
     ({"text_column": "body"}, "no text column 'body'"),
     ({"budget": 400}, "exceeds the 200 training rows"),
     ({"budget": 8}, "at least 3"),
-    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"method": "magic"}, "method='magic': must be one of"),
 ])
 def test_bad_input_is_one_line_naming_the_fix(models, data, tmp_path, change, message):
     params = {**COMMON, "output_dir": tmp_path}
@@ -226,6 +238,21 @@ def test_bad_input_is_one_line_naming_the_fix(models, data, tmp_path, change, me
     with pytest.raises(LensLLMError, match=re.escape(message)) as info:
         LensLLMSelector(candidates, *data, **params)
     assert "\n" not in str(info.value)
+
+
+def test_an_unknown_parameter_is_a_type_error_as_for_any_python_call(models, data):
+    with pytest.raises(TypeError, match="budgte"):
+        LensLLMSelector([models["small"]], *data, budgte=64)
+
+
+def test_parameters_are_stored_as_given_and_repr_shows_them(models, data, tmp_path):
+    selector = LensLLMSelector([models["small"]], *data, output_dir=tmp_path, **{**COMMON, "target_size": 4000.0})
+    assert selector.target_size == 4000.0 and selector.target_size_ == 4000  # as given; the checked value apart
+    assert selector.budget == 32 and "budget=32" in repr(selector) and "train_dataset" not in repr(selector)
+    # Whole-number floats (as YAML or arithmetic give them) plan the very same runs as ints.
+    floats = LensLLMSelector([models["small"]], *data, output_dir=tmp_path,
+                             **{**COMMON, "max_length": 32.0, "seed": 0.0, "budget": 32.0, "min_size": 8.0})
+    assert [p.key for p in floats.plan()] == [p.key for p in selector.plan()]
 
 
 def test_a_published_fit_is_reused_instead_of_training(grid, models, data, tmp_path):
@@ -246,3 +273,52 @@ def test_a_published_fit_is_reused_instead_of_training(grid, models, data, tmp_p
     stored = [os.path.basename(p) for p in list_records(tmp_path / "out" / "store")]
     assert stored and not any(name.startswith("small__") for name in stored)  # nothing trained for it
     assert again.bought == {"large": [0, 8, 16, 32]}
+
+
+def test_a_run_claimed_by_another_owner_is_done_last_and_never_twice(models, data, tmp_path):
+    import threading
+
+    from lensllm_hf.records import Store
+
+    selector = LensLLMSelector([{"model": models["small"], "name": "small"}], *data, output_dir=tmp_path, **COMMON)
+    keys = [planned.key for planned in selector.plan()]
+    store = Store(selector.store_)
+    claim = store.claim(keys[1])  # as if another selection were training D=8 right now
+    assert claim is not None
+    made: list = []
+    worker = threading.Thread(target=lambda: made.extend(selector.train()))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        others = [k for k in keys if k != keys[1]]
+        while time.monotonic() < deadline and not all(
+                (rec := store.read(k)) is not None and rec.status == "complete" for k in others):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert worker.is_alive() and store.read(keys[1]) is None  # the others are done; it waits, untrained
+    finally:
+        claim.release()  # the other owner gives up: the selection takes the run over
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert [k.train_size for k in selector.made_] == [0, 16, 32, 8]
+    assert store.read(keys[1]).status == "complete" and len(made) == 4
+
+
+def test_the_serial_backend_asks_again_for_deferred_runs_after_the_others():
+    from lensllm_hf.records import RunKey
+    from lensllm_hf.selector.backends import SerialBackend
+    from lensllm_hf.selector.runner import Deferred
+
+    keys = [RunKey("a", size, 0, "h") for size in (0, 8, 16)]
+    calls: list[int] = []
+    waits: list[list] = []
+
+    def attempt(key):
+        calls.append(key.train_size)
+        if key.train_size == 8 and calls.count(8) < 3:
+            return Deferred(key, {"host": "elsewhere", "pid": 1})
+        return f"record {key.train_size}"
+
+    out = SerialBackend(poll_s=0.0, on_wait=waits.append).run(keys, attempt)
+    assert out == ["record 0", "record 8", "record 16"]  # in the order asked
+    assert calls == [0, 8, 16, 8, 8] and len(waits) == 2 and "elsewhere:1" in waits[0][0].describe()

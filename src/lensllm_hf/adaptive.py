@@ -1,16 +1,18 @@
 """Adaptive compute: buy more data only for candidates that could still be the best.
 
 Every candidate is first fine-tuned on the smallest sizes; then, round after round, the laws
-are fitted, and only the candidates whose interval at the target overlaps the leader's get
-their data doubled. It stops when one candidate is clearly ahead, or when the sizes (or the
+are fitted, and only the candidates that could still be the best (P(best) at least
+``CONTENDER_P``) get their data doubled. It stops when one candidate is clearly ahead, or when the sizes (or the
 FLOPs budget) run out. The same loop serves the selector, where buying a size trains a run,
 and ``lensllm bench``, where a curve table stands in for training: buying reveals a column.
 
 Example:
-    >>> table = CurveTable.read_csv("flan.csv")
-    >>> result = select_adaptive(table.models, [0, 200, 400, 800, 1600], 1_638_400,
-    ...                          buy=lambda m, s: (table.losses[table.models.index(m), ...], s))
-    >>> result.ranking.best, result.flops
+    >>> def buy(model, size):        # stands in for fine-tuning: (test loss, FLOPs)
+    ...     scale = {"small": 2.0, "large": 0.7}[model]
+    ...     return scale * 3.0 * (max(size, 100) / 100) ** -0.1, 1e6 * size
+    >>> result = select_adaptive(["small", "large"], [0, 200, 400, 800, 1600, 3200], 1_638_400, buy)
+    >>> result.ranking.best, result.bought["small"]
+    ('large', [0, 200, 400, 800])
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .errors import LensLLMError
 from .methods import LEVEL, rank
 from .ranking import CandidateFit, Ranking
 
-__all__ = ["AdaptiveResult", "select_adaptive"]
+__all__ = ["AdaptiveResult", "Buy", "select_adaptive", "table_buyer"]
 
 #: ``buy(model, size) -> (loss, flops)``: fine-tune one candidate on one subset size.
 Buy = Callable[[str, int], tuple[float, float]]
@@ -151,14 +153,32 @@ def select_adaptive(
     for candidate in ranking.candidates:
         if candidate.model in failed:
             candidate.status, candidate.error = "failed", failed[candidate.model]
-    state.ranking = Ranking(target, ranking.method, ranking.candidates)
+    state.ranking = Ranking(target, ranking.method, ranking.candidates, level)
     return state
 
 
+#: A candidate stays a contender (gets more data) while its P(best) is at least this.
+CONTENDER_P = 0.02
+
+
 def _contenders(ranked: list[CandidateFit]) -> list[CandidateFit]:
-    """The leader and every candidate whose interval reaches below the top of the leader's."""
+    """The leader and every candidate that could still be the best: P(best) >= CONTENDER_P, or,
+    for a method without probabilities, an interval reaching below the top of the leader's."""
     if not ranked:
         return []
     leader = ranked[0]
+    if all(c.p_best is not None for c in ranked):
+        return [c for c in ranked if c is leader or c.p_best >= CONTENDER_P]
     top = leader.interval[1] if leader.interval else leader.score
     return [c for c in ranked if c is leader or (c.interval[0] if c.interval else c.score) <= top]
+
+
+def table_buyer(table: CurveTable) -> Buy:
+    """``buy`` for a curve table: buying a size reveals that column; FLOPs are parameters x examples."""
+    scale = table.params if table.params is not None else np.ones(len(table.models))
+
+    def buy(model: str, size: int) -> tuple[float, float]:
+        row = table.models.index(model)
+        return float(table.column(size)[row]), float(scale[row] * size)
+
+    return buy

@@ -4,9 +4,13 @@ Every method sees the columns up to each budget, ranks the candidates, and is sc
 the true losses at the target column.
 
 Example:
-    >>> rows = run_bench([CurveTable.read_csv("flan.csv")], methods=["ats"])
-    >>> summarize(rows)["flan"]["ats"]["pearson"]
-    62.7...
+    >>> sizes = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800])
+    >>> slopes = np.array([[-0.05], [-0.08], [-0.11]])
+    >>> losses = np.exp(1.0 + slopes * np.log(np.maximum(sizes, 100) / 100))
+    >>> table = CurveTable(["a", "b", "c"], sizes, losses, source="toy.csv")
+    >>> rows = run_bench([table], methods=["ats"], target=12800, budgets=[3200])
+    >>> rows[0]["relacc"], rows[0]["pick_is_best"]
+    (1.0, 1.0)
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import numpy as np
 from .curves import CurveError, CurveTable
 from .methods import METHODS, rank
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_ranking", "summarize"]
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_p_best", "score_ranking", "score_row",
+           "summarize"]
 
 DEFAULT_TARGET = 1_638_400
 DEFAULT_BUDGETS = (204_800, 102_400, 51_200, 25_600, 12_800, 6_400, 3_200)
@@ -73,34 +78,33 @@ def _bench_table(table: CurveTable, methods: list[str], target: int, budgets: Se
                          "fix those cells or drop the rows")
     full_cost = _full_cost(table, target)
     rows = [_score(table.up_to(budget), method, target, budget, truth, full_cost)
-            for budget in budgets for method in methods if method != "adaptive"]
+            for budget in budgets for method in methods if method not in ("adaptive", "halving")]
     if "adaptive" in methods:
         rows.append(_score_adaptive(table.up_to(max(budgets)), target, truth, full_cost))
+    if "halving" in methods:
+        from .halving import score_on_table
+
+        rows.extend(score_on_table(table.up_to(max(budgets)), target, budgets, truth, full_cost))
     return rows
 
 
 def _score_adaptive(table: CurveTable, target: int, truth: np.ndarray, full_cost: float) -> dict:
     """The adaptive loop with the table standing in for training: buying a size reveals its column."""
-    from .adaptive import select_adaptive
+    from .adaptive import select_adaptive, table_buyer
 
-    scale = table.params if table.params is not None else np.ones(len(table.models))
-
-    def buy(model: str, size: int) -> tuple[float, float]:
-        row = table.models.index(model)
-        return float(table.column(size)[row]), float(scale[row] * size)
-
+    buy = table_buyer(table)
     result = select_adaptive(table.models, table.sizes.tolist(), target, buy,
                              max_flops=ADAPTIVE_FLOPS_FRACTION * full_cost, params=table.params)
-    return _row(table, "adaptive", None, target, result.ranking, truth, result.flops / full_cost)
+    return score_row(table, "adaptive", None, target, result.ranking, truth, result.flops / full_cost)
 
 
 def _score(seen: CurveTable, method: str, target: int, budget: int, truth: np.ndarray, full_cost: float) -> dict:
     ranking = rank(seen, target, method)
     spent = sum(c.flops or 0.0 for c in ranking.candidates)
-    return _row(seen, method, budget, target, ranking, truth, spent / full_cost)
+    return score_row(seen, method, budget, target, ranking, truth, spent / full_cost)
 
 
-def _row(seen: CurveTable, method: str, budget: int | None, target: int, ranking, truth: np.ndarray,
+def score_row(seen: CurveTable, method: str, budget: int | None, target: int, ranking, truth: np.ndarray,
          compute_fraction: float) -> dict:
     by_model = {c.model: c for c in ranking.candidates}
     scores = np.array([by_model[m].score if by_model[m].status == "complete" else np.nan for m in seen.models])
@@ -110,6 +114,7 @@ def _row(seen: CurveTable, method: str, budget: int | None, target: int, ranking
     pearson, relacc = score_ranking(scores, truth)
     errors = [abs(by_model[m].predicted_loss - t) / t for m, t in zip(seen.models, truth)
               if by_model[m].predicted_loss is not None]
+    brier, pick_p, pick_right = score_p_best(ranking, seen.models, truth)
     return {
         "dataset": seen.name,
         "method": method,
@@ -120,11 +125,40 @@ def _row(seen: CurveTable, method: str, budget: int | None, target: int, ranking
         "compute_fraction": compute_fraction,
         "median_rel_error": float(np.median(errors)) if errors and _predicts_loss(method) else None,
         "failed": int((~ok).sum()),
+        "p_best_brier": brier,
+        "pick_p_best": pick_p,
+        "pick_is_best": pick_right,
     }
 
 
+def score_p_best(ranking, models: Sequence[str], truth: np.ndarray) -> tuple[float, float, float]:
+    """(Brier score, P(best) of the pick, 1.0 if the pick is truly best else 0.0) of one ranking.
+
+    The Brier score sums (p_i - 1[i is truly best])^2 over the candidates. A method that gives no
+    probabilities (ZeroShot, ...) is scored as the point forecast it makes: 1 for its pick, 0
+    for the rest; a failed candidate has p = 0.
+
+    Example:
+        >>> from lensllm_hf.ranking import CandidateFit, Ranking
+        >>> r = Ranking(1e5, "zeroshot", [CandidateFit("a", score=1.0), CandidateFit("b", score=2.0)])
+        >>> score_p_best(r, ["a", "b"], np.array([1.5, 1.2]))
+        (2.0, 1.0, 0.0)
+    """
+    by_model = {c.model: c for c in ranking.candidates}
+    ranked = ranking.ranked
+    if ranked and all(c.p_best is not None for c in ranked):
+        p = np.array([by_model[m].p_best if by_model[m].status == "complete" else 0.0 for m in models])
+    else:
+        p = np.array([1.0 if m == ranking.best else 0.0 for m in models])
+    truly = np.zeros(len(models))
+    truly[int(np.argmin(truth))] = 1.0
+    pick = list(models).index(ranking.best) if ranking.best is not None else None
+    pick_p = float(p[pick]) if pick is not None else 0.0
+    return float(np.sum((p - truly) ** 2)), pick_p, float(pick is not None and truly[pick] == 1.0)
+
+
 def _predicts_loss(method: str) -> bool:
-    return method == "adaptive" or METHODS[method].predicts_loss
+    return method in ("adaptive", "halving") or METHODS[method].predicts_loss
 
 
 def _full_cost(table: CurveTable, target: int) -> float:
@@ -135,7 +169,12 @@ def _full_cost(table: CurveTable, target: int) -> float:
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """Means over budgets per dataset and method, scores in percent (as the papers print them)."""
+    """Means over budgets per dataset and method, scores in percent (as the papers print them).
+
+    Besides PearCorr and RelAcc: ``p_best_brier`` (mean Brier score of the P(best) forecasts),
+    ``pick_p_best`` (mean P(best) the method gave its picks) and ``pick_is_best`` (how often the
+    pick was truly the best): a calibrated method has the last two about equal.
+    """
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row in rows:
         out.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault("_rows", []).append(row)
@@ -147,6 +186,9 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
                 relacc=100 * _mean(r["relacc"] for r in group),
                 compute_fraction=_mean(r["compute_fraction"] for r in group),
                 median_rel_error=_mean(r["median_rel_error"] for r in group),
+                p_best_brier=_mean(r["p_best_brier"] for r in group),
+                pick_p_best=_mean(r["pick_p_best"] for r in group),
+                pick_is_best=_mean(r["pick_is_best"] for r in group),
             )
     return out
 

@@ -29,22 +29,33 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._utils import display, one_line
 from .errors import LensLLMError
+from .selector.params import (Param, ParamError, SelectionParams, check_params, param, params_of, run_sizes,
+                              suggest)
 
-__all__ = ["DatasetConfig", "SelectConfig"]
+__all__ = ["ConfigError", "DatasetConfig", "SelectConfig"]
 
 #: Loader of ``datasets.load_dataset`` per local file suffix.
-_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".txt": "text", ".parquet": "parquet",
-             ".arrow": "arrow"}
+BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".txt": "text", ".parquet": "parquet",
+            ".arrow": "arrow"}
 
 
 class ConfigError(LensLLMError, ValueError):
     """A config file that cannot be used; the message names the file, the key and the fix."""
+
+
+def _as_in_selector(name: str) -> Any:
+    """A dataset key that is a selector parameter: the same declaration, settable in the file."""
+    f = next(f for f in dataclasses.fields(SelectionParams) if f.name == name)
+    spec: Param = dataclasses.replace(f.metadata["lensllm"], yaml=True)
+    return field(default=f.default, metadata={"lensllm": spec})
 
 
 @dataclass
@@ -63,15 +74,16 @@ class DatasetConfig:
         revision: of the Hub dataset.
     """
 
-    id: str | None = None
-    config: str | None = None
-    split: str = "train"
-    eval_split: str | None = None
-    text_column: str = "text"
-    files: dict[str, str] | None = None
-    eval_size: int = 500
-    eval_rows: int | None = None
-    revision: str | None = None
+    id: str | None = param(None, help="Hub dataset ID, or a datasets builder (json, csv, ...) with files")
+    config: str | None = param(None, help="the dataset configuration")
+    split: str = param("train", help="the training split")
+    eval_split: str | None = param(None, help="the evaluation split")
+    text_column: str = _as_in_selector("text_column")
+    files: dict[str, str] | None = param(None, example="{train: data/train.jsonl, eval: data/eval.jsonl}",
+                                         help="local files")
+    eval_size: int = _as_in_selector("eval_size")
+    eval_rows: int | None = param(None, low=1, high=10**12, example="500", help="evaluate on the first rows only")
+    revision: str | None = param(None, help="of the Hub dataset")
 
     @property
     def label(self) -> str:
@@ -93,43 +105,38 @@ class DatasetConfig:
                 evalset = (datasets.load_dataset(self.id, self.config, split=self.eval_split, revision=self.revision)
                            if self.eval_split else None)
             except Exception as error:  # network, unknown ID or split: one line
-                raise ConfigError(f"cannot load the dataset {self.id!r} (config {self.config!r}, split "
-                                  f"{self.split!r}): {_one_line(error)}; check dataset.id/config/split, or use "
+                raise ConfigError(f"cannot load the dataset {display(self.id)!r} (config {self.config!r}, split "
+                                  f"{self.split!r}): {one_line(error, 300)}; check dataset.id/config/split, or use "
                                   "dataset.files offline") from None
         if evalset is not None and self.eval_rows is not None:
             evalset = evalset.select(range(min(self.eval_rows, len(evalset))))
         return train, evalset
 
 
+#: Top-level keys of a config file besides the selection parameters.
+_SECTIONS = ("candidates", "dataset")
+
+
 @dataclass
 class SelectConfig:
-    """A whole selection: candidates, data, sizes, strategy and training arguments.
+    """A whole selection: candidates, data and the selection parameters the file sets.
 
-    Every field maps to the :class:`~lensllm_hf.LensLLMSelector` parameter of the same name;
-    ``dataset`` is a :class:`DatasetConfig`. ``path`` is the file it was read from.
+    ``params`` holds the parameters of :class:`~lensllm_hf.LensLLMSelector` the file sets
+    (declared in :class:`~lensllm_hf.selector.params.SelectionParams`, checked when read); the
+    others keep the selector's defaults. ``config.budget`` and the like read them. ``path`` is
+    the file it was read from.
     """
 
     candidates: list[Any]
     dataset: DatasetConfig
-    target_size: int | None = None
-    budget: int = 3200
-    min_size: int = 200
-    sizes: list[int] | None = None
-    zero_shot: bool = True
-    strategy: str = "grid"
-    method: str = "default"
-    level: float = 0.9
-    seed: int = 0
-    max_length: int = 512
-    metric: str = "loss"
-    training_args: dict[str, Any] = field(default_factory=dict)
-    output_dir: str | None = None
-    store: str | None = None
-    ntk_probe: bool = True
-    max_flops: float | None = None
-    reuse_published: bool = False
-    retry_failed: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        declared = params_of()
+        if name in declared and name != "params":
+            return self.__dict__.get("params", {}).get(name, declared[name][2])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> SelectConfig:
@@ -140,49 +147,64 @@ class SelectConfig:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(f"{where}: no such file; pass a YAML config (see 'lensllm select --help')") from None
+            raise ConfigError(f"{display(where)}: no such file; pass a YAML config (see 'lensllm select --help')") from None
         except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{where}: cannot read it ({_one_line(error)}); pass a readable YAML text file") from None
+            raise ConfigError(f"{display(where)}: cannot read it ({one_line(error)}); pass a readable YAML text "
+                              "file") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{where}: not valid YAML{at} ({getattr(error, 'problem', None) or 'syntax error'}); "
+            raise ConfigError(f"{display(where)}: not valid YAML{at} ({getattr(error, 'problem', None) or 'syntax error'}); "
                               "fix the file") from None
         return cls.from_dict(data, where=where, base=Path(path).resolve().parent)
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "config", base: Path | None = None) -> SelectConfig:
+        """Check a whole config (keys, types, ranges, candidates, training arguments, files) before any work."""
         if not isinstance(data, dict):
-            raise ConfigError(f"{where}: the config must be a YAML mapping with 'candidates' and 'dataset', "
+            raise ConfigError(f"{display(where)}: the config must be a YAML mapping with 'candidates' and 'dataset', "
                               f"got {type(data).__name__}")
-        known = {f.name for f in fields(cls)} - {"path"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        for key in ("candidates", "dataset"):
+        for key in _SECTIONS:
             if not data.get(key):
-                raise ConfigError(f"{where}: '{key}' is missing or empty; "
+                raise ConfigError(f"{display(where)}: '{key}' is missing or empty; "
                                   + ("list the models to compare (Hub IDs or paths)" if key == "candidates" else
                                      "give dataset.id (a Hub dataset) or dataset.files (local files)"))
-        candidates = data["candidates"]
-        if not isinstance(candidates, list):
-            raise ConfigError(f"{where}: 'candidates' must be a list of model IDs or {{model: ...}} mappings")
         base = base or Path.cwd()
-        candidates = [_resolve_candidate(c, base) for c in candidates]
-        dataset = _dataset(data["dataset"], where, base)
-        values = {k: v for k, v in data.items() if k not in ("candidates", "dataset")}
-        for key in ("training_args",):
-            if key in values and not isinstance(values[key], dict):
-                raise ConfigError(f"{where}: '{key}' must be a mapping of TrainingArguments keywords")
-        for key in ("target_size", "budget", "min_size", "seed", "max_length"):
-            if key in values and values[key] is not None and not _is_int(values[key]):
-                raise ConfigError(f"{where}: '{key}' must be a whole number, got {values[key]!r}")
+        values = {k: v for k, v in data.items() if k not in _SECTIONS}
+        try:
+            params = check_params(values, where=where, yaml=True)
+        except ParamError as error:
+            raise ConfigError(str(error)) from None
         for key in ("output_dir", "store"):
-            if values.get(key):
-                values[key] = _resolve_path(str(values[key]), base)
-        return cls(candidates=candidates, dataset=dataset, path=where, **values)
+            if params.get(key):
+                params[key] = _resolve_path(str(params[key]), base)
+        candidates = _candidates(data["candidates"], where, base)
+        dataset = _dataset(data["dataset"], where, base)
+        config = cls(candidates=candidates, dataset=dataset, params=params, path=where)
+        config.check()
+        return config
+
+    def with_overrides(self, overrides: dict[str, Any]) -> SelectConfig:
+        """A copy with some parameters replaced (checked values, e.g. from command-line flags), checked again."""
+        config = dataclasses.replace(self, params={**self.params, **overrides})
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """The rules between parameters and the training arguments (each candidate's TrainingArguments)."""
+        from .selector.candidates import as_candidates
+        from .selector.plan import check_training_args
+
+        where = self.path or "config"
+        try:
+            run_sizes(self.params, where=where)
+            built = as_candidates(self.candidates)
+            check_training_args(self.params.get("training_args"), built, where=where)
+        except LensLLMError as error:
+            text = str(error)
+            raise ConfigError(text if text.startswith(display(where)) else f"{display(where)}: {text}") from None
 
     def selector(self, *, output_dir: str | os.PathLike | None = None, store: str | None = None, **overrides: Any):
         """The :class:`~lensllm_hf.LensLLMSelector` of this config (data loaded now).
@@ -190,58 +212,86 @@ class SelectConfig:
         ``output_dir`` and ``store`` override the file's; the store defaults to ``output_dir/store``.
         """
         from .selector import LensLLMSelector
-        from .selector.core import _quiet
+        from .selector.runner import quiet_logs
 
-        with _quiet(bool(overrides.get("verbose", False))):
+        with quiet_logs(bool(overrides.get("verbose", self.params.get("verbose", False)))):
             train, evalset = self.dataset.load()
-        out = str(output_dir or self.output_dir or self.default_output_dir())
-        params = dict(
-            target_size=self.target_size, budget=self.budget, min_size=self.min_size, sizes=self.sizes,
-            zero_shot=self.zero_shot, strategy=self.strategy, method=self.method, level=self.level, seed=self.seed,
-            max_length=self.max_length, metric=self.metric, training_args=self.training_args, output_dir=out,
-            store=store or self.store, ntk_probe=self.ntk_probe, max_flops=self.max_flops,
-            reuse_published=self.reuse_published, retry_failed=self.retry_failed,
-            text_column=self.dataset.text_column, eval_size=self.dataset.eval_size, dataset_name=self.dataset.label,
-            dataset_config=self.dataset.config, dataset_split=self.dataset.eval_split or self.dataset.split,
-        )
-        params.update(overrides)
+        params = {**self.params, **overrides}
+        params["output_dir"] = str(output_dir or params.get("output_dir") or self.default_output_dir())
+        params["store"] = store or params.get("store")
+        params.update(text_column=self.dataset.text_column, eval_size=self.dataset.eval_size,
+                      dataset_name=self.dataset.label, dataset_config=self.dataset.config,
+                      dataset_split=self.dataset.eval_split or self.dataset.split)
         return LensLLMSelector(self.candidates, train, evalset, **params)
+
+    def resolved_output_dir(self) -> str:
+        """Where outputs go, as an absolute path: the file's ``output_dir`` or :meth:`default_output_dir`."""
+        return str(Path(self.params.get("output_dir") or self.default_output_dir()).resolve())
 
     def default_output_dir(self) -> str:
         """``lensllm_out/<config file stem>`` in the current folder."""
         return os.path.join("lensllm_out", Path(self.path).stem if self.path else "select")
 
 
+def _candidates(items: Any, where: str, base: Path) -> list[Any]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{display(where)}: 'candidates' must be a list of model IDs or {{model: ...}} mappings")
+    out = []
+    for i, item in enumerate(items):
+        resolved = _resolve_candidate(item, base)
+        model = resolved.get("model") if isinstance(resolved, dict) else resolved
+        written = item.get("model") if isinstance(item, dict) else item
+        if isinstance(model, str) and _looks_local(str(written)) and not Path(model).is_dir():
+            raise ConfigError(f"{display(where)}: candidates[{i}]: the local model folder {display(written)!r} does not "
+                              f"exist (looked at {display(model)}); fix the path (relative paths start at the config's "
+                              "folder) or give a Hub ID")
+        out.append(resolved)
+    return out
+
+
 def _dataset(data: Any, where: str, base: Path) -> DatasetConfig:
     if isinstance(data, str):
         data = {"id": data}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: 'dataset' must be a Hub dataset ID or a mapping (id, config, split, eval_split, "
-                          "text_column, files)")
+        raise ConfigError(f"{display(where)}: 'dataset' must be a Hub dataset ID or a mapping (id, config, split, "
+                          "eval_split, text_column, files)")
     data = dict(data)
     if "path" in data:  # load_dataset's own word for it
         data["id"] = data.pop("path")
     if "name" in data:
         data["config"] = data.pop("name")
-    known = {f.name for f in fields(DatasetConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown dataset key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if isinstance(data.get("files"), str):
+        data["files"] = {"train": data["files"]}
+    try:
+        data = check_params(data, cls=DatasetConfig, where=f"{where}: dataset", yaml=True)
+    except ParamError as error:
+        raise ConfigError(str(error)) from None
     files = data.get("files")
     if files is not None:
-        if isinstance(files, str):
-            files = {"train": files}
         if not isinstance(files, dict) or "train" not in files or set(files) - {"train", "eval"}:
-            raise ConfigError(f"{where}: dataset.files must be {{train: path, eval: path}} (eval optional)")
+            extra = sorted(set(files) - {"train", "eval"}) if isinstance(files, dict) else []
+            hint = suggest(extra[0], ["train", "eval"]) if extra else ""
+            raise ConfigError(f"{display(where)}: dataset.files must be {{train: path, eval: path}} (eval optional)"
+                              + (f"; unknown {extra[0]!r}{hint}" if extra else ""))
         resolved = {}
         for split, file in files.items():
-            resolved[split] = _resolve_path(str(file), base)
-            if "://" not in resolved[split] and not Path(resolved[split]).exists():
-                raise ConfigError(f"{where}: dataset.files.{split} {file!r} does not exist (looked at "
-                                  f"{resolved[split]}); fix the path (relative paths start at the config's folder)")
+            if not isinstance(file, str):
+                raise ConfigError(f"{display(where)}: dataset.files.{split} must be a file path, got "
+                                  f"{type(file).__name__}")
+            resolved[split] = _resolve_path(file, base)
+            if "://" not in resolved[split] and not Path(resolved[split]).is_file():
+                raise ConfigError(f"{display(where)}: dataset.files.{split} {display(file)!r} does not exist (looked at "
+                                  f"{display(resolved[split])}); fix the path (relative paths start at the config's "
+                                  "folder)")
+            suffix = Path(resolved[split].split("::")[0]).suffix.lower()
+            if data.get("id") is None and suffix not in BUILDERS:
+                raise ConfigError(f"{display(where)}: dataset.files.{split} {display(file)!r}: unknown file type "
+                                  f"{suffix or '(none)'!r}; use .jsonl/.json, .csv, .txt or .parquet, or set dataset.id "
+                                  "to the datasets builder (json, csv, text, parquet)")
         data["files"] = resolved
-    elif not data.get("id"):
-        raise ConfigError(f"{where}: dataset needs 'id' (a Hub dataset such as wikitext) or 'files' (local files)")
+    elif data.get("id") is None:
+        raise ConfigError(f"{display(where)}: dataset needs 'id' (a Hub dataset such as wikitext) or 'files' (local "
+                          "files)")
     return DatasetConfig(**data)
 
 
@@ -263,8 +313,12 @@ def _resolve_candidate(item: Any, base: Path) -> Any:
     return item
 
 
+def _looks_local(model: str) -> bool:
+    return model.startswith((".", "/", "~"))
+
+
 def _maybe_local(model: str, base: Path) -> str:
-    if model.startswith((".", "/", "~")) or (base / model).is_dir():
+    if _looks_local(model) or (base / model).is_dir():
         return str((base / os.path.expanduser(model)).resolve())
     return model
 
@@ -279,19 +333,11 @@ def _load_file(path: str, builder: str | None):
     import datasets
 
     suffix = Path(path.split("::")[0]).suffix.lower()
-    kind = builder or _BUILDERS.get(suffix)
+    kind = builder or BUILDERS.get(suffix)
     if kind is None:
-        raise ConfigError(f"{path}: unknown file type {suffix!r}; use .jsonl/.json, .csv, .txt or .parquet, or set "
-                          "dataset.id to the datasets builder (json, csv, text, parquet)")
+        raise ConfigError(f"{display(path)}: unknown file type {suffix!r}; use .jsonl/.json, .csv, .txt or .parquet, or "
+                          "set dataset.id to the datasets builder (json, csv, text, parquet)")
     try:
         return datasets.load_dataset(kind, data_files={"data": path}, split="data")
     except Exception as error:
-        raise ConfigError(f"{path}: cannot read it as {kind} ({_one_line(error)}); fix the file") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        raise ConfigError(f"{display(path)}: cannot read it as {kind} ({one_line(error, 300)}); fix the file") from None

@@ -36,13 +36,24 @@ the budgets 1/8 ... 1/512, PearCorr / RelAcc in %)
     power law) are listed with their numbers in the report of this change; the rectified
     family's extra parameters extrapolate 9 doublings badly from a few points.
 
+The fit
+    Each candidate's fit is a :class:`~lensllm_hf.fit.Fit` of the law ``local-loglog``
+    (log L = a + b log D, with the shrunk slope b), not ``ats``: the line is AtS's, but its
+    weights and slope are this method's. The fit's terms record the ``bandwidth`` (-1 for inf,
+    JSON has no infinity) and the unshrunk ``raw_slope``.
+
 Intervals
     Log-normal: the line's own prediction variance (residual noise, intercept, and the
     shrunk slope's posterior variance times the squared extrapolation distance) plus an
-    extrapolation term that grows with the number of doublings beyond the largest size,
-    ``EXTRAPOLATION_SD_PER_DOUBLING`` per doubling (its coverage is given there).
+    extrapolation term estimated from the table's own backtest (:func:`extrapolation_spread`):
+    at d doublings ahead, the larger of k d (right over the short distances a backtest sees)
+    and k_far d^p (p one power above the measured growth of the backtest errors: bending
+    compounds beyond them). Coverage of the 90 % intervals on the held-out columns
+    (benchmarks/interval_coverage.py): FLAN 87.4 %, Gigaword 96.9 % (a fixed 0.022 per
+    doubling gave 90.2 % and 99.8 %). The table's P(best) follows from the same distributions.
 
-Cost: both shared tables at all 7 budgets in about 0.4 s (six line fits per candidate).
+Cost: both shared tables at all 7 budgets in about 0.4 s on one core (the line fits of each
+column cut are memoised: the bandwidth choice and the spread backtest share them).
 """
 
 from __future__ import annotations
@@ -55,22 +66,19 @@ from scipy import stats
 
 from .curves import CurveTable
 from .errors import LensLLMError
-from .laws import AtSLaw, transition_index
-from .methods import LEVEL, Method, _flops, _observed
+from .fit import EXTRAPOLATION_SD_PER_DOUBLING, Fit, cov_key
+from .laws import transition_index
+from .method import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
 from .ranking import CandidateFit, Ranking
 
-__all__ = ["DefaultMethod", "BANDWIDTHS", "EXTRAPOLATION_SD_PER_DOUBLING"]
+__all__ = ["BANDWIDTHS", "LAW", "DefaultMethod", "choose_bandwidth", "extrapolation_spread"]
+
+#: The law name of this method's fits (see the module docstring).
+LAW = "local-loglog"
 
 #: Candidate bandwidths, in doublings before the largest size over which a point's weight
 #: halves; ``inf`` is the unweighted (AtS) line. Below 0.5 the line is a two-point difference.
 BANDWIDTHS: tuple[float, ...] = (math.inf, 3.0, 2.0, 1.0, 0.5)
-
-#: Extra log-loss spread per doubling of extrapolation beyond the largest fitted size: a line
-#: cannot see how far the curve will bend. Measured on held-out columns of the two shared tables
-#: (every later column predicted from the columns up to each budget 3200 ... 204800): 90 %
-#: intervals cover 90.2 % on FLAN, 99.8 % on Gigaword (95.0 % pooled; 87 % at 6-9 doublings
-#: ahead, 99 % at 1-3). The laws' 0.018 covered only 83.7 % on FLAN, whose curves bend most.
-EXTRAPOLATION_SD_PER_DOUBLING = 0.022
 
 #: The backtest predicts the largest column from the columns up to this fraction of it.
 BACKTEST_FRACTION = 0.25
@@ -134,25 +142,43 @@ def _shrink(lines: list[_Line]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_all(table: CurveTable, bandwidth: float) -> dict[int, _Line | str]:
-    """A line per row of ``table``, or the error that stops one."""
-    out: dict[int, _Line | str] = {}
-    for row in range(len(table.models)):
-        try:
-            out[row] = _fit_line(*table.points(row), bandwidth)
-        except (LensLLMError, ValueError, np.linalg.LinAlgError) as error:
-            out[row] = str(error)
-    return out
+    """A line per row of ``table``, or the error that stops one.
+
+    Memoised on the table's content: the bandwidth choice, the spread backtest and a benchmark's
+    budgets fit the same columns again and again (the lines are never modified).
+    """
+    key = (*_table_key(table), bandwidth)
+    if key not in _LINES:
+        if len(_LINES) > 4096:
+            _LINES.clear()
+        out: dict[int, _Line | str] = {}
+        for row in range(len(table.models)):
+            try:
+                out[row] = _fit_line(*table.points(row), bandwidth)
+            except (LensLLMError, ValueError, np.linalg.LinAlgError) as error:
+                out[row] = str(error)
+        _LINES[key] = out
+    return _LINES[key]
 
 
-def _predict_log(lines: dict[int, _Line | str], target: float) -> dict[int, tuple[float, float, _Line, float]]:
-    """(log prediction, log sd without extrapolation, line, shrunk slope) per fitted row."""
+_LINES: dict[tuple, dict[int, _Line | str]] = {}
+
+
+def _table_key(table: CurveTable) -> tuple:
+    """Everything of a table the lines depend on (for the memos)."""
+    return (tuple(table.models), table.sizes.tobytes(), table.losses.tobytes(), table.source,
+            tuple(sorted(table.problems.items())))
+
+
+def _predict_log(lines: dict[int, _Line | str], target: float) -> dict[int, tuple[float, float, _Line, float, float]]:
+    """(log prediction, log sd without extrapolation, line, shrunk slope, its variance) per fitted row."""
     fitted = {row: ln for row, ln in lines.items() if isinstance(ln, _Line)}
     slopes, slope_var = _shrink(list(fitted.values()))
     out = {}
     for (row, ln), slope, sv in zip(fitted.items(), slopes, slope_var):
         dx = math.log(target) - ln.x_mean
         out[row] = (float(ln.log_predict(np.array([target]), slope)[0]),
-                    math.sqrt(ln.noise_var + ln.mean_var + sv * dx**2), ln, float(slope))
+                    math.sqrt(ln.noise_var + ln.mean_var + sv * dx**2), ln, float(slope), float(sv))
     return out
 
 
@@ -183,44 +209,125 @@ def choose_bandwidth(table: CurveTable, bandwidths: tuple[float, ...] = BANDWIDT
     return best
 
 
+#: Fewest backtest predictions that :func:`extrapolation_spread` estimates the spread from.
+MIN_BACKTEST_PAIRS = 20
+#: The backtest sees short distances only; a curve's bending compounds beyond them, so the
+#: measured growth exponent of the errors is raised by this much (see ``extrapolation_spread``).
+EXPONENT_MARGIN = 1.0
+#: Scale of the coverage-matched spread once the exponent is raised (benchmarks/interval_coverage.py).
+SPREAD_SCALE = 0.7
+
+
+def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEVEL) -> tuple[float, float, float]:
+    """(k, k_far, p): the extrapolation term of the intervals, sd = max(k * d, k_far * d**p) at d
+    doublings ahead, estimated from the table's own backtest.
+
+    Every column of the table is predicted from each earlier cut (at least three fine-tuned sizes
+    up to the cut) with the same shrunk lines the method uses. The errors' growth with the distance
+    gives the exponent p (the slope of log RMS error against log d, plus ``EXPONENT_MARGIN``,
+    at least 1). k is the linear spread that makes ``level`` of the backtest predictions fall
+    inside their intervals (right at the short distances the backtest sees); k_far the same with
+    the shape d**p, times ``SPREAD_SCALE`` (the far distances it cannot see). Tables too short
+    for a backtest (fewer than ``MIN_BACKTEST_PAIRS`` predictions at two distances or more) get
+    the measured constant :data:`~lensllm_hf.fit.EXTRAPOLATION_SD_PER_DOUBLING`, linear.
+    """
+    key = (*_table_key(table), bandwidth, level)
+    if key not in _SPREADS:
+        if len(_SPREADS) > 4096:
+            _SPREADS.clear()
+        _SPREADS[key] = _backtest_spread(table, bandwidth, level)
+    return _SPREADS[key]
+
+
+_SPREADS: dict[tuple, tuple[float, float, float]] = {}
+
+
+def _backtest_spread(table: CurveTable, bandwidth: float, level: float) -> tuple[float, float, float]:
+    positive = np.sort(table.sizes[table.sizes > 0])
+    errors, fit_var, ahead = [], [], []
+    for cut in positive[2:-1]:
+        preds_at = {}
+        lines = _fit_all(table.up_to(float(cut)), bandwidth)
+        for held in positive[positive > cut]:
+            preds_at = _predict_log(lines, float(held))
+            observed = table.column(int(held))
+            for row, (log_pred, sd, ln, _, _) in preds_at.items():
+                if np.isfinite(observed[row]) and observed[row] > 0:
+                    errors.append(math.log(observed[row]) - log_pred)
+                    fit_var.append(sd**2)
+                    ahead.append(math.log2(float(held) / float(ln.sizes[-1])))
+    e, v, d = np.array(errors), np.array(fit_var), np.array(ahead)
+    keep = d > 0
+    e, v, d = e[keep], v[keep], d[keep]
+    if e.size < MIN_BACKTEST_PAIRS or np.unique(np.round(d)).size < 2:
+        return EXTRAPOLATION_SD_PER_DOUBLING, 0.0, 1.0
+    # Growth of the error beyond the fit's own spread with the distance: log RMS against log d.
+    xs, ys = [], []
+    for step in np.unique(np.round(d)):
+        group = np.round(d) == step
+        if step > 0 and group.sum() >= 5:
+            xs.append(math.log(step))
+            ys.append(0.5 * math.log(max(float(np.mean(e[group] ** 2 - v[group])), 1e-10)))
+    growth = float(np.polyfit(xs, ys, 1)[0]) if len(xs) >= 2 else 0.0
+    exponent = float(min(max(growth + EXPONENT_MARGIN, 1.0), 3.0))
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    needed = np.sqrt(np.clip((e / z) ** 2 - v, 0.0, None))
+    linear = float(np.quantile(needed / d, level))
+    far = float(SPREAD_SCALE * np.quantile(needed / d**exponent, level))
+    return linear, far, exponent
+
+
 class DefaultMethod(Method):
-    """Shrunk local log-log lines with a backtested bandwidth (see the module docstring)."""
+    """Shrunk local log-log lines with a backtested bandwidth (see the module docstring).
+
+    Example:
+        >>> import numpy as np
+        >>> sizes = np.array([0, 200, 400, 800, 1600, 3200])
+        >>> losses = np.array([[4.0, 3.0, 2.8, 2.6, 2.45, 2.3], [4.2, 3.1, 2.85, 2.6, 2.4, 2.2],
+        ...                    [3.9, 3.2, 3.0, 2.85, 2.7, 2.6]])
+        >>> ranking = DefaultMethod().rank(CurveTable(["a", "b", "c"], sizes, losses), 409_600)
+        >>> ranking.best, ranking.ranked[0].fit.law
+        ('b', 'local-loglog')
+    """
 
     name = "default"
 
-    def rank(self, table: CurveTable, target: float, level: float = LEVEL) -> Ranking:
+    def rank(self, table: CurveTable, target: float, level: float = LEVEL,
+             runs: dict[str, RunInfo] | None = None) -> Ranking:
+        runs = runs or {}
         bandwidth = choose_bandwidth(table)
         lines = _fit_all(table, bandwidth)
         preds = _predict_log(lines, target)
-        z = stats.norm.ppf(0.5 + level / 2)
+        per_doubling, far, exponent = extrapolation_spread(table, bandwidth)
         rows = []
         for row, model in enumerate(table.models):
+            flops = flops_spent(table, row, self.sizes_used(table))
             if row not in preds:
-                rows.append(CandidateFit.failed(model, f"default: {lines[row]}", **_observed(table, row)))
+                rows.append(CandidateFit.failed(model, f"default: {lines[row]}", flops=flops))
                 continue
-            log_pred, fit_sd, ln, slope = preds[row]
-            doublings = max(math.log2(target / float(ln.sizes[-1])), 0.0)
-            sd = math.hypot(fit_sd, EXTRAPOLATION_SD_PER_DOUBLING * doublings)
-            predicted = math.exp(log_pred)
+            _, _, ln, slope, slope_var = preds[row]
+            sizes, losses = table.points(row)
+            used = np.zeros(sizes.shape, dtype=bool)
+            used[np.flatnonzero(sizes > 0)[ln.start:]] = True
+            terms = {
+                "noise_var": ln.noise_var,
+                cov_key("a", "a"): ln.mean_var + ln.x_mean**2 * slope_var,
+                cov_key("a", "b"): -ln.x_mean * slope_var,
+                cov_key("b", "b"): slope_var,
+                "largest_size": float(ln.sizes[-1]),
+                "extrapolation_sd_per_doubling": per_doubling,
+                "extrapolation_sd_far": far,
+                "extrapolation_exponent": exponent,
+                "bandwidth": bandwidth if math.isfinite(bandwidth) else -1.0,
+                "raw_slope": ln.slope,
+            }
+            info = runs.get(model, RunInfo())
+            fit = Fit(LAW, {"a": ln.y_mean - slope * ln.x_mean, "b": slope}, tuple(sizes), tuple(losses),
+                      tuple(used), terms, info.warnings)
+            predicted = float(fit.predict([target])[0])
             if not math.isfinite(predicted) or predicted <= 0:
-                rows.append(CandidateFit.failed(model, f"default: non-finite prediction ({predicted:.4g})",
-                                                **_observed(table, row)))
+                rows.append(CandidateFit.failed(model, f"default: non-finite prediction ({predicted:.4g})", flops=flops))
                 continue
-            transition = float(ln.sizes[ln.start])
-            # The shrunk line as AtS parameters (log L = a + b log D): a hub card rebuilds it as an
-            # "ats" law that predicts the same value. bandwidth -1 stands for inf (JSON has no inf).
-            params = {"a": ln.y_mean - slope * ln.x_mean, "b": slope, "transition_size": transition,
-                      "bandwidth": bandwidth if math.isfinite(bandwidth) else -1.0, "raw_slope": ln.slope}
-            rows.append(CandidateFit(
-                model=model,
-                predicted_loss=predicted,
-                interval=[math.exp(log_pred - z * sd), math.exp(log_pred + z * sd)],
-                law=AtSLaw.name,
-                params={k: float(v) for k, v in params.items()},
-                sizes=ln.sizes.tolist(),
-                losses=ln.losses.tolist(),
-                transition_size=transition,
-                score=predicted,
-                flops=_flops(table, row, self.sizes_used(table)),
-            ))
-        return Ranking(target, self.name, rows)
+            rows.append(CandidateFit(model=model, fit=fit, score=predicted, flops=flops,
+                                     warnings=extrapolation_warnings(fit, target)))
+        return Ranking(target, self.name, rows, level)

@@ -8,7 +8,8 @@ twelve ."``). Everything is generated from seeds (text, tokenizer, models), so t
 the same ranking; everything goes into the output directory, so running it again resumes.
 
 The selection itself is the one of ``lensllm select``: the demo writes ``config.yaml`` and
-the data files next to its outputs, and ``lensllm select DIR/config.yaml`` reruns it.
+the data files next to its outputs (with ``output_dir: .``), and ``lensllm select DIR/config.yaml``
+reruns it in place, from any folder: recorded runs are skipped.
 
 Example:
     >>> from lensllm_hf.demo import run_demo
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_MODELS", "DemoModel", "build_demo", "build_models", "run_demo", "task_dataset"]
+__all__ = ["DEMO_MODELS", "DemoModel", "build_demo", "build_models", "rerun_command", "run_demo", "task_dataset"]
 
 #: Bump when the demo's models or data change: built models are rebuilt.
 DEMO_VERSION = 1
@@ -152,7 +153,7 @@ def build_models(root: str | os.PathLike, *, specs: tuple[DemoModel, ...] = DEMO
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from .selector.core import _quiet
+    from .selector.runner import quiet_logs
 
     root = Path(root)
     tokenizer = build_tokenizer()
@@ -163,14 +164,14 @@ def build_models(root: str | os.PathLike, *, specs: tuple[DemoModel, ...] = DEMO
     if pending and pretrain:
         import datasets
 
-        with _quiet(False):
+        with quiet_logs(False):
             corpus = datasets.Dataset.from_dict({"text": pretrain_texts(PRETRAIN_ROWS, SEED + 3)})
             corpus = corpus.map(lambda b: tokenizer(b["text"], truncation=True, max_length=MAX_LENGTH), batched=True,
                                 remove_columns=["text"], keep_in_memory=True)
     for spec in pending:
         path = root / spec.name
         t0 = time.perf_counter()
-        with _quiet(False):
+        with quiet_logs(False):
             torch.manual_seed(SEED)
             model = AutoModelForCausalLM.from_config(_model_config(spec, len(tokenizer)))
             if corpus is not None:
@@ -216,15 +217,23 @@ def build_demo(output_dir: str | os.PathLike, *, log: Callable[[str], None] = pr
         "candidates": [{"model": f"models/{spec.name}", "name": spec.name} for spec in DEMO_MODELS],
         "dataset": {"files": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"}, "text_column": "text"},
         **DEMO_SELECTION,
+        "output_dir": ".",  # the config's own folder: rerunning it resumes in place, from any folder
     }
     path = out / "config.yaml"
     import yaml
 
-    text = ("# The lensllm demo's selection: rerun it with 'lensllm select " + str(path) + "'.\n"
+    text = ("# The lensllm demo's selection: rerun it (it resumes in place) with: " + rerun_command(out) + "\n"
             + yaml.safe_dump(config, sort_keys=False))
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+def rerun_command(output_dir: str | os.PathLike) -> str:
+    """The shell command that reruns the demo's selection in place (absolute paths: it runs from anywhere)."""
+    import shlex
+
+    return shlex.join(["lensllm", "select", str(Path(output_dir).resolve() / "config.yaml")])
 
 
 def run_demo(output_dir: str | os.PathLike = "lensllm_out/demo", *, progress: bool = True,

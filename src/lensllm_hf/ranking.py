@@ -1,72 +1,213 @@
-"""A ranking of candidate models by predicted loss at the target size, and its JSON shape.
+"""A ranking of candidate models at a target size: each row carries its :class:`~lensllm_hf.fit.Fit`.
 
-``lensllm fit --json``, the selector's ``SelectionResult.to_json`` and the hub cards all use
-this one shape::
+A row's predicted loss and interval are computed from its fit at the ranking's target and
+level, never stored beside it; ``p_best`` is the probability that the row has the lowest loss
+at the target under the fits' predictive (log-normal) distributions. ``lensllm fit --json``
+and the selector's ``selection.json`` write this shape, and :meth:`Ranking.from_dict` rebuilds
+the same fits from it::
 
-    {"target": 1638400, "method": "default", "best": "gpt2",
+    {"target": 1638400, "method": "default", "level": 0.9, "best": "gpt2", "p_best": 0.81,
+     "near_ties": ["opt-125m"],
      "ranking": [{"model": "gpt2", "status": "complete", "predicted_loss": 1.9,
-                  "interval": [1.8, 2.0], "law": "rectified", "params": {...},
-                  "sizes": [0, 200, ...], "losses": [...], "transition_size": 1600.0,
-                  "error": null, "score": 1.9, "flops": 1.2e15}, ...]}
+                  "interval": [1.8, 2.0], "p_best": 0.81, "score": 1.9, "flops": 1.2e15,
+                  "error": null, "source": null, "warnings": [], "fit": {...Fit.to_dict()...}},
+                 ...]}
 
 Ranked (complete) candidates come first, best first; failed ones follow with their error.
+
+Example:
+    >>> from lensllm_hf.fit import Fit
+    >>> def line(a):
+    ...     return Fit("ats", {"a": a, "b": -0.1}, (200.0, 400.0, 800.0), (1.0, 0.95, 0.9),
+    ...                (True, True, True), {"noise_var": 0.001, "largest_size": 800.0,
+    ...                "extrapolation_sd_per_doubling": 0.02})
+    >>> ranking = Ranking(1e5, "ats", [CandidateFit("a", fit=line(1.0), score=1.0),
+    ...                                CandidateFit("b", fit=line(1.02), score=1.02)])
+    >>> ranking.best, round(sum(c.p_best for c in ranking.ranked), 12)
+    ('a', 1.0)
+    >>> Ranking.from_dict(ranking.to_dict()).ranked[1].predicted_loss == ranking.ranked[1].predicted_loss
+    True
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LensLLMError
+import numpy as np
+from scipy import special
 
-__all__ = ["CandidateFit", "Ranking"]
+from ._utils import atomic_write_text, display
+from .errors import LensLLMError
+from .fit import MAX_ENTRIES, MAX_TEXT, Fit, FitError, check_level
+
+__all__ = ["NEAR_TIE_P", "CandidateFit", "Ranking", "p_best"]
+
+#: A candidate other than the pick whose P(best) reaches this is a near-tie worth more data.
+NEAR_TIE_P = 0.1
+#: Most rows a ranking read from a file may hold.
+MAX_ROWS = 10_000
+#: Grid of the P(best) integral: each candidate contributes points at its mean +- this many sds.
+_GRID = np.linspace(-8.0, 8.0, 81)
+
+
+def p_best(log_means, log_sds) -> np.ndarray:
+    """P(candidate i has the lowest loss) for independent log-normal losses, summing to 1.
+
+    ``P_i = integral of P(L_i in dx) * prod_{j != i} P(L_j > x)``, computed on a fixed grid made of
+    81 points across each candidate's own distribution (mean +- 8 sds): in each cell, the exact
+    probability mass of L_i times the others' survival at the cell's middle. Deterministic, within 1e-4 of
+    the exact integral whatever the spreads (checked against a 200,001-point quadrature), and normalised so that the probabilities sum to 1.
+
+    Example:
+        >>> p_best([0.0, 0.0], [0.1, 0.1]).tolist()
+        [0.5, 0.5]
+        >>> p_best([0.0, 0.5], [0.1, 0.1]).round(3).tolist()
+        [1.0, 0.0]
+    """
+    mu = np.asarray(log_means, dtype=float)
+    sd = np.maximum(np.asarray(log_sds, dtype=float), 1e-9)
+    if mu.size <= 1:
+        return np.ones(mu.size)
+    edges = np.unique((mu[:, None] + sd[:, None] * _GRID[None, :]).ravel())
+    middle = 0.5 * (edges[1:] + edges[:-1])
+    z_edges = (edges[None, :] - mu[:, None]) / sd[:, None]  # (k, cells + 1)
+    mass = np.diff(special.ndtr(z_edges), axis=1)  # P(L_i in cell)
+    log_sf = special.log_ndtr(-(middle[None, :] - mu[:, None]) / sd[:, None])  # log P(L_j > middle)
+    others = np.exp(log_sf.sum(axis=0)[None, :] - log_sf)
+    p = np.sum(mass * others, axis=1)
+    total = p.sum()
+    return p / total if total > 0 else np.full(mu.size, 1.0 / mu.size)
 
 
 @dataclass
 class CandidateFit:
-    """One candidate's fit and prediction (or why it failed).
+    """One candidate's row: its fit (or why it failed), its score and P(best).
 
     ``score`` is what the ranking sorts on, lower is better: the predicted loss for laws, the
-    observed loss for ZeroShot/SubTuning, minus log(parameters) for ModelSize.
+    observed loss for ZeroShot/SubTuning, minus log(parameters) for ModelSize. ``target`` and
+    ``level`` are the ranking's (a :class:`Ranking` sets them); :attr:`predicted_loss` and
+    :attr:`interval` are computed from :attr:`fit` there.
     """
 
     model: str
     status: str = "complete"  # "complete" or "failed"
-    predicted_loss: float | None = None
-    interval: list[float] | None = None
-    law: str | None = None
-    params: dict[str, float] = field(default_factory=dict)
-    sizes: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    transition_size: float | None = None
-    error: str | None = None
+    fit: Fit | None = None
+    p_best: float | None = None
     score: float | None = None
+    error: str | None = None
     flops: float | None = None
     source: str | None = None  # where the fit came from when not trained here (e.g. a Hub card)
+    warnings: list[str] = field(default_factory=list)  # about this prediction (e.g. far extrapolation)
+    target: float | None = None
+    level: float = 0.9
 
     @classmethod
     def failed(cls, model: str, error: str, **known: Any) -> CandidateFit:
         return cls(model=model, status="failed", error=error, **known)
 
+    @property
+    def predicted_loss(self) -> float | None:
+        """The fit's prediction at the target, or None without a fit."""
+        if self.fit is None or self.target is None:
+            return None
+        return float(self.fit.predict([self.target])[0])
+
+    @property
+    def interval(self) -> list[float] | None:
+        """The fit's ``level`` interval at the target, or None without a fit."""
+        if self.fit is None or self.target is None:
+            return None
+        lo, hi = self.fit.predict_interval([self.target], self.level)
+        return [float(lo[0]), float(hi[0])]
+
+    @property
+    def law(self) -> str | None:
+        return self.fit.law if self.fit is not None else None
+
+    @property
+    def transition_size(self) -> float | None:
+        return self.fit.transition_size if self.fit is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean({
+            "model": self.model, "status": self.status, "predicted_loss": self.predicted_loss,
+            "interval": self.interval, "p_best": self.p_best, "score": self.score, "flops": self.flops,
+            "error": self.error, "source": self.source, "warnings": list(self.warnings),
+            "fit": self.fit.to_dict() if self.fit is not None else None,
+        })
+
+    @classmethod
+    def from_dict(cls, row: Any, where: str = "row") -> CandidateFit:
+        """Rebuild a row (its fit included); predicted_loss, interval and p_best are recomputed."""
+        if not isinstance(row, Mapping):
+            raise LensLLMError(f"{where}: expected an object with model, status, fit, ...")
+        model = row.get("model")
+        if not isinstance(model, str) or not model or len(model) > MAX_TEXT:
+            raise LensLLMError(f"{where}.model: expected a non-empty model name")
+        status = row.get("status", "complete")
+        if status not in ("complete", "failed"):
+            raise LensLLMError(f"{where}.status: expected 'complete' or 'failed', got {display(str(status)[:40])!r}")
+        fit = Fit.from_dict(row["fit"], where=f"{where}.fit") if row.get("fit") is not None else None
+        numbers = {}
+        for key in ("score", "flops"):
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise LensLLMError(f"{where}.{key}: expected a number or null")
+            numbers[key] = None if value is None else float(value)
+        texts = {}
+        for key in ("error", "source"):
+            value = row.get(key)
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+                raise LensLLMError(f"{where}.{key}: expected a short string or null")
+            texts[key] = value
+        warnings = row.get("warnings", [])
+        if (not isinstance(warnings, list) or len(warnings) > MAX_ENTRIES
+                or not all(isinstance(w, str) and len(w) <= MAX_TEXT for w in warnings)):
+            raise LensLLMError(f"{where}.warnings: expected a list of short strings")
+        return cls(model=model, status=status, fit=fit, warnings=list(warnings), **numbers, **texts)
+
 
 @dataclass
 class Ranking:
-    """Candidates ranked by ``score`` (lower is better) for one target size and method."""
+    """Candidates ranked by ``score`` (lower is better) for one target size, method and level.
+
+    On construction the rows are sorted, given the ranking's target and level, and every
+    complete row with a fit gets its ``p_best`` (None for methods that rank without a
+    predictive distribution, such as ZeroShot).
+    """
 
     target: float
     method: str
     candidates: list[CandidateFit]
+    level: float = 0.9
 
     def __post_init__(self) -> None:
+        self.level = check_level(self.level)
         ok = [c for c in self.candidates if c.status == "complete" and c.score is not None and math.isfinite(c.score)]
         rest = [c for c in self.candidates if c not in ok]
         for c in rest:
             if c.status == "complete":
                 c.status, c.error = "failed", c.error or "no finite score"
+            c.p_best = None
         self.candidates = sorted(ok, key=lambda c: c.score) + rest
+        for c in self.candidates:
+            c.target, c.level = self.target, self.level
+        self._set_p_best(self.candidates[: len(ok)])  # in ranked order, so a re-read gives the same bits
+
+    def _set_p_best(self, ok: list[CandidateFit]) -> None:
+        if ok and all(c.fit is not None for c in ok):
+            mu = np.array([float(c.fit.log_predict([self.target])[0]) for c in ok])
+            sd = np.array([float(c.fit.log_sd([self.target])[0]) for c in ok])
+            for c, p in zip(ok, p_best(mu, sd)):
+                c.p_best = float(p)
+        else:
+            for c in ok:
+                c.p_best = None
 
     @property
     def best(self) -> str | None:
@@ -78,49 +219,114 @@ class Ranking:
     def ranked(self) -> list[CandidateFit]:
         return [c for c in self.candidates if c.status == "complete"]
 
+    @property
+    def p_best(self) -> float | None:
+        """P(best) of the pick, or None (no pick, or a method without predictive distributions)."""
+        ranked = self.ranked
+        return ranked[0].p_best if ranked else None
+
+    @property
+    def near_ties(self) -> list[str]:
+        """The other candidates that could still be the best: P(best) >= :data:`NEAR_TIE_P`."""
+        return [c.model for c in self.ranked[1:] if c.p_best is not None and c.p_best >= NEAR_TIE_P]
+
+    def pick_statement(self) -> str:
+        """The pick in one line, with its P(best) and the near-ties and what to do about them.
+
+        Example:
+            >>> Ranking(1e5, "default", []).pick_statement()
+            'no candidate could be ranked'
+        """
+        ranked = self.ranked
+        if not ranked:
+            return "no candidate could be ranked"
+        best = ranked[0]
+        name = display(best.model)
+        if len(ranked) == 1:
+            return f"best: {name} (the only candidate ranked)"
+        if best.p_best is None:
+            return f"best: {name} (ranked by {display(self.method)}, which gives no probabilities)"
+        ties = [c for c in ranked[1:] if c.model in set(self.near_ties)]
+        if not ties:
+            return f"best: {name}, P(best) {best.p_best:.2f}"
+        group = [best, *ties]
+        names = [display(c.model) for c in group]
+        joined = names[0] + " and " + names[1] if len(names) == 2 else ", ".join(names[:-1]) + " and " + names[-1]
+        count = {2: "two", 3: "three", 4: "four"}.get(len(group), str(len(group)))
+        probs = " / ".join(f"{c.p_best:.2f}" for c in group)
+        return (f"best: {name}, but {joined} overlap: P(best) {probs}; give these {count} more data "
+                "(a larger subset) before choosing")
+
     def format(self) -> str:
-        """A plain-text table for terminals: rank, model, prediction, interval, transition, law."""
-        lines = [f"{'#':>3}  {'model':<40} {'predicted':>9}  {'90% interval':<17} {'transition':>10}  parameters"]
+        """A plain-text table for terminals, ending with :meth:`pick_statement`."""
+        pct = f"{100 * self.level:g}%"
+        lines = [f"{'#':>3}  {'model':<40} {'predicted':>9}  {pct + ' interval':<17} {'P(best)':>7} "
+                 f"{'transition':>10}  parameters"]
         for i, c in enumerate(self.candidates, start=1):
+            model = display(c.model)
             if c.status != "complete":
-                lines.append(f"{'-':>3}  {c.model:<40} {'failed':>9}  {c.error}")
+                lines.append(f"{'-':>3}  {model:<40} {'failed':>9}  {display(c.error)}")
                 continue
             value = c.predicted_loss if c.predicted_loss is not None else c.score
-            interval = f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]" if c.interval else "-"
+            interval = c.interval
+            shown = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "-"
+            p = f"{c.p_best:.2f}" if c.p_best is not None else "-"
             transition = f"{c.transition_size:,.0f}" if c.transition_size else "-"
-            params = " ".join(f"{k}={v:.4g}" for k, v in c.params.items()) or (c.law or "")
-            lines.append(f"{i:>3}  {c.model:<40} {value:>9.4f}  {interval:<17} {transition:>10}  {params}")
+            params = (f"{c.fit.law}: " + " ".join(f"{k}={v:.4g}" for k, v in c.fit.params.items())
+                      if c.fit is not None else display(self.method))
+            lines.append(f"{i:>3}  {model:<40} {value:>9.4f}  {shown:<17} {p:>7} {transition:>10}  {params}")
+        lines.append(self.pick_statement())
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        return _clean({
             "target": self.target,
             "method": self.method,
+            "level": self.level,
             "best": self.best,
-            "ranking": [_clean(asdict(c)) for c in self.candidates],
-        }
+            "p_best": self.p_best,
+            "near_ties": self.near_ties,
+            "ranking": [c.to_dict() for c in self.candidates],
+        })
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Write :meth:`to_dict` atomically (readers see the old file or the new one)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Ranking:
+    def from_dict(cls, data: Any, where: str = "ranking") -> Ranking:
+        """Rebuild a ranking and its fits from :meth:`to_dict` output (untrusted: every field checked)."""
+        hint = "; pass what 'lensllm fit --json' or 'lensllm select' writes"
+        if not isinstance(data, Mapping):
+            raise LensLLMError(f"{where}: not a lensllm ranking (expected an object){hint}")
+        target = data.get("target")
+        if isinstance(target, bool) or not isinstance(target, int | float) or not math.isfinite(target) or target <= 0:
+            raise LensLLMError(f"{where}.target: expected a finite number > 0{hint}")
+        method = data.get("method")
+        if not isinstance(method, str) or len(method) > 200:
+            raise LensLLMError(f"{where}.method: expected the method's name{hint}")
+        level = check_level(data.get("level", 0.9), f"{where}.level")
+        rows = data.get("ranking")
+        if not isinstance(rows, list) or len(rows) > MAX_ROWS:
+            raise LensLLMError(f"{where}.ranking: expected a list of at most {MAX_ROWS} rows{hint}")
         try:
-            fields = set(CandidateFit.__dataclass_fields__)
-            candidates = [CandidateFit(**{k: v for k, v in row.items() if k in fields}) for row in data["ranking"]]
-            return cls(target=data["target"], method=data["method"], candidates=candidates)
-        except (KeyError, TypeError) as error:
-            raise LensLLMError(f"not a lensllm ranking ({error}); pass what 'lensllm fit --json' writes") from None
+            candidates = [CandidateFit.from_dict(row, f"{where}.ranking[{i}]") for i, row in enumerate(rows)]
+        except FitError as error:
+            raise LensLLMError(str(error)) from None
+        return cls(target=float(target), method=method, candidates=candidates, level=level)
 
     @classmethod
     def read_json(cls, path: str | Path) -> Ranking:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise LensLLMError(f"{path}: no such file; pass what 'lensllm fit --json' writes") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise LensLLMError(f"{path}: not valid JSON ({error}); pass what 'lensllm fit --json' writes") from None
-        return cls.from_dict(data)
+            raise LensLLMError(f"{display(path)}: no such file; pass what 'lensllm fit --json' writes") from None
+        except IsADirectoryError:
+            raise LensLLMError(f"{display(path)}: is a folder; pass the JSON file 'lensllm fit --json' writes") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            raise LensLLMError(f"{display(path)}: not valid JSON ({type(error).__name__}); "
+                               "pass what 'lensllm fit --json' writes") from None
+        return cls.from_dict(data, where=display(path))
 
 
 def _clean(value: Any) -> Any:

@@ -1,23 +1,29 @@
 """``LensLLMCallback``: one line in a Trainer script records what LensLLM needs.
 
-A plain :class:`transformers.TrainerCallback` in the style of ``integration_utils``: it sets up on
-the first event, imports its heavy parts lazily, and only the main process writes. It never
-changes training: the only thing it asks of the Trainer is an evaluation (``should_evaluate``)
-where the run would otherwise end without one, or at the stream-mode sizes you request, and
-such an evaluation puts the global RNG back when it is done.
+A plain :class:`transformers.TrainerCallback` in the style of ``integration_utils``: it works
+from what the Trainer hands every event (``model``, ``train_dataloader``, ``eval_dataloader``,
+``optimizer``, ``lr_scheduler``), sets up on the first event, imports its heavy parts lazily,
+and only the main process writes. What truly needs the Trainer itself (an evaluation after the
+training loop, checking the eval set before the first step) takes it explicitly:
+``LensLLMCallback(trainer=...)`` or :meth:`LensLLMCallback.bind`.
+
+It never changes training: it asks the Trainer, through ``control``, for an evaluation where
+the run would otherwise end without one or at the stream-mode sizes you request (and a log at
+each evaluation, so ``state.total_flos`` is current), and each evaluation the run would not
+have made puts the global RNG back when it is done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import platform
-import sys
 import time
-import traceback
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -26,6 +32,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from .. import records
+from .._utils import one_line
 from ..errors import LensLLMError
 from ..records import Evaluation, RunRecord
 
@@ -35,6 +42,9 @@ logger = logging.get_logger(__name__)
 
 #: First size of ``eval_at_examples="geometric"``: 200, 400, 800, ... (the papers' subset sizes).
 GEOMETRIC_START = 200
+
+#: Schedules under which a stream-mode point matches a separate run on that many examples.
+FLAT_SCHEDULES = ("constant", "constant_with_warmup")
 
 
 class CallbackError(LensLLMError, ValueError):
@@ -47,44 +57,58 @@ class LensLLMCallback(TrainerCallback):
     Add it to any ``Trainer`` (``Seq2SeqTrainer``, TRL trainers, PEFT models, several processes
     under ``accelerate launch``) and train as usual. When training ends, a run record (see
     :class:`lensllm_hf.records.RunRecord`) is in ``args.output_dir/lensllm_record.json``, or in
-    ``store`` under a stable name per (model, subset size, seed, config hash). The record is
-    written at train begin with status ``interrupted``, after every evaluation, and at the end
-    with status ``complete`` (or ``failed`` and the error), each time atomically.
+    ``store`` under the name the records module gives the run's key. The record is written at
+    train begin with status ``interrupted``, after every evaluation, and at the end with status
+    ``complete`` (or ``failed`` and the error), each time atomically.
+
+    Given the Trainer (``trainer=`` or :meth:`bind`), the callback also checks the eval set before
+    the first step, probes without an extra evaluation, and evaluates after the training loop when
+    the run ended without an evaluation (another callback stopped it); without it, it works from
+    what the events hand it (see ``docs/callback.md``, "With or without the Trainer").
 
     Args:
-        store: a folder or fsspec URL shared by many runs; None writes to ``args.output_dir``.
+        store: a folder or fsspec URL (or a :class:`lensllm_hf.records.Store`) shared by many runs;
+            None writes to ``args.output_dir``.
+        trainer: the Trainer that runs this callback; same as calling :meth:`bind` (which also
+            adds the callback to it).
         ntk_probe: measure the NTK term F(Theta, t) (DESIGN.md, section 2) on ``probe_examples``
-            examples of the eval set at train begin; False turns it off.
+            examples of the eval set before the first step; False turns it off.
         probe_examples: k, the number of probe examples.
         eval_at_examples: stream mode: ``"geometric"`` (200, 400, 800, ... up to the training-set
             size) or a list of sizes; the Trainer evaluates when the examples seen first reach
             each, so one run yields a loss-versus-D curve (see ``docs/callback.md`` for when it
-            matches separate runs on nested subsets).
-        eval_on_start: evaluate before the first step (the zero-shot point, D = 0). None: yes in
-            stream mode, no otherwise (or set ``TrainingArguments(eval_on_start=True)``).
-        model_name: the model's row name in curve tables; None uses ``config._name_or_path``.
+            matches separate runs on nested subsets: a warning says when it does not).
+        eval_on_start: record an evaluation before the first step (the zero-shot point, D = 0).
+            None: yes in stream mode, no otherwise (or set ``TrainingArguments(eval_on_start=True)``).
+        model_name: the model's row name in curve tables; None uses ``config._name_or_path``, and
+            a model built from a config (no name) gets ``<architecture>-<hash of config and
+            weights>`` with a warning.
         revision: the model revision, when the path does not tell it (Hub cache paths do).
         train_size: the subset size D when ``len(train_dataset)`` is unknown (iterable datasets).
-        config_hash: override the hash of the training configuration used in the record name
-            (a planner that computed it before the run passes its own).
+        config_hash: override the hash of the training configuration (a planner that computed
+            it before the run passes its own).
+        adapter_hash: the adapter part of the run's key (``records.adapter_hash`` of the adapter
+            config, as the planner that built the key spelled it); None: computed from the PEFT
+            model's active adapter config, and None for full fine-tuning.
         eval_name: with a dict of eval datasets, which one gives the loss (``eval_<name>_loss``)
             and the probe examples; None takes the first.
         allow_no_eval: record a run without an eval set (training loss only) instead of failing.
         probe_memory_mb: memory budget of the probe; above it gradients are sketched.
         projection_dim: sketch width of the probe (None: automatic, 0: exact).
 
-    Example:
-        >>> from lensllm_hf import LensLLMCallback
-        >>> trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test,
-        ...                   callbacks=[LensLLMCallback(store="s3://bucket/runs")])
-        >>> trainer.train()          # writes s3://bucket/runs/<model>__D800__seed42__<hash>.lensllm.json
+    Example (an illustration: ``model``, ``args``, ``train``, ``test`` are yours)::
+
+        from lensllm_hf import LensLLMCallback
+        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test,
+                          callbacks=[LensLLMCallback(store="s3://bucket/runs")])
+        trainer.train()          # writes one record under s3://bucket/runs/
     """
 
-    def __init__(self, store: str | os.PathLike | None = None, *, ntk_probe: bool = True,
+    def __init__(self, store: str | os.PathLike | records.Store | None = None, *, trainer=None, ntk_probe: bool = True,
                  probe_examples: int = 16, eval_at_examples: str | Sequence[int] | None = None,
                  eval_on_start: bool | None = None, model_name: str | None = None,
                  revision: str | None = None, train_size: int | None = None, config_hash: str | None = None,
-                 eval_name: str | None = None, allow_no_eval: bool = False, probe_memory_mb: float = 2048.0,
+                 adapter_hash: str | None = None, eval_name: str | None = None, allow_no_eval: bool = False, probe_memory_mb: float = 2048.0,
                  projection_dim: int | None = None):
         if isinstance(eval_at_examples, str) and eval_at_examples != "geometric":
             raise CallbackError(f"eval_at_examples={eval_at_examples!r}: pass 'geometric' or a list of sizes "
@@ -98,7 +122,12 @@ class LensLLMCallback(TrainerCallback):
         if not isinstance(probe_examples, int) or probe_examples < 2:
             raise CallbackError(f"probe_examples={probe_examples!r}: the NTK probe needs at least 2 examples "
                                 "(16 is the default)")
-        self.store = None if store is None else str(store)
+        if model_name is not None and (not isinstance(model_name, str) or not model_name):
+            raise CallbackError(f"model_name={model_name!r}: pass a non-empty name (its row in curve tables)")
+        # Checked once here (a URL fsspec cannot open is a one-line RecordError now, not at train begin).
+        self._store = None if store is None else records.Store(store)
+        #: The store's URL, or None (records go to ``args.output_dir``).
+        self.store: str | None = None if self._store is None else self._store.url
         self.ntk_probe = ntk_probe
         self.probe_examples = probe_examples
         self.eval_at_examples = eval_at_examples
@@ -107,26 +136,106 @@ class LensLLMCallback(TrainerCallback):
         self.revision = revision
         self.train_size = train_size
         self.config_hash = config_hash
+        self.adapter_hash = adapter_hash
         self.eval_name = eval_name
         self.allow_no_eval = allow_no_eval
         self.probe_memory_mb = probe_memory_mb
         self.projection_dim = projection_dim
+        #: The run record being written (None before the first ``train()``).
         self.record: RunRecord | None = None
+        #: Where the record was last written (the value ``records.write_record`` returned).
         self.record_path: str | None = None
+        self._trainer_ref: weakref.ref | None = None  # weak: the Trainer holds this callback
         self._initialized = False
-        self._trainer_ref: weakref.ref | None = None
-        self._has_eval = False
-        self._early: list[Evaluation] = []
-        self._hook = self._previous_hook = None
+        self._early: list[Evaluation] = []  # trainer.evaluate() before train(): the zero-shot point
+        self._early_loader = None
         self._rng_before_eval: tuple[int, tuple] | None = None
+        self._restore_eval_on_start = False
+        self._finished = False
+        if trainer is not None:
+            self.bind(trainer)
 
-    # -- set-up -------------------------------------------------------------------------------
+    # -- the Trainer, when given ----------------------------------------------------------------
 
-    def setup(self, args, state, model, **kwargs) -> None:
+    def bind(self, trainer) -> LensLLMCallback:
+        """Give the callback the Trainer that runs it (and add it to that Trainer if absent).
+
+        With it the callback checks the eval set before the first step (a missing one or a wrong
+        ``eval_name`` is a :class:`CallbackError` before any training), draws the probe's examples
+        from ``trainer.get_eval_dataloader()`` without an extra evaluation, and calls
+        ``trainer.evaluate()`` after the loop when the run ended without an evaluation. Returns
+        the callback.
+
+        Example (an illustration)::
+
+            callback = LensLLMCallback(store="runs").bind(trainer)
+            trainer.train()
+        """
+        from transformers import Trainer
+
+        if not isinstance(trainer, Trainer):
+            raise CallbackError(f"bind() takes the transformers.Trainer that runs this callback, got "
+                                f"{type(trainer).__name__}")
+        self._trainer_ref = weakref.ref(trainer)
+        if not any(callback is self for callback in trainer.callback_handler.callbacks):
+            trainer.add_callback(self)
+        return self
+
+    @property
+    def trainer(self):
+        """The bound Trainer, or None (not bound, or already garbage-collected)."""
+        return self._trainer_ref() if self._trainer_ref is not None else None
+
+    # -- failures -------------------------------------------------------------------------------
+
+    def mark_failed(self, error: BaseException | str) -> None:
+        """Record that the run failed, with the error's message (main process only).
+
+        A callback never sees the exception that ends training, so an uncaught error in a script
+        leaves the record ``interrupted`` (started, not finished), which is true. A program that
+        catches the error (a planner running many candidates) calls this, or trains inside
+        :meth:`recording`. A run whose training had finished keeps its ``complete`` record.
+
+        Example (an illustration)::
+
+            try:
+                trainer.train()
+            except Exception as error:
+                callback.mark_failed(error)
+                raise
+        """
+        if self.record is None or self.record_path is None or self._finished:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.record.status, self.record.error = "interrupted", "KeyboardInterrupt"
+        else:
+            self.record.status, self.record.error = "failed", one_line(error)
+        self.record.wall_time_s = time.perf_counter() - self._t0
+        self.record.finished_at = _now()
+        self._write()
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[LensLLMCallback]:
+        """A block whose error marks the record ``failed`` (:meth:`mark_failed`); the error goes on.
+
+        Example (an illustration)::
+
+            with callback.recording():
+                trainer.train()
+        """
+        try:
+            yield self
+        except BaseException as error:
+            self.mark_failed(error)
+            raise
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def setup(self, args, state, model=None, **kwargs) -> None:
         """Check once, before training, that the record can be written where it will go."""
         self._initialized = True
         if state.is_world_process_zero:
-            records.check_writable(self.store if self.store is not None else args.output_dir)
+            records.check_writable(self._store if self._store is not None else args.output_dir)
 
     def on_init_end(self, args, state, control, **kwargs):
         if not self._initialized:
@@ -134,65 +243,88 @@ class LensLLMCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         if not self._initialized:
-            self.setup(args, state, model, **kwargs)
-        trainer = _find_trainer()
-        self._trainer_ref = weakref.ref(trainer) if trainer is not None else None
-        eval_dataset = getattr(trainer, "eval_dataset", None)
-        metric, probe_source = self._eval_source(eval_dataset)
-        self._has_eval = eval_dataset is not None
-        if not self._has_eval and not self.allow_no_eval:
-            raise CallbackError("LensLLMCallback needs an evaluation set (the eval loss is what LensLLM fits): pass "
-                                "eval_dataset=... to the Trainer, or LensLLMCallback(allow_no_eval=True) to record "
-                                "the training loss only")
-
+            self.setup(args, state, model)
+        if self._restore_eval_on_start:  # a previous train() failed before evaluating: give the switch back
+            args.eval_on_start, self._restore_eval_on_start = False, False
+        trainer = self.trainer
+        early_loader = self._early_loader  # the DataLoader of an evaluation before train(), if any
+        # A store, or the run's own file: records.write_record names the file in a store.
+        self._target = self._store if self._store is not None else os.path.join(args.output_dir,
+                                                                                 records.DEFAULT_RECORD_NAME)
         self._t0 = time.perf_counter()
         self._lr_sum = 0.0
         self._finished = False
         self._pending_at: int | None = None
-        self._train_size = self.train_size if self.train_size is not None else _length(
-            getattr(trainer, "train_dataset", None) if trainer is not None else getattr(train_dataloader, "dataset", None))
+        self._begin_step = state.global_step
+        train_data = getattr(train_dataloader, "dataset", None)
+        self._train_size = self.train_size if self.train_size is not None else _length(train_data)
         self._batch = int(state.train_batch_size or args.per_device_train_batch_size)
         self._effective_batch = self._batch * args.gradient_accumulation_steps * max(1, args.world_size)
         steps = _length(train_dataloader)
         self._steps_per_epoch = max(1, -(-steps // args.gradient_accumulation_steps)) if steps else None
+
+        if trainer is not None:
+            eval_dataset = trainer.eval_dataset
+            self._has_eval = eval_dataset is not None
+            metric, eval_key = self._metric_of(eval_dataset)
+            self._metric_known = True
+        else:
+            # Not bound: the eval set shows itself at the first evaluation. One exists when the run
+            # evaluates on its own (the Trainer checks at init) or evaluated before train();
+            # otherwise assume one unless allow_no_eval (the Trainer says so if there is none).
+            self._has_eval = (_value(args.eval_strategy) != "no" or early_loader is not None
+                              or not self.allow_no_eval)
+            metric, eval_key = ("eval_loss" if self.eval_name is None else f"eval_{self.eval_name}_loss"), None
+            self._metric_known = self.eval_name is not None
+        if not self._has_eval and not self.allow_no_eval:
+            raise CallbackError("LensLLMCallback needs an evaluation set (the eval loss is what LensLLM fits): pass "
+                                "eval_dataset=... to the Trainer, or LensLLMCallback(allow_no_eval=True) to record "
+                                "the training loss only")
         self._thresholds = self._stream_sizes(state) if self._has_eval else []
 
-        self.record = self._new_record(args, state, model, trainer, metric, probe_source)
+        self.record = self._new_record(args, state, model, train_data, metric)
         if state.global_step > 0:
             self.record.warnings.append(f"resumed from a checkpoint at step {state.global_step}: the NTK probe "
                                         "and the zero-shot point see the resumed weights")
+        self._warn_stream(args, state)
+
+        # The probe's examples come from an eval DataLoader: the bound Trainer's, the one of an
+        # evaluation before train(), or else the one of an evaluation asked for before the first step.
+        early_zero_shot = any(e.step == 0 for e in self.record.evaluations)
+        loader_now = trainer is not None or early_loader is not None
+        self._probe_pending = bool(self.ntk_probe and self._has_eval)
+        self._start_eval_recorded = self.eval_on_start or bool(args.eval_on_start)
+        want_start = self._has_eval and ((self.eval_on_start and not early_zero_shot)
+                                         or (self._probe_pending and not loader_now))
         if state.is_world_process_zero:
-            if self.ntk_probe and self._has_eval:
-                self.record.ntk = self._probe(trainer, model, probe_source, args)
-            self.record_path = self._target(args)
+            if self._probe_pending and loader_now:
+                self.record.ntk = self._probe(model, args, trainer=trainer, eval_key=eval_key,
+                                              loader=None if trainer is not None else early_loader)
+                self._probe_pending = False
             self._write()
-            self._install_failure_hook()
-        if self._has_eval and self.eval_on_start and not args.eval_on_start and trainer is not None:
-            self._evaluate_quietly(trainer)  # the zero-shot point
+        if loader_now:
+            self._probe_pending = False  # every process: the same decisions everywhere
+        if want_start and not args.eval_on_start:
+            # eval_on_start is the Trainer's one switch for an evaluation before the first step; it
+            # reads it right after this event, and on_evaluate puts it back.
+            from .ntk import rng_state
 
-    @staticmethod
-    def _evaluate_quietly(trainer) -> None:
-        """``trainer.evaluate()`` (on every process: it gathers across them), RNG left as it was."""
-        from .ntk import rng_state, set_rng_state
+            self._rng_before_eval = (state.global_step, rng_state())
+            self._restore_eval_on_start = True
+            args.eval_on_start = True
 
-        saved = rng_state()
-        try:
-            trainer.evaluate()
-        finally:
-            set_rng_state(saved)
-
-    def _eval_source(self, eval_dataset) -> tuple[str, Any]:
-        """The loss metric's name and the dataset the probe draws from."""
+    def _metric_of(self, eval_dataset) -> tuple[str, str | None]:
+        """The loss metric's name and, for a dict of eval sets, the chosen set's key."""
         if not isinstance(eval_dataset, dict):
-            return "eval_loss", eval_dataset
+            return "eval_loss", None
         names = list(eval_dataset)
         if self.eval_name is not None and self.eval_name not in eval_dataset:
             raise CallbackError(f"eval_name={self.eval_name!r} is not one of the eval datasets {names}; "
                                 "pass one of those names")
         name = self.eval_name if self.eval_name is not None else names[0]
-        return f"eval_{name}_loss", eval_dataset[name]  # the Trainer's key for a named eval set
+        return f"eval_{name}_loss", name  # the Trainer's key for a named eval set
 
-    # -- events -------------------------------------------------------------------------------
+    # -- events ---------------------------------------------------------------------------------
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is not None and self.record is not None:
@@ -202,14 +334,16 @@ class LensLLMCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.record is None or not self._has_eval:
             return
+        self._rng_before_eval = None
         seen = self._examples_seen(state)
         ask = False
         while self._thresholds and seen >= self._thresholds[0]:
             self._pending_at = self._thresholds.pop(0)
             ask = True
-        if state.global_step >= state.max_steps and _value(args.eval_strategy) == "no":
-            ask = True  # the final eval loss is the point LensLLM fits
-        self._rng_before_eval = None
+        if control.should_training_stop and _value(args.eval_strategy) != "epoch":
+            # The run ends at this step (max_steps, or a callback before this one stopped it): its
+            # final eval loss is the point LensLLM fits. An epoch strategy evaluates at epoch end.
+            ask = True
         if ask and not control.should_evaluate:
             # Evaluating draws from the global RNG (each DataLoader iterator takes a seed), which
             # would shift the dropout masks and data order of the steps after it: an evaluation
@@ -218,8 +352,16 @@ class LensLLMCallback(TrainerCallback):
 
             self._rng_before_eval = (state.global_step, rng_state())
             control.should_evaluate = True
+        if control.should_evaluate:
+            control.should_log = True  # the Trainer adds up FLOPs into state.total_flos when it logs
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.record is not None and self._has_eval and control.should_evaluate:
+            control.should_log = True  # as in on_step_end: state.total_flos current at the evaluation
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, eval_dataloader=None, **kwargs):
+        if self._restore_eval_on_start:
+            args.eval_on_start, self._restore_eval_on_start = False, False
         if self._rng_before_eval is not None and self._rng_before_eval[0] == state.global_step:
             from .ntk import set_rng_state
 
@@ -227,22 +369,41 @@ class LensLLMCallback(TrainerCallback):
         metrics = {k: _number(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         if self.record is None:
             # trainer.evaluate() before train(): keep it as the zero-shot point of the coming run.
-            self._early.append(Evaluation(step=0, examples_seen=0, eval_loss=metrics.get("eval_loss"),
-                                          metrics=metrics))
+            key = "eval_loss" if self.eval_name is None else f"eval_{self.eval_name}_loss"
+            if key in metrics:
+                self._early.append(Evaluation(step=0, examples_seen=0, eval_loss=metrics[key], metrics=metrics))
+                self._early_loader = eval_dataloader
             return
-        ev = next((e for e in self.record.evaluations if e.step == state.global_step), None)
+        rec = self.record
+        if not self._metric_known:
+            prefix = _metric_prefix(metrics)  # the first eval set evaluated is the first of a dict
+            if prefix is not None:
+                rec.metric, self._metric_known = f"{prefix}_loss", True
+        if rec.metric in metrics:
+            dataset = getattr(eval_dataloader, "dataset", None)
+            if rec.dataset.get("eval_num_rows") is None and dataset is not None:
+                rec.dataset.update(eval_fingerprint=_fingerprint(dataset), eval_num_rows=_length(dataset))
+            if self._probe_pending:
+                # Only an evaluation before the first step sees the weights the probe measures.
+                if state.is_world_process_zero and state.global_step == self._begin_step:
+                    rec.ntk = self._probe(model, args, loader=eval_dataloader)
+                self._probe_pending = False
+        first = rec.evaluations[0].step if rec.evaluations else None
+        if state.global_step == 0 and not self._start_eval_recorded and first != 0:
+            return  # the evaluation before the first step was only for the probe's examples
+        ev = next((e for e in rec.evaluations if e.step == state.global_step), None)
         if ev is None:
             ev = Evaluation(step=state.global_step, examples_seen=self._examples_seen(state), eval_loss=None)
-            self.record.evaluations.append(ev)
+            rec.evaluations.append(ev)
         ev.metrics.update(metrics)  # a dict of eval sets reports once per set, at the same step
-        if self.record.metric in metrics:
-            ev.eval_loss = metrics[self.record.metric]
-            warning = f"{self.record.metric} is NaN or infinite at step {state.global_step}"
-            if ev.eval_loss is None and warning not in self.record.warnings:
-                self.record.warnings.append(warning)
+        if rec.metric in metrics:
+            ev.eval_loss = metrics[rec.metric]
+            warning = f"{rec.metric} is NaN or infinite at step {state.global_step}"
+            if ev.eval_loss is None and warning not in rec.warnings:
+                rec.warnings.append(warning)
         ev.epoch = state.epoch
         ev.tokens_seen = self._tokens_seen(args, state)
-        ev.total_flos = self._flos_so_far(args, state)
+        ev.total_flos = float(state.total_flos)
         if self._pending_at is not None:
             ev.at_examples, self._pending_at = self._pending_at, None
         if self._finished:
@@ -262,71 +423,43 @@ class LensLLMCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.record is None:
             return
-        trainer = self._trainer_ref() if self._trainer_ref is not None else None
+        if self._restore_eval_on_start:  # the run never evaluated (no step, or an error before it)
+            args.eval_on_start, self._restore_eval_on_start = False, False
+        trainer = self.trainer
         ended_with_eval = any(e.step == state.global_step and self.record.metric in e.metrics
                               for e in self.record.evaluations)
         if self._has_eval and trainer is not None and not ended_with_eval:
-            self._evaluate_quietly(trainer)  # the run did not end with one (e.g. stopped by another callback)
+            # The run ended without one (a callback after this one stopped it): evaluate now.
+            from .ntk import rng_state, set_rng_state
+
+            saved = rng_state()
+            try:
+                trainer.evaluate()
+            finally:
+                set_rng_state(saved)
         self._finished = True
         self._finish(args, state)
         if state.is_world_process_zero:
             self._write()
-            self._remove_failure_hook()
 
-    # -- failures -----------------------------------------------------------------------------
+    # -- the record -----------------------------------------------------------------------------
 
-    def mark_failed(self, error: BaseException | str) -> None:
-        """Record that the run failed, with the error's message (main process only).
-
-        Called automatically when an uncaught exception leaves ``Trainer.train`` in a script; a
-        program that catches the error itself (a planner running many candidates) calls it.
-
-        Example:
-            >>> try:
-            ...     trainer.train()
-            ... except Exception as error:
-            ...     callback.mark_failed(error)
-        """
-        if self.record is None or self.record_path is None:
-            return
-        if isinstance(error, KeyboardInterrupt):
-            self.record.status, self.record.error = "interrupted", "KeyboardInterrupt"
-        else:
-            self.record.status = "failed"
-            self.record.error = _one_line(error)
-        self.record.wall_time_s = time.perf_counter() - self._t0
-        self.record.finished_at = _now()
-        self._write()
-        self._remove_failure_hook()
-
-    def _install_failure_hook(self) -> None:
-        # A callback never sees the exception that ends training; the interpreter's last-chance
-        # hook does, in a script. Chain to the previous hook so nothing else changes.
-        previous = sys.excepthook
-
-        def hook(exc_type, exc, tb):
-            with contextlib.suppress(Exception):
-                trainer = self._trainer_ref() if self._trainer_ref is not None else None
-                if not self._finished and _through_train(tb, trainer):
-                    self.mark_failed(exc)
-            previous(exc_type, exc, tb)
-
-        self._previous_hook, self._hook = previous, hook
-        sys.excepthook = hook
-
-    def _remove_failure_hook(self) -> None:
-        if self._hook is not None and sys.excepthook is self._hook:
-            sys.excepthook = self._previous_hook
-        self._hook = None
-
-    # -- the record ---------------------------------------------------------------------------
-
-    def _new_record(self, args, state, model, trainer, metric, eval_dataset) -> RunRecord:
-        # eval_dataset: the one set whose loss is the metric (a dict of sets: the chosen one)
+    def _new_record(self, args, state, model, train_data, metric) -> RunRecord:
         base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
         config = getattr(base, "config", None)
         name_or_path = str(getattr(config, "_name_or_path", "") or getattr(base, "name_or_path", "") or "")
         adapter = _adapter_summary(model)
+        architecture = (getattr(config, "architectures", None) or [type(base).__name__])[0]
+        warnings: list[str] = []
+        model_id = self.model_name or name_or_path
+        if not model_id:
+            # Built from a config: its class name would be shared by every such model (a 4-layer
+            # and a 2-layer GPT-2 would overwrite each other's records).
+            model_id = f"{architecture}-{_model_digest(base, config, frozen_only=adapter is not None)}"
+            warnings.append(f"the model has no name (built from a config): recorded as {model_id!r}, a hash of its "
+                            "config and initial weights; pass LensLLMCallback(model_name=...) to name its row in "
+                            "curve tables")
+            logger.warning(f"LensLLMCallback: {warnings[-1]}")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         training = {
             "learning_rate": args.learning_rate,
@@ -344,25 +477,26 @@ class LensLLMCallback(TrainerCallback):
             "label_smoothing_factor": args.label_smoothing_factor,
         }
         adapter_config = {k: v for k, v in (adapter or {}).items() if k != "trainable_parameters"}
-        train_dataset = getattr(trainer, "train_dataset", None)
         early = [e for e in self._early if e.step == 0]
         self._early = []
+        self._early_loader = None
         return RunRecord(
             model={
-                "id": self.model_name or name_or_path or type(base).__name__,
+                "id": model_id,
                 "name_or_path": name_or_path or None,
                 "revision": self.revision or _revision_from_path(name_or_path),
-                "architecture": (getattr(config, "architectures", None) or [type(base).__name__])[0],
+                "architecture": architecture,
                 "num_parameters": sum(p.numel() for p in model.parameters()),
                 "trainable_parameters": trainable,
             },
             adapter=adapter,
+            adapter_hash=self.adapter_hash or (records.adapter_hash(_peft_config(model)) if adapter else None),
             train_size=self._train_size,
             dataset={
-                "fingerprint": _fingerprint(train_dataset),
-                "num_rows": _length(train_dataset),
-                "eval_fingerprint": _fingerprint(eval_dataset),
-                "eval_num_rows": _length(eval_dataset),
+                "fingerprint": _fingerprint(train_data),
+                "num_rows": _length(train_data),
+                "eval_fingerprint": None,  # filled at the first evaluation, from its DataLoader
+                "eval_num_rows": None,
             },
             seed=args.seed,
             world_size=max(1, args.world_size),
@@ -374,7 +508,29 @@ class LensLLMCallback(TrainerCallback):
             stream={"eval_at_examples": list(self._thresholds)} if self.eval_at_examples is not None else None,
             started_at=_now(),
             versions=_versions(),
+            warnings=warnings,
         )
+
+    def _warn_stream(self, args, state) -> None:
+        """Stream mode whose points are not separate runs' ends: say so in the record and the log."""
+        if self.eval_at_examples is None:
+            return
+        schedule = _value(args.lr_scheduler_type)
+        if self._steps_per_epoch:
+            epochs = state.max_steps / self._steps_per_epoch
+        else:
+            epochs = float(args.num_train_epochs) if args.max_steps <= 0 else 1.0
+        reasons = []
+        if schedule not in FLAT_SCHEDULES:
+            reasons.append(f"lr_scheduler_type={schedule!r} decays the learning rate over the whole run")
+        if epochs > 1:
+            reasons.append(f"the run makes {epochs:g} passes over the data")
+        if reasons:
+            warning = ("stream mode: " + " and ".join(reasons) + ", so a point at D examples is not the end of a "
+                       "run on D examples (docs/callback.md measures mean gaps of 12-19 % against nested runs); "
+                       "use lr_scheduler_type='constant' and one epoch, or separate runs on nested subsets")
+            self.record.warnings.append(warning)
+            logger.warning(f"LensLLMCallback: {warning}")
 
     def _finish(self, args, state) -> None:
         rec = self.record
@@ -390,41 +546,48 @@ class LensLLMCallback(TrainerCallback):
             rec.ntk.update(eta=eta, t=t, F=ntk_F(rec.ntk["eigenvalues"], rec.ntk["coefficients"], eta * t),
                            lr_sum=self._lr_sum,
                            F_scheduled=ntk_F(rec.ntk["eigenvalues"], rec.ntk["coefficients"], self._lr_sum))
-        if self._has_eval and rec.final_eval_loss is None:
-            rec.status = "failed"
-            rec.error = (f"{rec.metric} is NaN or missing at the end of training (step {state.global_step}): the run "
-                         "diverged or the last evaluation failed; lower the learning rate or check the data")
-        else:
+        if not self._has_eval or rec.final_eval_loss is not None:
             rec.status, rec.error = "complete", None
-
-    def _target(self, args) -> str:
-        if self.store is None:
-            return os.path.join(args.output_dir, records.DEFAULT_RECORD_NAME)
-        rec = self.record
-        return records.record_path(self.store, rec.model_id, rec.train_size, rec.seed, rec.config_hash)
+            return
+        rec.status = "failed"
+        if last is not None and rec.metric in last.metrics:
+            rec.error = (f"{rec.metric} is NaN at the end of training (step {state.global_step}): the run diverged; "
+                         "lower the learning rate or check the data")
+        elif rec.evaluations and not any(rec.metric in e.metrics for e in rec.evaluations):
+            seen = sorted({k for e in rec.evaluations for k in e.metrics if k.endswith("_loss")})
+            rec.error = (f"no evaluation reported {rec.metric} (it reported {', '.join(seen) or 'no loss'}): "
+                         "pass eval_name= as one of the eval datasets' names")
+        else:
+            rec.error = (f"the run ended at step {state.global_step} without an evaluation (a callback after "
+                         "LensLLMCallback stopped it): pass LensLLMCallback(trainer=trainer) or call "
+                         "callback.bind(trainer) so it evaluates after the training loop")
 
     def _write(self) -> None:
-        if self.record_path is not None:
-            records.write_record(self.record, self.record_path)
+        self.record_path = records.write_record(self.record, self._target)
 
-    # -- the NTK probe ------------------------------------------------------------------------
+    # -- the NTK probe --------------------------------------------------------------------------
 
-    def _probe(self, trainer, model, dataset, args) -> dict[str, Any]:
-        """Theta's spectrum and r at train begin; a failure is recorded and never stops training."""
+    def _probe(self, model, args, *, trainer=None, eval_key=None, loader=None) -> dict[str, Any]:
+        """Theta's spectrum and r before the first step; a failure is recorded and never stops training."""
         try:
-            from .ntk import empirical_ntk
+            from .ntk import empirical_ntk, rng_state, set_rng_state
 
-            batch = _probe_batch(trainer, dataset, self.probe_examples)
+            if loader is None:
+                saved = rng_state()  # building a DataLoader may seed a generator
+                try:
+                    loader = trainer.get_eval_dataloader(eval_key)
+                finally:
+                    set_rng_state(saved)
+            batch = _probe_batch(loader, self.probe_examples)
             probe = empirical_ntk(model, batch, projection_dim=self.projection_dim,
                                   max_memory_mb=self.probe_memory_mb, seed=args.seed)
         except Exception as error:  # the probe is a measurement: it must not take the run down
-            logger.warning(f"LensLLMCallback: the NTK probe failed, training goes on without it: {_one_line(error)}")
-            return {"F": None, "error": _one_line(error)}
-        out = {"F": None, "eta": float(args.learning_rate), "t": None, **probe.to_dict(),
-               "examples": f"the first {probe.k} examples of the eval set"}
-        return out
+            logger.warning(f"LensLLMCallback: the NTK probe failed, training goes on without it: {one_line(error)}")
+            return {"F": None, "error": one_line(error)}
+        return {"F": None, "eta": float(args.learning_rate), "t": None, **probe.to_dict(),
+                "examples": f"the first {probe.k} examples of the eval set"}
 
-    # -- counting -----------------------------------------------------------------------------
+    # -- counting -------------------------------------------------------------------------------
 
     def _stream_sizes(self, state) -> list[int]:
         if self.eval_at_examples is None:
@@ -454,74 +617,75 @@ class LensLLMCallback(TrainerCallback):
             return None  # the Trainer counts tokens only when asked to
         return int(state.num_input_tokens_seen)
 
-    def _flos_so_far(self, args, state) -> float:
-        # state.total_flos moves only at logging steps; the Trainer holds the rest in current_flos
-        # (per process: the other processes' share is estimated as equal).
-        trainer = self._trainer_ref() if self._trainer_ref is not None else None
-        pending = float(getattr(trainer, "current_flos", 0.0) or 0.0)
-        return float(state.total_flos) + pending * max(1, args.world_size)
-
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _find_trainer():
-    """The Trainer running this event, from the call stack.
+def _probe_batch(loader, k: int) -> dict[str, Any]:
+    """The first ``k`` examples of an eval DataLoader's dataset, collated by its own collate_fn.
 
-    Callbacks get the model, the data loaders and the optimizer, not the Trainer; the eval set,
-    its data collator and a final evaluation need it. The events are called from Trainer methods
-    a few frames up, so look there (a subclass, as TRL's trainers, matches too).
+    The Trainer's eval DataLoader holds the dataset with the columns the model does not take
+    removed (or a collator that removes them), so this is what evaluation feeds the model.
     """
-    from transformers import Trainer
-
-    frame = sys._getframe(1)
-    for _ in range(16):
-        if frame is None:
-            break
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, Trainer):
-            return candidate
-        frame = frame.f_back
-    return None
-
-
-def _probe_batch(trainer, dataset, k: int) -> dict[str, Any]:
-    """The first ``k`` eval examples, with the columns and collator the Trainer uses for evaluation."""
     import torch
 
-    if trainer is None:
-        raise CallbackError("the Trainer running this callback was not found; add LensLLMCallback to a "
-                            "transformers.Trainer (callbacks=[...] or trainer.add_callback)")
+    dataset, collate = getattr(loader, "dataset", None), getattr(loader, "collate_fn", None)
     n = min(k, _length(dataset) or 0)
     if n < 2:
-        raise CallbackError(f"the eval set has {n} example(s); the NTK probe needs at least 2")
-    collate = trainer.data_collator
-    try:
-        import datasets
-
-        is_hf = isinstance(dataset, datasets.Dataset)
-    except ImportError:
-        is_hf = False
-    if is_hf:
-        dataset = dataset.select(range(n))
-        remove = getattr(trainer, "_remove_unused_columns", None)  # what get_eval_dataloader does
-        if remove is not None:
-            dataset = remove(dataset, description="LensLLM probe")
-    else:
-        wrap = getattr(trainer, "_get_collator_with_removed_columns", None)
-        if wrap is not None:
-            collate = wrap(collate, description="LensLLM probe")
+        raise CallbackError(f"the eval set has {n} example(s) with a known length; the NTK probe needs at least 2")
+    if collate is None:
+        raise CallbackError("the eval DataLoader has no collate_fn; the NTK probe collates its examples with it")
     batch = collate([dataset[i] for i in range(n)])
     return {key: value for key, value in dict(batch).items() if isinstance(value, torch.Tensor)}
 
 
-def _adapter_summary(model) -> dict[str, Any] | None:
+def _metric_prefix(metrics: dict[str, Any]) -> str | None:
+    """``eval`` or ``eval_<name>``: the prefix of one evaluation's metrics (every one has ``<prefix>_runtime``)."""
+    return next((key[: -len("_runtime")] for key in metrics if key.endswith("_runtime")), None)
+
+
+def _model_digest(model, config, *, frozen_only: bool) -> str:
+    """A short hash of the config, the parameter names and shapes, and the first values of each.
+
+    Tells apart models built from configs (different sizes, or the same size initialised
+    differently). ``frozen_only`` (a PEFT model) leaves out the adapter's fresh weights, which
+    depend on the run's seed, not on the model.
+    """
+    import torch
+
+    described = config.to_dict() if callable(getattr(config, "to_dict", None)) else {}
+    for key in ("_name_or_path", "transformers_version", "architectures"):
+        described.pop(key, None)
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if frozen_only and param.requires_grad:
+                continue
+            digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+            digest.update(param.detach().reshape(-1)[:8].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _active_adapter(model) -> str | None:
+    """The name of a PEFT model's active adapter (the first one if that is not a single name), or None."""
     configs = getattr(model, "peft_config", None)
     if not isinstance(configs, dict) or not configs:
         return None
     name = getattr(model, "active_adapter", None)
-    name = name if isinstance(name, str) and name in configs else next(iter(configs))
-    config = configs[name].to_dict() if hasattr(configs[name], "to_dict") else dict(vars(configs[name]))
+    return name if isinstance(name, str) and name in configs else next(iter(configs))
+
+
+def _peft_config(model):
+    name = _active_adapter(model)
+    return None if name is None else model.peft_config[name]
+
+
+def _adapter_summary(model) -> dict[str, Any] | None:
+    name = _active_adapter(model)
+    if name is None:
+        return None
+    peft_config = model.peft_config[name]
+    config = peft_config.to_dict() if hasattr(peft_config, "to_dict") else dict(vars(peft_config))
     keep = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "task_type",
             "use_dora", "use_rslora", "init_lora_weights", "num_virtual_tokens")
     summary: dict[str, Any] = {"peft_type": _value(config.get("peft_type")), "adapter_name": name}
@@ -534,17 +698,10 @@ def _adapter_summary(model) -> dict[str, Any] | None:
 
 
 def _fingerprint(dataset) -> str | None:
-    """``datasets``' own fingerprint, else a hash of the size and a sample of the items."""
-    if dataset is None:
-        return None
-    fingerprint = getattr(dataset, "_fingerprint", None)
-    if isinstance(fingerprint, str):
-        return fingerprint
+    """A hash of the dataset as the Trainer feeds it: its size and 16 items spread over it."""
     n = _length(dataset)
     if not n:
         return None
-    import hashlib
-
     digest = hashlib.sha256(str(n).encode())
     for i in sorted({round(j * (n - 1) / 15) for j in range(16)}):
         with contextlib.suppress(Exception):
@@ -568,14 +725,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _through_train(tb, trainer) -> bool:
-    """Whether a traceback passes through this run's ``Trainer.train`` (not another trainer's, not later code)."""
-    for frame, _ in traceback.walk_tb(tb):
-        if frame.f_code.co_name in ("train", "_inner_training_loop") and frame.f_locals.get("self") is trainer:
-            return trainer is not None
-    return False
-
-
 def _length(obj) -> int | None:
     try:
         return len(obj) if obj is not None else None
@@ -590,11 +739,6 @@ def _number(value) -> float | None:
 
 def _value(obj):
     return getattr(obj, "value", obj)
-
-
-def _one_line(error: BaseException | str) -> str:
-    text = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return " ".join(text.split())[:500]
 
 
 def _now() -> str:

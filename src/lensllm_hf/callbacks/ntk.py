@@ -9,10 +9,10 @@ budget, each gradient goes through a random sign sketch to ``projection_dim`` nu
 memory stays bounded whatever the model size. At the end of training :func:`ntk_F` evaluates F
 for the run's learning rate and number of optimizer steps from the eigendecomposition of Theta.
 
-Example:
-    >>> probe = empirical_ntk(model, batch)            # batch: a collated dict of k examples
-    >>> probe.F(eta=5e-5, t=100)
-    0.73
+Example (an illustration: ``model`` is yours, ``batch`` a collated dict of k examples)::
+
+    probe = empirical_ntk(model, batch)
+    probe.F(eta=5e-5, t=100)           # F after 100 steps at learning rate 5e-5, in [0, ||r||^2]
 """
 
 from __future__ import annotations
@@ -120,9 +120,14 @@ def empirical_ntk(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
         seed: seed of the sketch's random signs.
 
     Example:
-        >>> probe = empirical_ntk(model, {"input_ids": ids, "attention_mask": mask, "labels": ids})
-        >>> len(probe.eigenvalues) == ids.shape[0]
-        True
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> _ = torch.manual_seed(0)
+        >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32, n_positions=16))
+        >>> ids = torch.randint(0, 32, (4, 8))
+        >>> probe = empirical_ntk(model, {"input_ids": ids, "labels": ids})
+        >>> probe.k, len(probe.eigenvalues), min(probe.eigenvalues) >= 0
+        (4, 4, True)
     """
     started = time.perf_counter()
     batch = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}

@@ -14,7 +14,7 @@ import sys
 from ..errors import LensLLMError
 
 #: Sub-command modules, in the order ``lensllm --help`` lists them.
-COMMANDS = ["fit", "bench", "card", "select", "demo", "plan"]
+COMMANDS = ["fit", "bench", "card", "predict", "select", "demo", "plan"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+from .._utils import atomic_write_text, check_output_file, display
 from ..bench import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench, summarize
 from ..curves import CurveTable
 from ..errors import LensLLMError
@@ -17,7 +18,7 @@ from ..methods import METHODS
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="score every selection method on curve tables (PearCorr, RelAcc, compute)",
+        help="score every selection method on curve tables (PearCorr, RelAcc, compute, P(best))",
         description="Run the model-selection protocol on curve tables and score each method.",
     )
     parser.add_argument("--curves", action="append", required=True, metavar="CSV", help="a curve table; repeat for more")
@@ -30,43 +31,89 @@ def add_parser(subparsers) -> None:
 
 
 def all_methods() -> list[str]:
-    return [*METHODS, "adaptive"]
+    return [*METHODS, "adaptive", "halving"]
+
+
+def parse_budgets(text: str, target: int) -> list[int]:
+    """``--budgets``: whole numbers > 0 below the target, at least one; else a one-line error."""
+    parts = [b.strip() for b in text.split(",")]
+    if not any(parts):
+        raise LensLLMError(f"--budgets {text!r} names no budget; write e.g. 204800,102400")
+    budgets = []
+    for part in parts:
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise LensLLMError(f"--budgets: {part!r} is not a number; write e.g. 204800,102400") from None
+        if not math.isfinite(value) or value <= 0 or value != int(value):
+            raise LensLLMError(f"--budgets: {part!r} must be a whole number of examples > 0; write e.g. 204800,102400")
+        if value >= target:
+            raise LensLLMError(f"budget {int(value)} is not below the target {target}; lower it or raise --target")
+        budgets.append(int(value))
+    return budgets
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        budgets = [int(float(b)) for b in args.budgets.split(",") if b.strip()]
-    except ValueError:
-        raise LensLLMError(f"--budgets {args.budgets!r} is not a list of numbers; write e.g. 204800,102400") from None
+    # Every argument is checked before any table is read or fitted.
+    if args.target <= 0:
+        raise LensLLMError(f"--target {args.target} must be a number of examples > 0")
+    budgets = parse_budgets(args.budgets, args.target)
     methods = all_methods() if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise LensLLMError(f"--methods {args.methods!r} names no method; choose from {', '.join(all_methods())}")
     unknown = [m for m in methods if m not in all_methods()]
     if unknown:
-        raise LensLLMError(f"unknown method {unknown[0]!r}; choose from {', '.join(all_methods())}")
-    for budget in budgets:
-        if budget >= args.target:
-            raise LensLLMError(f"budget {budget} is not below the target {args.target}; lower it or raise --target")
+        raise LensLLMError(f"unknown method {display(unknown[0])!r}; choose from {', '.join(all_methods())}")
+    if args.json is not None:
+        check_output_file(args.json, "bench JSON")
     start = time.perf_counter()
     tables = [CurveTable.read_csv(path) for path in args.curves]
     rows = run_bench(tables, methods, target=args.target, budgets=budgets)
     seconds = time.perf_counter() - start
-    print(format_summary(summarize(rows)))
+    summary = summarize(rows)
+    print(format_summary(summary))
+    print(format_calibration(summary))
     print(f"{len(rows)} rows in {seconds:.2f} s")
     if args.json is not None:
-        args.json.write_text(json.dumps({"rows": [_clean(r) for r in rows], "seconds": seconds}, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        data = {"rows": [_clean(r) for r in rows], "summary": _clean(summary), "seconds": seconds}
+        atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
+        print(f"wrote {display(args.json)}")
     return 0
 
 
 def format_summary(summary: dict) -> str:
     """Means over budgets per dataset and method, one line each."""
-    lines = [f"{'dataset':<12} {'method':<11} {'PearCorr':>8} {'RelAcc':>7} {'compute':>8} {'median err':>10}"]
+    lines = [f"{'dataset':<12} {'method':<11} {'PearCorr':>8} {'RelAcc':>7} {'compute':>8} {'median err':>10} "
+             f"{'Brier':>6}"]
     for dataset, methods in summary.items():
         for method, cell in methods.items():
             err = cell["median_rel_error"]
-            lines.append(f"{dataset:<12} {method:<11} {cell['pearson']:>8.1f} {cell['relacc']:>7.1f} "
-                         f"{100 * cell['compute_fraction']:>7.2f}% {'-' if math.isnan(err) else f'{100 * err:.1f}%':>10}")
+            lines.append(f"{display(dataset)[:12]:<12} {method:<11} {cell['pearson']:>8.1f} {cell['relacc']:>7.1f} "
+                         f"{100 * cell['compute_fraction']:>7.2f}% {'-' if math.isnan(err) else f'{100 * err:.1f}%':>10} "
+                         f"{cell['p_best_brier']:>6.3f}")
     return "\n".join(lines)
 
 
-def _clean(row: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+def format_calibration(summary: dict) -> str:
+    """Per method, over every table and budget: mean P(best) of the picks against how often the
+    pick was truly the best (a calibrated method has them about equal)."""
+    lines = ["calibration: mean P(best) of the pick vs how often the pick is truly best"]
+    methods = {m for cells in summary.values() for m in cells}
+    for method in [m for m in all_methods() if m in methods]:
+        cells = [cells[method] for cells in summary.values() if method in cells]
+        p = sum(c["pick_p_best"] for c in cells) / len(cells)
+        hit = sum(c["pick_is_best"] for c in cells) / len(cells)
+        lines.append(f"  {method:<11} P(best) {p:.2f} vs truly best {hit:.2f}")
+    return "\n".join(lines)
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .._utils import display
 from ..errors import LensLLMError
 from ..ranking import Ranking
 
@@ -95,22 +96,26 @@ def _choose_model(ranking: Ranking, model: str | None, repo_id: str | None) -> s
 
 
 def _describe(source: str, fits: list) -> str:
+    """The fits as text; every name comes from a card we do not control, so it is shown escaped."""
+    source = display(source)
     if not fits:
         return f"{source}: no lensllm fits in its model card"
     lines = [f"{source}: {len(fits)} fit{'s' if len(fits) != 1 else ''}"]
     for fit in fits:
-        data = ", ".join(x for x in (fit.dataset_config, fit.dataset_split) if x)
-        on = f"{fit.dataset} ({data})" if data else fit.dataset
-        adapter = f" with adapter {fit.adapter}" if fit.adapter else ""
-        sizes = fit.law.sizes_
-        head = f"  {fit.model or '?'} on {on}, {fit.metric}{adapter}: {fit.law.name} law, {sizes.size} points"
-        if sizes.size:
-            head += f" up to {sizes.max():,.0f} examples"
+        data = ", ".join(display(x) for x in (fit.dataset_config, fit.dataset_split) if x)
+        on = f"{display(fit.dataset)} ({data})" if data else display(fit.dataset)
+        adapter = f" with adapter {display(fit.adapter)}" if fit.adapter else ""
+        sizes, used = fit.fit.sizes, sum(fit.fit.used)
+        head = (f"  {display(fit.model or '?')} on {on}, {display(fit.metric)}{adapter}: {fit.law} law, "
+                f"{used} of {len(sizes)} points used")
+        if sizes:
+            head += f", up to {max(sizes):,.0f} examples"
         lines.append(head)
-        if fit.target_size is not None and fit.predicted_loss is not None:
-            interval = f" [{fit.interval[0]:.4g}, {fit.interval[1]:.4g}]" if fit.interval else ""
-            at = f"{fit.target_size:,.0f} examples"
-            lines.append(f"    predicted {fit.metric} at {at}: {fit.predicted_loss:.4g}{interval}")
-        transition = f"power phase from {fit.law.transition_size_:,.0f}; " if fit.law.transition_size_ else ""
-        lines.append(f"    {transition}lensllm_hf {fit.library_version}, {fit.date}")
+        if fit.target_size is not None:
+            low, high = fit.interval
+            lines.append(f"    predicted {display(fit.metric)} at {fit.target_size:,.0f} examples: "
+                         f"{fit.predicted_loss:.4g}, {fit.level:.0%} interval [{low:.4g}, {high:.4g}]")
+        lines.extend(f"    warning: {display(w)}" for w in fit.fit.warnings)
+        transition = f"fitted from {fit.fit.transition_size:,.0f}; " if fit.fit.transition_size else ""
+        lines.append(f"    {transition}lensllm_hf {display(fit.library_version)}, {display(fit.date)}")
     return "\n".join(lines)

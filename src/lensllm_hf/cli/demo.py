@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo import rerun_command, run_demo
     from .select import report
 
     started = time.perf_counter()
@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"lensllm demo: building tiny models and data in {out} (offline)", file=sys.stderr)
     result = run_demo(out, progress=not args.no_progress, log=lambda line: print(line, file=sys.stderr))
     code = report(result, out, command="demo")
-    print(f"\ndone in {time.perf_counter() - started:.0f}s; rerun the selection with: lensllm select "
-          f"{out / 'config.yaml'}")
+    print(f"\ndone in {time.perf_counter() - started:.0f}s; rerun the selection in place (recorded runs are "
+          f"skipped) with: {rerun_command(out)}")
     return code

@@ -15,53 +15,62 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._utils import atomic_write_text, display
 from ..errors import LensLLMError
 
-__all__ = ["add_parser", "run", "write_outputs"]
+__all__ = ["add_parser", "load_config", "run", "write_outputs"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..selector.params import add_cli_flags
+
     parser = subparsers.add_parser(
         "select", help="fine-tune candidates on small subsets and rank them (the main job)",
         description="Fine-tune every candidate of CONFIG.yaml on nested subsets, fit the scaling law and rank the "
-                    "candidates by predicted loss at the target size. Runs already recorded are skipped.")
+                    "candidates by predicted loss at the target size. Runs already recorded are skipped; runs "
+                    "another selection is making on the same store are waited for, never trained twice.")
     parser.add_argument("config", metavar="CONFIG.yaml", help="the selection config (candidates, dataset, sizes, ...)")
-    add_common_options(parser)
+    add_cli_flags(parser)
     parser.add_argument("--only", action="append", metavar="MODEL",
                         help="make only this candidate's runs (repeatable); no ranking is written")
     parser.add_argument("--size", action="append", type=int, metavar="N",
                         help="make only the runs of this subset size (repeatable; 0 = zero-shot)")
     parser.add_argument("--from-store", action="store_true", help="train nothing: fit and rank the recorded runs")
-    parser.add_argument("--strategy", choices=["grid", "adaptive"], help="override the config's strategy")
     parser.set_defaults(run=run)
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", metavar="DIR",
-                        help="outputs and the run store (default: the config's output_dir, else lensllm_out/<config>)")
-    parser.add_argument("--store", metavar="URL", help="the run store, a folder or fsspec URL (default: DIR/store)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--verbose", action="store_true", help="keep the Trainer's own logs and progress bars")
+def load_config(args: argparse.Namespace):
+    """(config, flags given): the config file with the command line's flags over it, all checked before any
+    data or model loads."""
+    from .. import records
+    from ..config import SelectConfig
+    from ..selector.params import cli_values
+
+    config = SelectConfig.from_yaml(args.config)
+    overrides = cli_values(args)
+    for key in ("output_dir", "store"):
+        if overrides.get(key) and "://" not in str(overrides[key]):
+            overrides[key] = str(Path(overrides[key]).resolve())
+    config = config.with_overrides(overrides)
+    store = config.params.get("store") or str(Path(config.resolved_output_dir()) / "store")
+    records.require_persistent(store)
+    return config, overrides
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import SelectConfig
-
-    config = SelectConfig.from_yaml(args.config)
-    overrides = {"progress": not args.no_progress, "verbose": args.verbose}
-    if args.strategy:
-        overrides["strategy"] = args.strategy
-    selector = config.selector(output_dir=args.output_dir, store=args.store, **overrides)
+    config, _ = load_config(args)
+    selector = config.selector(output_dir=config.resolved_output_dir())
     out = Path(selector.output_dir)
     if args.only or args.size:
         made = selector.train(only=args.only, sizes=args.size)
         failed = [r for r in made if r.status != "complete"]
         for rec in made:
-            print(f"{rec.model_id} D={rec.train_size}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
+            print(f"{display(rec.model_id)} D={rec.train_size}: {rec.status}"
+                  + (f" ({display(rec.error)})" if rec.error else ""))
         for name, error in selector.failures_.items():
             if not any(r.model_id == name for r in made):
-                print(f"{name}: failed ({error})")
-        print(f"records in {selector.store_}")
+                print(f"{display(name)}: failed ({display(error)})")
+        print(f"records in {display(selector.store_)}")
         return 1 if failed or selector.failures_ else 0
     result = selector.from_store() if args.from_store else selector.run()
     return report(result, out, command="select")
@@ -76,14 +85,14 @@ def report(result, out: Path, *, command: str) -> int:
                                                  f"{result.target_size:,.0f} examples" if saved is not None else ""))
     for c in result.fits.candidates:
         if c.status != "complete":
-            print(f"lensllm {command}: warning: {c.model} not ranked: {c.error}", file=sys.stderr)
+            print(f"lensllm {command}: warning: {display(c.model)} not ranked: {display(c.error)}", file=sys.stderr)
     print("\nfiles:")
     for label, path in paths.items():
-        print(f"  {label:<10} {path}")
+        print(f"  {label:<10} {display(path)}")
     if result.best is None:
         print(f"lensllm {command}: error: no candidate could be ranked; see the errors above", file=sys.stderr)
         return 2
-    print(f"\nbest: {result.best}")
+    print(f"\nbest: {display(result.best)}")
     return 0
 
 
@@ -92,7 +101,7 @@ def write_outputs(result, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"ranking": result.to_json(out / "selection.json")}
     table = out / "selection.md"
-    table.write_text(result.to_markdown() + "\n", encoding="utf-8")
+    atomic_write_text(table, result.to_markdown() + "\n")
     paths["table"] = table
     result.plot(out / "selection.png")
     paths["plot"] = out / "selection.png"

@@ -1,7 +1,8 @@
 """Fitted scaling laws as Hugging Face model-card metadata: written, pushed and read back.
 
-A card's YAML gets a ``lensllm`` key holding a list of fits (law, parameters, points,
-prediction, dataset, metric, adapter, version, date; see :mod:`.metadata` for the layout),
+A card's YAML gets a ``lensllm`` key holding a list of entries, each the ranking's one
+:class:`~lensllm_hf.fit.Fit` with dataset, metric, adapter, target, level, version and date
+(see :mod:`.metadata` for the layout),
 one per (dataset, config, split, metric, adapter); the observed losses also go into the
 card's standard ``model-index``. Everything goes through ``huggingface_hub``'s ``ModelCard``,
 ``ModelCardData``, ``EvalResult`` and ``metadata_update``.
@@ -14,7 +15,7 @@ Example:
     >>> write_card("out/gpt2", fits)  # the local card  # doctest: +SKIP
     >>> push_fits("alice/gpt2", fits)  # a commit to your repo, a pull request to others'  # doctest: +SKIP
     >>> fit = find_fit(load_fits("alice/gpt2"), dataset="imdb", split="test")  # doctest: +SKIP
-    >>> fit.law.predict([1_638_400])  # doctest: +SKIP
+    >>> fit.predict_interval([1_638_400])  # the ranking's Fit, rebuilt  # doctest: +SKIP
 """
 
 from .errors import (
@@ -25,10 +26,12 @@ from .errors import (
     HubNotFoundError,
     HubPermissionError,
     HubUnavailableError,
+    redact,
 )
 from .hub import load_fits, push_fits
 from .local import card_with_fits, read_card, write_card
 from .metadata import METADATA_KEY, CardFit, eval_results_for, find_fit, fits_from_ranking, merge_fits, parse_fits
+from .reuse import published_candidate
 from .trainer import push_to_hub_with_fits
 
 __all__ = [
@@ -48,8 +51,10 @@ __all__ = [
     "load_fits",
     "merge_fits",
     "parse_fits",
+    "published_candidate",
     "push_fits",
     "push_to_hub_with_fits",
     "read_card",
+    "redact",
     "write_card",
 ]

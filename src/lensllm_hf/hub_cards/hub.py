@@ -1,21 +1,38 @@
 """Fits on the Hub: :func:`push_fits` through ``huggingface_hub.metadata_update``, :func:`load_fits` back.
 
-The Hub address is huggingface_hub's (``HF_ENDPOINT``), the token ``token=`` or its usual
-lookup (``HF_TOKEN``, then ``hf auth login``). Every Hub failure becomes one
-:class:`~lensllm_hf.hub_cards.errors.HubError` line that names the cause and what to do;
-no message ever contains the token.
+The Hub address is huggingface_hub's (``HF_ENDPOINT``, read when huggingface_hub is
+imported), the token ``token=`` or its usual lookup (``HF_TOKEN``, then ``hf auth login``).
+Every Hub failure becomes one :class:`~lensllm_hf.hub_cards.errors.HubError` line that names
+the cause and what to do; no message ever contains the token or the credentials of an
+``HF_ENDPOINT`` URL. A server that does not answer like a Hub (a captive portal's HTML page, a
+proxy's garbage) is one such line too. With ``HF_HUB_OFFLINE=1`` (set before or after the
+import) nothing is sent: :func:`load_fits` reads the card from huggingface_hub's cache or fails
+at once, :func:`push_fits` fails at once.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
-from huggingface_hub import CommitInfo, HfApi, ModelCard, constants, get_token, metadata_update
+from huggingface_hub import (
+    CommitInfo,
+    HfApi,
+    ModelCard,
+    constants,
+    get_token,
+    metadata_update,
+    try_to_load_from_cache,
+)
 from huggingface_hub.errors import (
+    FileMetadataError,
     GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
@@ -25,7 +42,9 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 from huggingface_hub.repocard_data import eval_results_to_model_index
+from huggingface_hub.utils import validate_repo_id
 
+from .._utils import one_line
 from .errors import (
     CardError,
     CardMetadataError,
@@ -34,19 +53,26 @@ from .errors import (
     HubNotFoundError,
     HubPermissionError,
     HubUnavailableError,
+    redact,
 )
 from .local import CARD_NAME, read_card
 from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, merge_fits, parse_fits
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
-    from httpx2 import TransportError
+    from httpx2 import DecodingError, TransportError
 except ImportError:  # pragma: no cover
-    from httpx import TransportError
+    from httpx import DecodingError, TransportError
 
 __all__ = ["load_fits", "push_fits"]
 
 #: Org roles that may commit to the org's repos.
 _WRITER_ROLES = {"admin", "write", "contributor"}
+
+# What a server that is not a Hub makes the client raise while it reads the answer: HTML or
+# garbage where JSON was due (JSONDecodeError is a ValueError), JSON of the wrong shape
+# (KeyError, TypeError, AttributeError...), a body that cannot be decoded.
+_NOT_A_HUB_ANSWER = (ValueError, LookupError, TypeError, AttributeError, StopIteration, DecodingError,
+                     FileMetadataError)
 
 
 def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: bool | None = None,
@@ -81,11 +107,15 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
         'https://huggingface.co/alice/gpt2-imdb/commit/...'
     """
     fits = as_fit_list(fits)
+    _redact_client_logs()
+    if is_offline():
+        raise HubUnavailableError(f"pushing fits to {_shown(repo_id)}: HF_HUB_OFFLINE is set, so nothing is sent; "
+                                  "unset it to reach the Hub; nothing was changed on the Hub or here")
     token = token or get_token()
     if not token:
         raise HubAuthError("no Hugging Face token: set HF_TOKEN to a token with write access or run "
                            "'hf auth login'; nothing was changed on the Hub or here")
-    with _explained(repo_id, "pushing fits to", pushing=True):
+    with _explained(repo_id, "pushing fits to", pushing=True, secrets=(token,)):
         api = HfApi()
         if create_pr is None:
             create_pr = not _may_commit(repo_id, api.whoami(token=token))
@@ -104,7 +134,10 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
 
 
 def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -> list[CardFit]:
-    """The fits published in a model card, as :class:`CardFit` objects whose ``.law`` predicts.
+    """The fits published in a model card, as :class:`CardFit` objects carrying the ranking's Fit.
+
+    With ``HF_HUB_OFFLINE=1`` a Hub card comes from huggingface_hub's cache, and when it is not
+    there the call fails at once (no request, no retries).
 
     Args:
         repo_id_or_path: a Hub repo ID, a model folder, or a README.md path.
@@ -116,34 +149,91 @@ def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -
     Example:
         >>> fits = load_fits("alice/gpt2-imdb")  # doctest: +SKIP
         >>> fit = find_fit(fits, dataset="imdb", split="test")  # doctest: +SKIP
-        >>> fit.law.predict([1_638_400])  # doctest: +SKIP
-        array([2.31...])
+        >>> fit.predict([1_638_400])  # doctest: +SKIP
     """
-    path = Path(repo_id_or_path)
-    if path.is_dir():
-        path = path / CARD_NAME
+    path = _local_card(repo_id_or_path)
+    if path is not None:
         if not path.exists():
-            return []
-    if path.is_file():
+            return []  # a model folder without a card
         card = read_card(path)
         return parse_fits(card.data.get(METADATA_KEY), str(path))
     repo_id = str(repo_id_or_path)
-    with _explained(repo_id, "reading the card of", pushing=False):
-        card = _hub_card(repo_id, token)
+    _redact_client_logs()
+    with _explained(repo_id, "reading the card of", pushing=False, secrets=(token, get_token())):
+        card = _hub_card(repo_id, token, offline=is_offline())
     return parse_fits(card.data.get(METADATA_KEY), repo_id) if card else []
 
 
-def _hub_card(repo_id: str, token: str | None) -> ModelCard | None:
+class _RedactingFilter(logging.Filter):
+    """Redacts tokens and ``HF_ENDPOINT`` credentials from the HTTP clients' own log lines.
+
+    huggingface_hub logs each retry with the full URL (``... thrown while requesting HEAD
+    http://user:password@proxy/...``) and httpx logs every request at INFO; a filter on the
+    logger that makes the record rewrites it before any handler (stderr, a log file) sees it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, (get_token(), urlsplit(constants.ENDPOINT).password))
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+_CLIENT_LOGGERS = ("huggingface_hub", "httpx", "httpx2", "httpcore")
+
+
+def _redact_client_logs() -> None:
+    """Put :class:`_RedactingFilter` on every logger of the Hub's HTTP clients (once per logger)."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in _CLIENT_LOGGERS:
+            logger = logging.getLogger(name)
+            if _LOG_FILTER not in logger.filters:
+                logger.addFilter(_LOG_FILTER)
+
+
+def _local_card(source: str | os.PathLike) -> Path | None:
+    """The README.md that ``source`` names here (a model folder or the file), or None: then it is a repo ID."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            return path / CARD_NAME
+        return path if path.is_file() else None
+    except OSError:  # a name too long for a path (a 300-character candidate name): not a local file
+        return None
+
+
+def is_offline() -> bool:
+    """Whether huggingface_hub's offline mode is on, counting an ``HF_HUB_OFFLINE`` set after its import.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) once, when it is
+    imported; a script or notebook that sets it later would otherwise wait through the client's
+    retries (about 25 s) before failing.
+    """
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")  # huggingface_hub's rule
+    return constants.is_offline_mode() or (value or "").upper() in constants.ENV_VARS_TRUE_VALUES
+
+
+def _hub_card(repo_id: str, token: str | None, *, offline: bool = False) -> ModelCard | None:
     """The repo's card as huggingface_hub loads it, or None when the repo has no README.md."""
     try:
+        validate_repo_id(repo_id)  # before ModelCard.load probes it as a path (a 5,000-character name: OSError)
+        if offline:  # the cached card or nothing: no request, not even the client's header lookups
+            cached = try_to_load_from_cache(repo_id, CARD_NAME)
+            if cached is None:
+                raise HubUnavailableError(f"reading the card of {_shown(repo_id)}: HF_HUB_OFFLINE is set and the card "
+                                          "is not in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach "
+                                          "the Hub")
+            return ModelCard.load(Path(cached)) if isinstance(cached, str) else None  # else: known to have none
         return ModelCard.load(repo_id, token=token)
     except RemoteEntryNotFoundError:  # not LocalEntryNotFoundError: that one means "could not ask the Hub"
         return None
     except HFValidationError:
-        raise CardError(f"{repo_id}: no such folder or file here, and not a Hub repo ID "
+        raise CardError(f"{_shown(repo_id)}: no such folder or file here, and not a Hub repo ID "
                         "('namespace/name')") from None
     except (ValueError, yaml.YAMLError) as error:
-        raise CardMetadataError(f"{repo_id}: the card's metadata is malformed ({' '.join(str(error).split())}); "
+        raise CardMetadataError(f"{_shown(repo_id)}: the card's metadata is malformed ({one_line(str(error), 300)}); "
                                 "fix it on the Hub first") from None
 
 
@@ -158,23 +248,34 @@ def _may_commit(repo_id: str, who: dict) -> bool:
 
 
 @contextmanager
-def _explained(repo_id: str, doing: str, *, pushing: bool) -> Iterator[None]:
-    """Turn huggingface_hub and network errors into one HubError line (never the raw response)."""
+def _explained(repo_id: str, doing: str, *, pushing: bool, secrets: Iterable[str | None] = ()) -> Iterator[None]:
+    """Turn huggingface_hub and network errors into one HubError line (never the raw response).
+
+    ``secrets`` (the token in use) are redacted from the message, beside every ``hf_...`` token
+    and URL credential (:func:`~lensllm_hf.hub_cards.errors.redact`).
+    """
+    secrets = (*secrets, urlsplit(constants.ENDPOINT).password)  # an echoing proxy may repeat it without the URL
     try:
         yield
-    except CardError:
-        raise
-    except Exception as error:
-        hub_error = _as_hub_error(error, repo_id, doing, pushing)
-        if hub_error is None:
+    except CardError as error:
+        redacted = redact(str(error), secrets)
+        if redacted == str(error):
             raise
-        raise hub_error from None
+        raise type(error)(redacted) from None
+    except Exception as error:
+        hub_error = _as_hub_error(error, repo_id, doing, pushing) or HubError(
+            f"{doing} {_shown(repo_id)}: unexpected failure ({one_line(error, 300)}); check HF_ENDPOINT and the "
+            f"network, and report it if it persists{'; nothing was changed on the Hub or here' if pushing else ''}")
+        raise type(hub_error)(redact(str(hub_error), secrets)) from None
 
 
 def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool) -> HubError | None:
     cause = _root_cause(error)
-    where = constants.ENDPOINT
+    repo_id = _shown(repo_id)
+    where = redact(constants.ENDPOINT)
     safe = "; nothing was changed on the Hub or here" if pushing else ""
+    not_a_hub = (f"{doing} {repo_id}: the server at {where} did not answer like a Hugging Face Hub "
+                 f"({{what}}); check HF_ENDPOINT, a proxy or the network's login page, and retry{safe}")
     if isinstance(cause, OfflineModeIsEnabled):
         return HubUnavailableError(f"{doing} {repo_id}: HF_HUB_OFFLINE is set; unset it to reach the Hub{safe}")
     if isinstance(cause, TransportError):
@@ -182,6 +283,8 @@ def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool)
                                    f"check the network or HF_ENDPOINT and retry{safe}")
     if isinstance(cause, HfHubHTTPError) and cause.response is not None:
         status = cause.response.status_code
+        if status < 500 and _is_html(cause.response) and not isinstance(cause, RepositoryNotFoundError):
+            return HubError(not_a_hub.format(what=f"an HTML page with status {status}"))
         if isinstance(cause, GatedRepoError):
             return HubPermissionError(f"{doing} {repo_id}: the repo is gated; accept its conditions on the Hub "
                                       f"with this account first{safe}")
@@ -205,10 +308,38 @@ def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool)
             return HubUnavailableError(f"{doing} {repo_id}: the Hub at {where} answered {status} (server error); "
                                        f"try again later{safe}")
         return HubError(f"{doing} {repo_id}: the Hub answered {status}{safe}")
+    if _in_chain(error, FileMetadataError):  # e.g. a file answer without the Hub's X-Repo-Commit header
+        return HubError(not_a_hub.format(what="its file answers lack the Hub's headers"))
     if isinstance(error, LocalEntryNotFoundError):  # the Hub's answer was unusable and nothing is cached
         return HubUnavailableError(f"{doing} {repo_id}: could not fetch the card from {where}; check the network "
                                    f"or HF_ENDPOINT and retry{safe}")
+    if isinstance(error, json.JSONDecodeError):
+        return HubError(not_a_hub.format(what="its answer is not JSON"))
+    if isinstance(error, _NOT_A_HUB_ANSWER):
+        return HubError(not_a_hub.format(what=f"its answer has an unexpected shape: {type(error).__name__}"))
     return None
+
+
+def _shown(repo_id: str, limit: int = 100) -> str:
+    """A repo ID short enough for a one-line message (a 5,000-character name would push the cause off it)."""
+    return repo_id if len(repo_id) <= limit else f"{repo_id[:limit - 30]}… ({len(repo_id):,} characters)"
+
+
+def _is_html(response: object) -> bool:
+    """An HTML page without the Hub's error header: a web server's or proxy's page, not the Hub's answer."""
+    headers = getattr(response, "headers", {})
+    return "text/html" in headers.get("content-type", "").lower() and not headers.get("x-error-code")
+
+
+def _in_chain(error: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _root_cause(error: BaseException) -> BaseException:

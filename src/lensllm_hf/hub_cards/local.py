@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .._utils import atomic_write_text, one_line
 from .errors import CardError, CardMetadataError
 from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, is_result_of, merge_fits, parse_fits
 
@@ -36,8 +37,10 @@ def write_card(model_dir: str | os.PathLike, fits: CardFit | Iterable[CardFit]) 
 
     A fit replaces the card's fit with the same (dataset, config, split, metric, adapter);
     others are added beside it. Without a README.md a short card is created. The file is
-    replaced in one step, and only after the new card has been re-read and validated, so a
-    malformed card is reported (naming the field) and left exactly as it was.
+    replaced in one step (:func:`~lensllm_hf._utils.atomic_write_text`: it keeps the file's
+    permissions and, for a symlinked README.md, replaces the file the link points at), and only
+    after the new card has been re-read and validated, so a malformed card is reported (naming
+    the field) and left exactly as it was.
 
     Args:
         model_dir: a Trainer ``output_dir`` or a ``save_pretrained`` folder.
@@ -62,7 +65,11 @@ def write_card(model_dir: str | os.PathLike, fits: CardFit | Iterable[CardFit]) 
         card = ModelCard.from_template(ModelCardData(), template_str=_NEW_CARD_TEMPLATE,
                                        model_name=fits[0].model or folder.resolve().name)
     updated = card_with_fits(card, fits, source=str(path), model_name=fits[0].model or folder.resolve().name)
-    _replace_file(path, str(updated))
+    try:
+        atomic_write_text(path, str(updated))
+    except OSError as error:
+        raise CardError(f"{path}: cannot write the card ({error.strerror or error}); check the folder's permissions "
+                        "and free space") from None
     return path
 
 
@@ -71,7 +78,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     try:
         return ModelCard.load(Path(path))
     except (ValueError, yaml.YAMLError) as error:
-        raise CardMetadataError(f"{path}: the card's metadata is malformed ({_one_line(error)}); "
+        raise CardMetadataError(f"{path}: the card's metadata is malformed ({one_line(str(error), 300)}); "
                                 "fix it by hand first") from None
 
 
@@ -98,7 +105,7 @@ def card_with_fits(card: ModelCard, fits: Iterable[CardFit], *, source: str, mod
     try:
         parse_fits(ModelCard(updated.content).data.get(METADATA_KEY), source)
     except ValueError as error:  # a bug here, not the user's: say so rather than write it
-        raise CardMetadataError(f"{source}: the updated card does not validate ({_one_line(error)})") from None
+        raise CardMetadataError(f"{source}: the updated card does not validate ({one_line(str(error), 300)})") from None
     return updated
 
 
@@ -112,18 +119,3 @@ def _merge_results(existing: list[EvalResult], new: list[EvalResult]) -> list[Ev
         else:
             same.metric_value = result.metric_value
     return merged
-
-
-def _replace_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` in one step: a crash leaves the old file, never half a card."""
-    tmp = path.with_name(f".{path.name}.lensllm-tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]

@@ -1,7 +1,9 @@
-"""One fitted law as model-card metadata: :class:`CardFit` and the ``lensllm`` block of the YAML.
+"""One fit as model-card metadata: :class:`CardFit` and the ``lensllm`` block of the YAML.
 
-A card's ``lensllm`` key holds a list of fits, one per (dataset, config, split, metric,
-adapter); :meth:`CardFit.to_dict` writes one entry (``None`` values left out)::
+A card's ``lensllm`` key holds a list of entries, one per (dataset, config, split, metric,
+adapter). Each carries the one :class:`~lensllm_hf.fit.Fit` value the ranking made, as
+``Fit.to_dict()`` writes it, so a fit read back from a card predicts and gives intervals
+exactly as the ranking did; :meth:`CardFit.to_dict` writes one entry (``None`` values left out)::
 
     lensllm:
     - model: gpt2
@@ -10,14 +12,18 @@ adapter); :meth:`CardFit.to_dict` writes one entry (``None`` values left out)::
       dataset_split: test
       metric: eval_loss
       adapter: lora r=8            # only when fine-tuned through an adapter
-      law: rectified
-      params: {B: 12.1, F: 3.4, beta: 0.41, E: 1.2}
-      sizes: [0, 200, 400, 800, 1600, 3200]
-      losses: [4.2, 3.4, 3.3, 3.2, 3.05, 2.9]
-      transition_size: 800
       target_size: 1638400
-      predicted_loss: 2.31
+      level: 0.9
+      predicted_loss: 2.31         # the fit's, at target_size: for readers; recomputed when read
       interval: [2.2, 2.43]
+      fit:                         # Fit.to_dict(): law, params, points, which were used, interval terms
+        law: local-loglog
+        params: {a: 1.52, b: -0.061}
+        sizes: [0, 200, 400, 800, 1600, 3200]
+        losses: [4.2, 3.4, 3.3, 3.2, 3.05, 2.9]
+        used: [false, false, true, true, true, true]
+        terms: {noise_var: 0.0001, largest_size: 3200, extrapolation_sd_per_doubling: 0.022, ...}
+        warnings: []
       library_version: 0.1.0
       date: '2025-06-01'
 
@@ -31,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +45,8 @@ import numpy as np
 from huggingface_hub import EvalResult
 
 from .. import __version__
-from ..laws import LAWS, ScalingLaw
+from ..errors import LensLLMError
+from ..fit import Fit, FitError, check_level
 from ..ranking import CandidateFit, Ranking
 from .errors import CardError, CardMetadataError
 
@@ -62,10 +69,11 @@ METADATA_KEY = "lensllm"
 TASK_TYPE = "text-generation"
 
 _IDENTITY = ("model", "dataset", "dataset_config", "dataset_split", "metric", "adapter")
-_PREDICTION = ("target_size", "predicted_loss", "interval")
+_PREDICTION = ("target_size", "level", "predicted_loss", "interval")
 _PROVENANCE = ("library_version", "date")
-_LAW_FIELDS = ("law", "params", "sizes", "losses", "transition_size")
-_KNOWN = {*_IDENTITY, *_LAW_FIELDS, *_PREDICTION, *_PROVENANCE}
+_KNOWN = {*_IDENTITY, *_PREDICTION, *_PROVENANCE, "fit"}
+# The fields of entries written before the fit value existed: such an entry cannot be rebuilt.
+_OLD_LAYOUT = {"law", "params", "sizes", "losses", "transition_size"}
 
 
 def _today() -> str:
@@ -74,35 +82,35 @@ def _today() -> str:
 
 @dataclass(eq=False)
 class CardFit:
-    """A fitted scaling law with what it was fitted on: one entry of a card's ``lensllm`` block.
+    """One entry of a card's ``lensllm`` block: a :class:`~lensllm_hf.fit.Fit` with what it was fitted on.
 
     Attributes:
-        law: the fitted law; it predicts (``fit.law.predict([1_638_400])``).
+        fit: the fit, exactly as the ranking had it; ``card_fit.predict(...)`` and
+            ``card_fit.predict_interval(...)`` are its own.
         dataset: Hub dataset ID (``"imdb"``) or a short description of the data.
         dataset_config: dataset configuration, if any.
         dataset_split: the split the losses were measured on, if known.
         metric: the metric the losses are (``"eval_loss"``).
         adapter: the adapter fine-tuned instead of the full model (e.g. ``"lora r=8"``), if any.
         model: the model the fit is for (Hub ID or path).
-        target_size: the full dataset size the prediction is for.
-        predicted_loss: the law's loss at ``target_size``.
-        interval: the prediction interval at ``target_size``, as (low, high).
+        target_size: the full dataset size the ranking predicted for.
+        level: the interval level of the ranking (0.9: 90 % intervals).
         library_version: the ``lensllm_hf`` version that made the fit.
         date: the day the fit was made, ISO format.
         extra: fields of the entry this version does not know; written back unchanged.
         source: where the fit was read from (a repo ID or a README path); not written.
 
     Example:
-        >>> from lensllm_hf.laws import RectifiedLaw
-        >>> law = RectifiedLaw().fit([0, 200, 400, 800, 1600, 3200], [4.2, 3.4, 3.3, 3.2, 3.05, 2.9])
-        >>> fit = CardFit.from_law(law, dataset="imdb", dataset_split="test", target_size=1_638_400)
-        >>> fit.key
+        >>> fit = Fit("power", {"B": 4.0, "beta": 0.5, "E": 1.0}, (100.0, 400.0), (1.4, 1.2), (True, True),
+        ...           {"noise_var": 1e-4, "largest_size": 400.0, "extrapolation_sd_per_doubling": 0.02})
+        >>> card_fit = CardFit(fit, dataset="imdb", dataset_split="test", target_size=1600)
+        >>> card_fit.key
         ('imdb', None, 'test', 'eval_loss', None)
-        >>> round(float(CardFit.from_dict(fit.to_dict()).predict([1_638_400])[0]), 6) == round(fit.predicted_loss, 6)
+        >>> CardFit.from_dict(card_fit.to_dict()).interval == card_fit.interval
         True
     """
 
-    law: ScalingLaw
+    fit: Fit
     dataset: str
     dataset_config: str | None = None
     dataset_split: str | None = None
@@ -110,80 +118,82 @@ class CardFit:
     adapter: str | None = None
     model: str | None = None
     target_size: float | None = None
-    predicted_loss: float | None = None
-    interval: tuple[float, float] | None = None
+    level: float = 0.9
     library_version: str = __version__
     date: str = field(default_factory=_today)
     extra: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fit, Fit):
+            raise CardError(f"CardFit.fit must be a lensllm_hf.fit.Fit, got {type(self.fit).__name__}")
+        self.level = check_level(self.level)
 
     @property
     def key(self) -> tuple[str, str | None, str | None, str, str | None]:
         """What a card holds one fit for: (dataset, config, split, metric, adapter)."""
         return (self.dataset, self.dataset_config, self.dataset_split, self.metric, self.adapter)
 
-    def predict(self, sizes) -> np.ndarray:
-        """The law's loss at each training-subset size."""
-        return self.law.predict(sizes)
+    @property
+    def law(self) -> str:
+        """The fitted law's name (``fit.law``)."""
+        return self.fit.law
 
-    def predict_interval(self, sizes, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """The law's ``level`` interval at each size."""
-        return self.law.predict_interval(sizes, level=level)
+    @property
+    def predicted_loss(self) -> float | None:
+        """The fit's loss at :attr:`target_size` (None without a target)."""
+        return None if self.target_size is None else float(self.fit.predict([self.target_size])[0])
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The fit's :attr:`level` interval at :attr:`target_size` (None without a target)."""
+        if self.target_size is None:
+            return None
+        low, high = self.fit.predict_interval([self.target_size], self.level)
+        return (float(low[0]), float(high[0]))
+
+    def predict(self, sizes) -> np.ndarray:
+        """The fit's loss at each training-subset size."""
+        return self.fit.predict(sizes)
+
+    def predict_interval(self, sizes, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The fit's interval at each size (default level: the card's :attr:`level`)."""
+        return self.fit.predict_interval(sizes, self.level if level is None else level)
 
     # -- building -----------------------------------------------------------------------
     @classmethod
-    def from_law(cls, law: ScalingLaw, *, dataset: str, target_size: float | None = None, level: float = 0.9,
-                 **info: Any) -> CardFit:
-        """A fit from a fitted law; the prediction and its ``level`` interval at ``target_size`` are computed.
-
-        ``info`` sets the other attributes (``dataset_config``, ``metric``, ``model``, ...).
-        """
-        fit = cls(law=law, dataset=dataset, target_size=target_size, **info)
-        if target_size is not None:
-            low, high = law.predict_interval([target_size], level=level)
-            fit.predicted_loss = float(law.predict([target_size])[0])
-            fit.interval = (float(low[0]), float(high[0]))
-        return fit
-
-    @classmethod
-    def from_candidate(cls, candidate: CandidateFit, *, target_size: float | None, dataset: str,
+    def from_candidate(cls, candidate: CandidateFit, *, target_size: float | None, level: float, dataset: str,
                        config: str | None = None, split: str | None = None, metric: str = "eval_loss",
                        adapter: str | None = None) -> CardFit:
-        """A fit from one row of a :class:`~lensllm_hf.ranking.Ranking` (what ``lensllm fit --json`` writes)."""
+        """A card entry from one row of a :class:`~lensllm_hf.ranking.Ranking`: the row's own Fit."""
         if candidate.status != "complete":
-            raise CardError(f"{candidate.model}: its fit failed ({candidate.error}); there is no law to write")
-        if not candidate.law or not candidate.params:
+            raise CardError(f"{candidate.model}: its fit failed ({candidate.error}); there is no fit to write")
+        if candidate.fit is None:
             raise CardError(f"{candidate.model}: this ranking has no fitted law for it (a baseline such as ZeroShot "
                             "ranks without one); rank the candidates with a scaling law first")
-        entry = {"model": candidate.model, "dataset": dataset, "dataset_config": config, "dataset_split": split,
-                 "metric": metric, "adapter": adapter, "law": candidate.law, "params": candidate.params,
-                 "sizes": candidate.sizes, "losses": candidate.losses, "transition_size": candidate.transition_size,
-                 "target_size": target_size, "predicted_loss": candidate.predicted_loss,
-                 "interval": candidate.interval, "library_version": __version__, "date": _today()}
-        known = {k: v for k, v in entry.items() if v is not None}
-        return cls.from_dict(known, where=f"ranking row {candidate.model!r}")
+        return cls(fit=candidate.fit, dataset=dataset, dataset_config=config, dataset_split=split, metric=metric,
+                   adapter=adapter, model=candidate.model, target_size=target_size, level=level)
 
-    def to_candidate_fit(self, target_size: float | None = None, level: float = 0.9) -> CandidateFit:
-        """The fit as a ranking row, predicted at ``target_size`` (default: the card's own target).
+    def to_candidate_fit(self, target_size: float | None = None, level: float | None = None) -> CandidateFit:
+        """The fit as a ranking row at ``target_size`` and ``level`` (default: the card's own).
 
-        This is how a selector uses a published fit instead of training the candidate.
+        This is how a selector uses a published fit instead of training the candidate: the row
+        carries this very Fit, so its prediction and interval are the ones the card's ranking
+        had (at the same target and level) and a :class:`~lensllm_hf.ranking.Ranking` of it
+        computes them again the same way.
         """
-        target = self.target_size if target_size is None else target_size
-        predicted, interval = self.predicted_loss, list(self.interval) if self.interval else None
-        if target is not None and (target != self.target_size or predicted is None):
-            predicted = float(self.predict([target])[0])
-            low, high = self.predict_interval([target], level=level)
-            interval = [float(low[0]), float(high[0])]
-        data = self.law.to_dict()
-        return CandidateFit(model=self.model or "", predicted_loss=predicted, interval=interval, law=data["law"],
-                            params=data["params"], sizes=data["sizes"], losses=data["losses"],
-                            transition_size=data["transition_size"], score=predicted,
-                            source=f"hub card {self.source}" if self.source else "hub card")
+        target = self.target_size if target_size is None else float(target_size)
+        if target is None:
+            raise CardError(f"{self.model or 'this fit'}: the card has no target size; pass target_size")
+        level = self.level if level is None else check_level(level)
+        return CandidateFit(model=self.model or "", fit=self.fit, score=float(self.fit.predict([target])[0]),
+                            flops=0.0, source=f"hub card {self.source}" if self.source else "hub card",
+                            warnings=list(self.fit.warnings), target=target, level=level)
 
     # -- (de)serialising ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The entry of the ``lensllm`` block: plain YAML-able data, ``None`` values left out."""
-        law = self.law.to_dict()
+        interval = self.interval
         entry: dict[str, Any] = {
             "model": self.model,
             "dataset": self.dataset,
@@ -191,14 +201,11 @@ class CardFit:
             "dataset_split": self.dataset_split,
             "metric": self.metric,
             "adapter": self.adapter,
-            "law": law["law"],
-            "params": {k: float(v) for k, v in law["params"].items()},
-            "sizes": [_compact(s) for s in law["sizes"]],
-            "losses": [float(x) for x in law["losses"]],
-            "transition_size": _compact(law["transition_size"]),
             "target_size": _compact(self.target_size),
-            "predicted_loss": None if self.predicted_loss is None else float(self.predicted_loss),
-            "interval": None if self.interval is None else [float(x) for x in self.interval],
+            "level": self.level,
+            "predicted_loss": self.predicted_loss,
+            "interval": None if interval is None else list(interval),
+            "fit": self.fit.to_dict(),
             "library_version": self.library_version,
             "date": self.date,
         }
@@ -207,42 +214,36 @@ class CardFit:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "lensllm[0]") -> CardFit:
-        """Read one entry, checking every field; errors name the field, e.g. ``lensllm[2].sizes``."""
+        """Read one entry, checking every field; errors name the field, e.g. ``lensllm[2].fit.sizes``.
+
+        ``predicted_loss`` and ``interval`` are not read: they are recomputed from the fit.
+        """
         if not isinstance(data, Mapping):
             raise CardMetadataError(f"{where} must be a mapping of fit fields, got {type(data).__name__}")
-        check = _Checker(data, where)
-        law_name = check.text("law", required=True)
-        if law_name not in LAWS:
-            raise CardMetadataError(f"{where}.law: unknown law {law_name!r}; known laws: {', '.join(sorted(LAWS))}")
-        sizes, losses = check.numbers("sizes"), check.numbers("losses")
-        if len(sizes) != len(losses):
-            raise CardMetadataError(f"{where}.losses: {len(losses)} losses for {len(sizes)} sizes; they must pair up")
-        if any(x <= 0 for x in losses):
-            raise CardMetadataError(f"{where}.losses: every loss must be positive")
-        params = check.params()
+        if "fit" not in data and _OLD_LAYOUT & set(data):
+            raise CardMetadataError(f"{where}.fit: missing; this entry was written by an earlier lensllm_hf (law and "
+                                    "params without the fit's interval terms); fit again and rewrite it with "
+                                    "'lensllm card write'")
         try:
-            law = ScalingLaw.from_dict({"law": law_name, "params": params, "sizes": sizes, "losses": losses,
-                                        "transition_size": check.number("transition_size")})
-        except KeyError as missing:
-            raise CardMetadataError(f"{where}.params: the {law_name} law needs {missing}; "
-                                    f"got {', '.join(params) or 'none'}") from None
-        except (ValueError, TypeError, ArithmeticError) as error:
-            raise CardMetadataError(f"{where}.params: cannot rebuild the {law_name} law ({error})") from None
-        interval = check.numbers("interval", required=False)
-        if interval is not None and (len(interval) != 2 or interval[0] > interval[1]):
-            raise CardMetadataError(f"{where}.interval: must be [low, high], got {data.get('interval')!r}")
+            fit = Fit.from_dict(data.get("fit"), where=f"{where}.fit")
+        except FitError as error:
+            raise CardMetadataError(str(error)) from None
+        check = _Checker(data, where)
+        try:
+            level = check_level(data.get("level", 0.9), f"{where}.level")
+        except LensLLMError as error:
+            raise CardMetadataError(str(error)) from None
         date = data.get("date")
         return cls(
-            law=law,
+            fit=fit,
             dataset=check.text("dataset", required=True),
             dataset_config=check.text("dataset_config"),
             dataset_split=check.text("dataset_split"),
             metric=check.text("metric", required=True),
             adapter=check.text("adapter"),
             model=check.text("model"),
-            target_size=check.number("target_size"),
-            predicted_loss=check.number("predicted_loss"),
-            interval=None if interval is None else (interval[0], interval[1]),
+            target_size=check.size("target_size"),
+            level=level,
             library_version=check.text("library_version") or "unknown",
             # an unquoted date in hand-edited YAML loads as a datetime.date
             date=date.isoformat() if isinstance(date, dt.date) else (check.text("date") or "unknown"),
@@ -288,7 +289,7 @@ def find_fit(fits: Iterable[CardFit], *, dataset: str, config: str | None = None
 
     Example:
         >>> fit = find_fit(load_fits("alice/gpt2-tiny"), dataset="imdb", split="test")  # doctest: +SKIP
-        >>> fit.law.predict([100_000]) if fit else "train it"  # doctest: +SKIP
+        >>> fit.predict([100_000]) if fit else "train it"  # doctest: +SKIP
     """
     wanted = (dataset, config, split, metric, adapter)
     return next((f for f in fits if f.key == wanted and (model is None or f.model == model)), None)
@@ -307,10 +308,10 @@ def fits_from_ranking(ranking: Ranking | Mapping[str, Any], model: str, *, datas
         ranking = Ranking.from_dict(dict(ranking))
     rows = [c for c in ranking.candidates if c.model == model]
     if not rows:
-        known = ", ".join(c.model for c in ranking.candidates) or "no candidates"
+        known = ", ".join(repr(c.model) for c in ranking.candidates) or "no candidates"
         raise CardError(f"model {model!r} is not in this ranking (it has: {known}); pass one of those")
-    return [CardFit.from_candidate(row, target_size=ranking.target, dataset=dataset, config=config, split=split,
-                                   metric=metric, adapter=adapter) for row in rows]
+    return [CardFit.from_candidate(row, target_size=ranking.target, level=ranking.level, dataset=dataset,
+                                   config=config, split=split, metric=metric, adapter=adapter) for row in rows]
 
 
 def eval_results_for(fits: Iterable[CardFit]) -> list[EvalResult]:
@@ -321,7 +322,7 @@ def eval_results_for(fits: Iterable[CardFit]) -> list[EvalResult]:
     """
     results = []
     for fit in fits:
-        for size, loss in zip(fit.law.sizes_.tolist(), fit.law.losses_.tolist()):
+        for size, loss in zip(fit.fit.sizes, fit.fit.losses, strict=True):
             results.append(EvalResult(
                 task_type=TASK_TYPE, dataset_type=fit.dataset, dataset_name=fit.dataset,
                 dataset_config=fit.dataset_config, dataset_split=fit.dataset_split,
@@ -365,7 +366,9 @@ class _Checker:
         self.data, self.where = data, where
 
     def _fail(self, key: str, expected: str) -> CardMetadataError:
-        return CardMetadataError(f"{self.where}.{key}: expected {expected}, got {self.data.get(key)!r}")
+        shown = repr(self.data.get(key))
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return CardMetadataError(f"{self.where}.{key}: expected {expected}, got {shown}")
 
     def text(self, key: str, required: bool = False) -> str | None:
         value = self.data.get(key)
@@ -375,30 +378,13 @@ class _Checker:
             raise self._fail(key, "a non-empty string" if key in self.data else "a value (the field is missing)")
         return value
 
-    def number(self, key: str) -> float | None:
+    def size(self, key: str) -> float | None:
         value = self.data.get(key)
         if value is None:
             return None
-        if not _is_number(value):
-            raise self._fail(key, "a finite number")
+        if not _is_number(value) or value <= 0:
+            raise self._fail(key, "a finite number > 0")
         return float(value)
-
-    def numbers(self, key: str, required: bool = True) -> list[float] | None:
-        value = self.data.get(key)
-        if value is None and not required:
-            return None
-        if not isinstance(value, Sequence) or isinstance(value, str) or not all(_is_number(v) for v in value):
-            raise self._fail(key, "a list of finite numbers")
-        return [float(v) for v in value]
-
-    def params(self) -> dict[str, float]:
-        value = self.data.get("params")
-        if not isinstance(value, Mapping) or not value:
-            raise self._fail("params", "a mapping of parameter names to numbers")
-        for name, number in value.items():
-            if not _is_number(number):
-                raise CardMetadataError(f"{self.where}.params.{name}: expected a finite number, got {number!r}")
-        return {str(k): float(v) for k, v in value.items()}
 
 
 def _is_number(value: Any) -> bool:

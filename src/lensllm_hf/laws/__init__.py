@@ -1,7 +1,8 @@
 """Scaling laws of fine-tuning loss against training-subset size. Pure numpy/scipy, no torch.
 
 Every law follows the scikit-learn shape: parameters in ``__init__``, ``fit(sizes, losses)``
-returns ``self``, fitted values end in ``_``, ``predict`` and ``predict_interval``.
+returns ``self``, fitted values end in ``_``, ``predict`` and ``predict_interval``; ``to_fit()``
+gives the one serialisable :class:`~lensllm_hf.fit.Fit` that the rest of the package carries.
 
 Example:
     >>> from lensllm_hf.laws import RectifiedLaw
@@ -10,13 +11,15 @@ Example:
     True
 """
 
+from ..fit import FitError
 from .ats import AtSLaw
-from .base import FitError, ScalingLaw, SeparableLaw
+from .base import ScalingLaw, SeparableLaw
 from .phases import detect_transition, transition_index
 from .power import PowerLaw
-from .rectified import LensLLMLaw, RectifiedLaw
+from .rectified import LensLLMLaw, RectifiedLaw, spectrum_F
 
-#: Every law by its name, for ``ScalingLaw.from_dict`` and the command line.
+#: Every law class by its name (the ``default`` method's line, ``local-loglog``, is not a law
+#: class: it needs every candidate of a table at once, see ``lensllm_hf.default``).
 LAWS: dict[str, type[ScalingLaw]] = {law.name: law for law in (LensLLMLaw, RectifiedLaw, PowerLaw, AtSLaw)}
 
 __all__ = [
@@ -29,5 +32,6 @@ __all__ = [
     "ScalingLaw",
     "SeparableLaw",
     "detect_transition",
+    "spectrum_F",
     "transition_index",
 ]

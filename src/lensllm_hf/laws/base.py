@@ -1,42 +1,36 @@
-"""What every scaling law shares: the scikit-learn shape, intervals and (de)serialisation."""
+"""What every scaling law shares: the scikit-learn shape, and the :class:`~lensllm_hf.fit.Fit` it produces."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 from ..curves import validate_points
-from ..errors import LensLLMError
+from ..fit import EXTRAPOLATION_SD_PER_DOUBLING, FORMS, Fit, FitError, cov_key
 
 __all__ = ["FitError", "ScalingLaw", "SeparableLaw"]
-
-#: Extra log-loss spread per doubling of extrapolation (target / largest fitted size).
-#: Fit residuals say nothing about how far a curve may bend beyond its last point, so the
-#: interval grows with the extrapolation distance. Calibrated on held-out columns of the two
-#: shared curve tables: with it, 90 % intervals of rectified and ats cover 90.5 % of held-out
-#: points (1 to 9 doublings ahead; benchmarks/interval_coverage.py prints the table).
-EXTRAPOLATION_SD_PER_DOUBLING = 0.018
-
-
-class FitError(LensLLMError, RuntimeError):
-    """A law could not be fitted to a curve (too few points, optimiser failure...)."""
 
 
 class ScalingLaw:
     """A law L(D) fitted to (subset size, test loss) points.
 
     Parameters live in ``__init__``; :meth:`fit` returns ``self``; fitted values end in ``_``:
-    ``params_`` (a dict), ``sizes_``, ``losses_``, ``residuals_`` (log-loss residuals) and
-    ``transition_size_`` (first size of the power phase, see :func:`detect_transition`).
+    ``params_`` (a dict), ``sizes_``, ``losses_`` (every point given), ``used_`` (which of them the
+    law used), ``residuals_`` (log-loss residuals of the used points) and ``transition_size_``
+    (first size of the power phase, see :func:`detect_transition`). :meth:`to_fit` returns the
+    one serialisable :class:`~lensllm_hf.fit.Fit`; :meth:`predict` and :meth:`predict_interval`
+    are its own.
 
     Example:
+        >>> from lensllm_hf.laws import RectifiedLaw
         >>> law = RectifiedLaw().fit([0, 200, 400, 800, 1600], [4.0, 3.1, 3.0, 2.8, 2.6])
-        >>> law.predict([1_638_400])
-        array([...])
-        >>> law.predict_interval([1_638_400], level=0.9)
-        (array([...]), array([...]))
+        >>> lo, hi = law.predict_interval([1_638_400], level=0.9)
+        >>> bool(lo[0] < law.predict([1_638_400])[0] < hi[0])
+        True
+        >>> law.to_fit().law
+        'rectified'
     """
 
     name: ClassVar[str] = "law"
@@ -45,86 +39,70 @@ class ScalingLaw:
     params_: dict[str, float]
     sizes_: np.ndarray
     losses_: np.ndarray
+    used_: np.ndarray
     residuals_: np.ndarray
     transition_size_: float | None
 
+    #: Extra log-loss spread per doubling beyond the largest used size (see ``lensllm_hf.fit``).
+    extrapolation_sd_per_doubling: float = EXTRAPOLATION_SD_PER_DOUBLING
+
     def fit(self, sizes, losses) -> Self:
         sizes, losses = validate_points(sizes, losses, where=f"{self.name} fit", min_points=self.min_points)
-        self.sizes_, self.losses_ = sizes, losses
-        self._fit(sizes, losses)
-        self.residuals_ = np.log(self.predict(sizes)) - np.log(losses)
+        used = self._used(sizes, losses)
+        if used.sum() < self.min_points:
+            raise FitError(f"{self.name} fit: only {int(used.sum())} usable points, at least {self.min_points} "
+                           "are needed; raise the budget or add subset sizes")
+        self.sizes_, self.losses_, self.used_ = sizes, losses, used
+        self._fit(sizes[used], losses[used])
+        self._fit_value = self._make_fit()
+        self.residuals_ = self._fit_value.log_predict(sizes[used]) - np.log(losses[used])
         from .phases import detect_transition
 
         positive = sizes > 0
         self.transition_size_ = detect_transition(sizes[positive], losses[positive])
         return self
 
+    def to_fit(self) -> Fit:
+        """The fitted law as the one serialisable value the ranking, cards and plots carry."""
+        self._check_fitted()
+        return self._fit_value
+
     def predict(self, sizes) -> np.ndarray:
         """Predicted test loss at each subset size."""
-        self._check_fitted()
-        return self._predict(np.atleast_1d(np.asarray(sizes, dtype=float)))
+        return self.to_fit().predict(sizes)
 
     def predict_interval(self, sizes, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """A ``level`` interval for the loss at each size (log-normal, see ``_log_sd``)."""
-        sizes = np.atleast_1d(np.asarray(sizes, dtype=float))
-        centre = np.log(self.predict(sizes))
-        z = stats.norm.ppf(0.5 + level / 2)
-        sd = self._log_sd(sizes)
-        return np.exp(centre - z * sd), np.exp(centre + z * sd)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fit as plain JSON-able data; :meth:`from_dict` rebuilds a law that predicts."""
-        self._check_fitted()
-        return {
-            "law": self.name,
-            "params": {k: float(v) for k, v in self.params_.items()},
-            "sizes": self.sizes_.tolist(),
-            "losses": self.losses_.tolist(),
-            "transition_size": self.transition_size_,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScalingLaw:
-        """Rebuild a fitted law from :meth:`to_dict` output (any registered law)."""
-        from . import LAWS
-
-        name = data.get("law")
-        if name not in LAWS:
-            raise FitError(f"unknown law {name!r}; known laws: {', '.join(sorted(LAWS))}")
-        law = LAWS[name]()
-        law.params_ = {k: float(v) for k, v in dict(data["params"]).items()}
-        law.sizes_ = np.asarray(data.get("sizes", []), dtype=float)
-        law.losses_ = np.asarray(data.get("losses", []), dtype=float)
-        law.transition_size_ = data.get("transition_size")
-        law._restore()
-        law.residuals_ = (np.log(law.predict(law.sizes_)) - np.log(law.losses_)) if law.sizes_.size else np.array([])
-        return law
+        """A ``level`` interval for the loss at each size (log-normal, see ``lensllm_hf.fit``)."""
+        return self.to_fit().predict_interval(sizes, level)
 
     # -- for subclasses ---------------------------------------------------------------
+    def _used(self, sizes: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        """Which points the law fits (all by default)."""
+        return np.ones(sizes.shape, dtype=bool)
+
     def _fit(self, sizes: np.ndarray, losses: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _predict(self, sizes: np.ndarray) -> np.ndarray:
+    def _make_fit(self) -> Fit:
         raise NotImplementedError
 
-    def _restore(self) -> None:
-        """Rebuild internal state from ``params_`` (after :meth:`from_dict`)."""
+    def _warnings(self) -> tuple[str, ...]:
+        return ()
 
-    def _log_sd(self, sizes: np.ndarray) -> np.ndarray:
-        """Standard deviation of the log-loss prediction: fit noise plus extrapolation."""
-        return np.hypot(self._fit_log_sd(sizes), self._extrapolation_sd(sizes))
-
-    def _fit_log_sd(self, sizes: np.ndarray) -> np.ndarray:
-        resid = getattr(self, "residuals_", np.array([]))
-        return np.full(sizes.shape, float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0)
-
-    def _extrapolation_sd(self, sizes: np.ndarray) -> np.ndarray:
-        largest = float(np.max(self.sizes_)) if self.sizes_.size else 1.0
-        doublings = np.log2(np.maximum(sizes, 1.0) / max(largest, 1.0))
-        return EXTRAPOLATION_SD_PER_DOUBLING * np.maximum(doublings, 0.0)
+    def _new_fit(self, params: dict[str, float], noise_var: float, cov: np.ndarray, extra: dict | None = None) -> Fit:
+        """A :class:`Fit` of this law with its interval terms (``cov`` in the form's coordinates)."""
+        coords = FORMS[self.name].coords
+        terms = {"noise_var": float(noise_var), "largest_size": float(self.sizes_[self.used_].max()),
+                 "extrapolation_sd_per_doubling": float(self.extrapolation_sd_per_doubling)}
+        for a in range(len(coords)):
+            for b in range(a, len(coords)):
+                terms[cov_key(coords[a], coords[b])] = float(cov[a, b])
+        terms.update(extra or {})
+        return Fit(self.name, params, tuple(self.sizes_), tuple(self.losses_), tuple(bool(u) for u in self.used_),
+                   terms, self._warnings())
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "params_"):
+        if not hasattr(self, "_fit_value"):
             raise FitError(f"this {type(self).__name__} is not fitted yet; call fit(sizes, losses) first")
 
     def __repr__(self) -> str:
@@ -191,13 +169,17 @@ class SeparableLaw(ScalingLaw):
         try:
             result = optimize.least_squares(residuals, x0, jac=jacobian, bounds=(lo, hi), x_scale="jac", method="trf",
                                             ftol=1e-7, xtol=1e-7, max_nfev=100)
-            x = result.x if result.cost <= 0.5 * cost[best] else x0
-        except (ValueError, np.linalg.LinAlgError) as error:  # keep the grid optimum
-            x = x0
+        except (ValueError, np.linalg.LinAlgError) as error:
             raise FitError(f"{self.name}: optimiser failed ({error})") from None
+        x = result.x if result.cost <= 0.5 * cost[best] else x0
         self._x = x
-        self._jac_fn = residuals
         self.params_ = self._named(x)
+
+    @property
+    def _internal_coords(self) -> tuple[str, ...]:
+        """Names of the internal vector (theta..., E, A): when they are the form's coordinates
+        the covariance needs no change of variables."""
+        return (*self.theta_names, "E", "A")
 
     def _named(self, x: np.ndarray) -> dict[str, float]:
         """Public parameters from the internal vector (theta..., E, A)."""
@@ -206,35 +188,24 @@ class SeparableLaw(ScalingLaw):
         named.update(E=x[n_theta], A=x[n_theta + 1])
         return {k: float(v) for k, v in named.items()}
 
-    def _unnamed(self, params: dict[str, float]) -> np.ndarray:
-        """The internal vector from public parameters (inverse of ``_named``)."""
-        return np.array([params[k] for k in (*self.theta_names, "E", "A")], dtype=float)
-
-    def _restore(self):
-        self._x = self._unnamed(self.params_)
-
-    def _predict(self, sizes):
-        n_theta = len(self.theta_names)
-        x = self._x
-        return x[n_theta] + x[n_theta + 1] * self.basis(sizes, x[:n_theta])
-
-    def _fit_log_sd(self, sizes):
-        """Laplace (delta-method) spread of log L(D) from the local curvature of the fit."""
-        resid = self.residuals_
-        n, p = resid.size, self._x.size
-        if n == 0:
-            return np.zeros(sizes.shape)
-        sigma2 = float(np.sum(resid**2)) / max(n - p, 1)
-        sigma2 = max(sigma2, 1e-4**2)
-        jac = _numeric_jacobian(lambda x: np.log(self._with(x, self.sizes_)), self._x)
-        grad = _numeric_jacobian(lambda x: np.log(self._with(x, sizes)), self._x)
-        cov = sigma2 * np.linalg.pinv(jac.T @ jac, rcond=1e-10)
-        var = np.einsum("ij,jk,ik->i", grad, cov, grad)
-        return np.sqrt(np.clip(var, 0.0, None) + sigma2)
-
-    def _with(self, x, sizes):
-        n_theta = len(self.theta_names)
-        return np.maximum(x[n_theta] + x[n_theta + 1] * self.basis(sizes, x[:n_theta]), 1e-300)
+    def _make_fit(self) -> Fit:
+        """Laplace (delta-method) spread: the parameter covariance in the form's coordinates."""
+        form = FORMS[self.name]
+        coords = form.to_coords(self.params_)
+        sizes, losses = self.sizes_[self.used_], self.losses_[self.used_]
+        resid = form.log_curve(coords, sizes) - np.log(losses)
+        n, p = resid.size, coords.size
+        sigma2 = max(float(np.sum(resid**2)) / max(n - p, 1), 1e-4**2)
+        # The covariance is taken in the law's own (bounded) parameters, then carried to the form's
+        # coordinates: a parameter held at its bound (LensLLM's t) adds no spurious spread.
+        if self._internal_coords == form.coords:
+            to_coords = np.eye(coords.size)
+        else:
+            to_coords = _numeric_jacobian(lambda x: form.to_coords(self._named(x)), self._x)
+        jac = _numeric_jacobian(lambda x: form.log_curve(x, sizes), coords) @ to_coords
+        cov_x = sigma2 * np.linalg.pinv(jac.T @ jac, rcond=1e-10)
+        cov = to_coords @ cov_x @ to_coords.T
+        return self._new_fit(self.params_, sigma2, cov)
 
 
 def _nonneg_two_column(h: np.ndarray, y: np.ndarray, w2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

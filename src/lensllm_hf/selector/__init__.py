@@ -1,5 +1,10 @@
 """Select the model to fine-tune: :class:`LensLLMSelector` runs the subset fine-tunes and ranks.
 
+The package is split by responsibility: :mod:`.params` (the parameters, declared once),
+:mod:`.plan` (the runs and their keys), :mod:`.runner` (making one run), :mod:`.strategies`
+(which runs to buy), :mod:`.backends` (where they execute), :mod:`.scoring` (records to a
+ranking), :mod:`.published` (fits from model cards) and :mod:`.core` (the selector itself).
+
 Example:
     >>> from lensllm_hf import LensLLMSelector
     >>> selector = LensLLMSelector(["EleutherAI/pythia-70m", "gpt2"], train, test, target_size=50_000, budget=1_600)
@@ -8,9 +13,11 @@ Example:
 """
 
 from .candidates import Candidate, as_candidates
-from .core import LensLLMSelector, PlannedRun
+from .core import LensLLMSelector
 from .data import evaluate_metric, token_accuracy
+from .params import SelectionParams
+from .plan import PlannedRun
 from .result import SelectionResult
 
-__all__ = ["Candidate", "LensLLMSelector", "PlannedRun", "SelectionResult", "as_candidates", "evaluate_metric",
-           "token_accuracy"]
+__all__ = ["Candidate", "LensLLMSelector", "PlannedRun", "SelectionParams", "SelectionResult", "as_candidates",
+           "evaluate_metric", "token_accuracy"]

@@ -51,6 +51,12 @@ class Candidate:
                                f"keywords, got {type(self.training_args).__name__}")
         self.training_args = dict(self.training_args)
 
+    @property
+    def revision(self) -> str | None:
+        """The model revision asked for (``model_kwargs["revision"]``), None for the default branch."""
+        revision = self.model_kwargs.get("revision")
+        return None if revision is None else str(revision)
+
     def peft_dict(self) -> dict[str, Any] | None:
         """The adapter config as plain data (for the config hash), or None."""
         config = self.peft_config
@@ -96,9 +102,12 @@ def as_candidates(items: Iterable[str | Mapping[str, Any] | Candidate]) -> list[
             data = dict(item)
             if "peft" in data:
                 data["peft_config"] = data.pop("peft")
-            unknown = set(data) - {"model", "name", "peft_config", "training_args", "tokenizer", "model_kwargs"}
+            known = ("model", "name", "peft", "training_args", "tokenizer", "model_kwargs")
+            unknown = sorted(set(data) - set(known) - {"peft_config"})
             if "model" not in data or unknown:
-                what = f"unknown key(s) {', '.join(sorted(unknown))}" if unknown else "no 'model'"
+                from .params import suggest
+
+                what = (f"unknown key {unknown[0]!r}{suggest(unknown[0], known)}" if unknown else "no 'model'")
                 raise LensLLMError(f"candidate {i + 1}: {what}; a candidate is a model ID or "
                                    "{model, name, peft, training_args, tokenizer, model_kwargs}")
             out.append(Candidate(**data))

@@ -1,32 +1,35 @@
-"""What a selection returns: the ranking as a table, the best model, the compute spent, outputs.
+"""What a selection returns: the ranking (with each candidate's Fit) as a table, the pick, the compute, outputs.
 
 Example:
-    >>> result = selector.run()
-    >>> result.best
-    'EleutherAI/pythia-70m'
-    >>> result.ranking[["model", "predicted_loss", "interval_low", "interval_high"]]
-    >>> result.to_json("selection.json"); result.plot("selection.png")
+    >>> result = selector.run()  # doctest: +SKIP
+    >>> result.pick_statement()  # doctest: +SKIP
+    'best: EleutherAI/pythia-70m, P(best) 0.93'
+    >>> result.ranking[["model", "predicted_loss", "interval_low", "interval_high", "p_best"]]  # doctest: +SKIP
+    >>> result.to_json("selection.json"); result.plot("selection.png")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._utils import atomic_write_text, display
 from ..curves import CurveTable
 from ..errors import LensLLMError
-from ..ranking import Ranking, _clean
+from ..ranking import Ranking
 
 __all__ = ["SelectionResult"]
 
 #: Columns of :attr:`SelectionResult.ranking`, in order.
-COLUMNS = ["model", "predicted_loss", "interval_low", "interval_high", "transition_size", "flops", "status",
-           "error"]
+COLUMNS = ["model", "predicted_loss", "interval_low", "interval_high", "p_best", "law", "transition_size", "flops",
+           "status", "source", "warnings", "error"]
 
 
 @dataclass
@@ -34,21 +37,22 @@ class SelectionResult:
     """The outcome of :meth:`LensLLMSelector.run`.
 
     Attributes:
-        fits: the :class:`~lensllm_hf.ranking.Ranking` (laws, parameters, points per candidate),
-            the object behind ``ranking``; its JSON is what ``lensllm fit --json`` writes.
+        fits: the :class:`~lensllm_hf.ranking.Ranking`: per candidate its :class:`~lensllm_hf.fit.Fit`,
+            prediction, interval and P(best) at the target; the object behind ``ranking``, the
+            plot and the cards. Its JSON is what ``lensllm fit --json`` writes.
         table: the observed losses, candidate x subset size (NaN: not run).
-        target_size: the dataset size the predictions are for.
+        target_size: the dataset size the predictions are for (always the ranking's target).
         strategy: ``"grid"`` or ``"adaptive"``.
         flops: FLOPs of the runs the decision used (the records' ``total_flos``).
         full_flops: FLOPs of fine-tuning every ranked candidate on ``target_size`` examples,
             extrapolated per candidate from its FLOPs per example.
         bought: per candidate, the subset sizes run (0 is the zero-shot evaluation).
         metric: what the losses are (``"eval_loss"`` or e.g. ``"1 - eval_accuracy"``).
-        level: the interval level.
+        level: the interval level (always the ranking's).
         info: dataset name, config and split, adapters per candidate (for model cards).
 
     Example:
-        >>> result.best, f"{result.fraction_saved:.0%}"
+        >>> result.best, f"{result.fraction_saved:.0%}"  # doctest: +SKIP
         ('gpt2', '91%')
     """
 
@@ -60,8 +64,22 @@ class SelectionResult:
     full_flops: float | None = None
     bought: dict[str, list[int]] = field(default_factory=dict)
     metric: str = "eval_loss"
-    level: float = 0.9
+    level: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One target and one level: the ranking's, at which its intervals and P(best) were computed.
+        # A caller that built the ranking at other values gets told, and the result says what holds.
+        given = (self.target_size, self.level)
+        self.target_size, self.level = self.fits.target, self.fits.level
+        if float(given[0]) != self.target_size or given[1] not in (None, self.level):
+            warnings.warn(f"SelectionResult(target_size={given[0]}, level={given[1]}) differs from its ranking's "
+                          f"target {self.target_size:g} and level {self.level}; the ranking's are used (build the "
+                          "Ranking with the selection's target and level)", RuntimeWarning, stacklevel=2)
+
+    def pick_statement(self) -> str:
+        """The pick in one line, with its P(best) and the near-ties (``Ranking.pick_statement``)."""
+        return self.fits.pick_statement()
 
     @property
     def best(self) -> str | None:
@@ -79,8 +97,11 @@ class SelectionResult:
     def ranking(self):
         """The ranking as a pandas DataFrame, best first, one row per candidate (failed ones last).
 
-        Columns: model, predicted_loss, interval_low, interval_high, transition_size, flops,
-        status, error; the index is the rank (1 = best), failed candidates have none.
+        Columns: model, predicted_loss, interval_low, interval_high, p_best (the probability
+        that the candidate is the best at the target), law, transition_size (the smallest size
+        its fit used), flops, status, source (a published card, when reused), warnings, error;
+        the index is the rank (1 = best), failed candidates have none. The numbers are
+        computed from each row's Fit, so they equal those of ``lensllm predict`` on the JSON.
         """
         import pandas as pd
 
@@ -88,19 +109,21 @@ class SelectionResult:
         for c in self.fits.candidates:
             interval = c.interval or [None, None]
             rows.append([c.model, c.predicted_loss if c.predicted_loss is not None else c.score, interval[0],
-                         interval[1], c.transition_size, c.flops, c.status, c.error])
+                         interval[1], c.p_best, c.law, c.transition_size, c.flops, c.status, c.source,
+                         "; ".join(c.warnings), c.error])
         frame = pd.DataFrame(rows, columns=COLUMNS)
         frame.index = pd.Index([i + 1 if s == "complete" else None for i, s in enumerate(frame["status"])],
                                name="rank", dtype="Int64")
         return frame
 
     def to_dict(self) -> dict[str, Any]:
-        """The ranking JSON of ``lensllm fit --json`` plus a ``selection`` block (compute, strategy)."""
+        """The ranking JSON of ``lensllm fit --json`` (same keys, same rows, each with its Fit), plus
+        a ``selection`` block (strategy, metric, compute, runs bought, dataset) that readers of
+        ranking JSON ignore."""
         data = self.fits.to_dict()
-        data["selection"] = _clean({
+        data["selection"] = _finite({
             "strategy": self.strategy,
             "metric": self.metric,
-            "level": self.level,
             "flops": self.flops,
             "full_flops": self.full_flops,
             "fraction_saved": self.fraction_saved,
@@ -110,26 +133,29 @@ class SelectionResult:
         return data
 
     def to_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as JSON; ``Ranking.read_json`` reads it back."""
+        """Write :meth:`to_dict` as JSON, atomically; ``Ranking.read_json`` and ``lensllm predict`` read it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     def to_markdown(self) -> str:
-        """A Markdown table of the ranking, with the compute summary under it."""
-        pct = f"{self.level:.0%}"
-        lines = [f"| # | model | predicted loss | {pct} interval | transition | FLOPs spent | status |",
-                 "|--:|:--|--:|:--|--:|--:|:--|"]
+        """A Markdown table of the ranking (with P(best)), the pick statement and the compute summary."""
+        pct = f"{100 * self.level:g}%"
+        lines = [f"| # | model | predicted loss | {pct} interval | P(best) | law | fitted from | FLOPs spent "
+                 "| status |",
+                 "|--:|:--|--:|:--|--:|:--|--:|--:|:--|"]
         for i, c in enumerate(self.fits.candidates, start=1):
             if c.status != "complete":
-                lines.append(f"| - | {_md(c.model)} | - | - | - | {_num(c.flops)} | failed: {_md(c.error or '')} |")
+                lines.append(f"| - | {_md(c.model)} | - | - | - | - | - | {_num(c.flops)} | "
+                             f"failed: {_md(c.error or '')} |")
                 continue
             value = c.predicted_loss if c.predicted_loss is not None else c.score
             interval = f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]" if c.interval else "-"
+            p_best = f"{c.p_best:.2f}" if c.p_best is not None else "-"
             source = f" ({c.source})" if c.source else ""
-            lines.append(f"| {i} | {_md(c.model)} | {value:.4f} | {interval} | {_num(c.transition_size)} | "
-                         f"{_num(c.flops)} | complete{_md(source)} |")
+            lines.append(f"| {i} | {_md(c.model)} | {value:.4f} | {interval} | {p_best} | {_md(c.law or '-')} | "
+                         f"{_num(c.transition_size)} | {_num(c.flops)} | complete{_md(source)} |")
         saved = self.fraction_saved
         lines.append("")
         lines.append(f"Target: {self.target_size:,.0f} examples; method: {self.fits.method}; "
@@ -137,7 +163,10 @@ class SelectionResult:
         lines.append(f"FLOPs spent: {self.flops:.3g}" + (f" ({saved:.1%} saved against fine-tuning every candidate "
                                                            f"on the target, {self.full_flops:.3g})" if saved is not None
                                                            else "") + ".")
-        lines.append(f"Best: {self.best or 'none (no candidate could be ranked)'}")
+        warned = [(c.model, w) for c in self.fits.ranked for w in c.warnings]
+        lines.extend(f"Warning ({_md(model)}): {_md(w)}" for model, w in warned)
+        lines.append("")
+        lines.append(f"**{_md(self.pick_statement())}**")
         return "\n".join(lines)
 
     def plot(self, path: str | Path | None = None, **kwargs: Any):
@@ -176,15 +205,15 @@ class SelectionResult:
 
         written: dict[str, Path] = {}
         for c in self.fits.ranked:
-            if not c.law or not c.params or c.source:
-                continue  # a baseline ranking (ZeroShot...) has no law; a published fit has its card
-            folder_of = Path(folder) / _slug(c.model)
+            if c.fit is None or c.source:
+                continue  # a baseline ranking (ZeroShot...) has no fit; a published fit has its card
+            folder_of = Path(folder) / card_folder_name(c.model)
             folder_of.mkdir(parents=True, exist_ok=True)
             written[c.model] = write_card(folder_of, self.card_fits(c.model))
         return written
 
     def __repr__(self) -> str:
-        ranked = ", ".join(c.model for c in self.fits.ranked[:5])
+        ranked = ", ".join(_short(c.model) for c in self.fits.ranked[:5])
         return (f"SelectionResult(best={self.best!r}, ranked=[{ranked}], strategy={self.strategy!r}, "
                 f"flops={self.flops:.3g})")
 
@@ -198,12 +227,49 @@ def require_ranked(result: SelectionResult) -> None:
         raise LensLLMError(f"no candidate could be ranked ({errors})")
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.replace("/", "--")).strip("-.") or "model"
+#: Longest readable part of a card folder name; the whole name stays far below the 255 bytes file systems allow.
+_FOLDER_READABLE = 80
+
+
+def card_folder_name(model: str) -> str:
+    """The folder of ``model``'s card under ``write_cards``: readable, safe anywhere, one per name.
+
+    A plain Hub ID keeps its shape (``org/name`` -> ``org--name``, as the Hub cache does); any
+    other name (other characters, ``--`` already in it, too long) gets a readable part plus a
+    hash of the exact name, so no two candidates share a folder and a 300-character name works.
+
+    Example:
+        >>> card_folder_name("EleutherAI/pythia-70m")
+        'EleutherAI--pythia-70m'
+        >>> len(card_folder_name("x" * 300)) <= _FOLDER_READABLE + 11
+        True
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", model.replace("/", "--")).strip("-.") or "model"
+    plain = re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)?", model) is not None
+    if plain and "--" not in model and len(readable) <= _FOLDER_READABLE:
+        return readable
+    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{readable[:_FOLDER_READABLE].rstrip('-.')}-{digest}"
 
 
 def _md(text: str) -> str:
-    return str(text).replace("|", "\\|")
+    return display(text).replace("|", "\\|")
+
+
+def _short(name: str, limit: int = 60) -> str:
+    name = display(name)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _num(value: float | None) -> str:

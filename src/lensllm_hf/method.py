@@ -1,0 +1,128 @@
+"""What every selection method shares: the :class:`Method` shape, run information, cost and warnings.
+
+A method turns a curve table (every candidate's points up to the budget) into a
+:class:`~lensllm_hf.ranking.Ranking`. The registry of methods is ``lensllm_hf.methods.METHODS``;
+this module sits below it (``default`` and ``methods`` both import it, never each other).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .curves import CurveTable
+from .fit import Fit
+from .ranking import Ranking
+
+__all__ = ["LEVEL", "Method", "RunInfo", "extrapolation_warnings", "flops_spent", "run_info"]
+
+#: Interval level used throughout (a 90 % interval).
+LEVEL = 0.9
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a candidate's run records say beyond its losses.
+
+    Attributes:
+        eigenvalues, coefficients: the NTK probe's spectrum (``record.ntk``), or None.
+        warnings: the records' warnings about their losses (e.g. stream mode with a decaying
+            learning rate), passed into the candidate's fit.
+    """
+
+    eigenvalues: tuple[float, ...] | None = None
+    coefficients: tuple[float, ...] | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def run_info(records: Iterable, models: Iterable[str]) -> dict[str, RunInfo]:
+    """Per row name of ``records.load_table`` (``model`` or ``model#config_hash``), the probe
+    spectrum of its complete run with the largest subset, and every distinct record warning.
+
+    ``records`` are run records (anything with the public ``model_id``, ``config_hash``,
+    ``status``, ``train_size``, ``ntk`` and ``warnings`` of ``lensllm_hf.records.RunRecord``).
+    """
+    models = list(models)
+    best: dict[str, tuple[int, RunInfo]] = {}
+    notes: dict[str, list[str]] = {}
+    for r in records:
+        if getattr(r, "status", None) != "complete":
+            continue
+        full = f"{r.model_id}#{getattr(r, 'config_hash', None)}"
+        name = r.model_id if r.model_id in models else full if full in models else None
+        if name is None:
+            continue
+        for w in getattr(r, "warnings", None) or []:
+            if isinstance(w, str) and w not in notes.setdefault(name, []):
+                notes[name].append(w)
+        ntk = getattr(r, "ntk", None) or {}
+        eig, coef = ntk.get("eigenvalues"), ntk.get("coefficients")
+        size = int(r.train_size) if r.train_size is not None else -1
+        if (isinstance(eig, list) and isinstance(coef, list) and eig and len(eig) == len(coef)
+                and all(isinstance(v, int | float) and math.isfinite(v) for v in [*eig, *coef])
+                and size >= best.get(name, (-2, None))[0]):
+            best[name] = (size, RunInfo(tuple(map(float, eig)), tuple(map(float, coef))))
+    out = {}
+    for name in set(best) | set(notes):
+        probe = best.get(name, (0, RunInfo()))[1]
+        out[name] = RunInfo(probe.eigenvalues, probe.coefficients, tuple(notes.get(name, ())))
+    return out
+
+
+class Method:
+    """Ranks the candidates of a table; ``predicts_loss`` is False for the baselines."""
+
+    name: str
+    predicts_loss = True
+
+    def rank(self, table: CurveTable, target: float, level: float = LEVEL,
+             runs: Mapping[str, RunInfo] | None = None) -> Ranking:
+        """Rank ``table``'s candidates at ``target``; ``runs`` adds what the records say per row."""
+        raise NotImplementedError
+
+    def sizes_used(self, table: CurveTable) -> np.ndarray:
+        """The subset sizes whose fine-tuning this method needs (for its compute cost)."""
+        return table.sizes[table.sizes > 0]
+
+
+def flops_spent(table: CurveTable, row: int, sizes: np.ndarray) -> float:
+    """FLOPs spent on the runs at ``sizes``: recorded FLOPs, else parameters x examples."""
+    if table.flops is not None:
+        cols = np.isin(table.sizes, sizes)
+        spent = table.flops[row, cols]
+        if np.all(np.isfinite(spent)):
+            return float(np.sum(spent))
+    scale = table.params[row] if table.params is not None and np.isfinite(table.params[row]) else 1.0
+    return float(np.sum(sizes) * scale)
+
+
+#: A prediction extrapolates "beyond what the data carry" past this many doublings per doubling
+#: the data span, plus a fixed allowance (the benchmark protocol's 200..3200 -> 1.6M stays inside).
+EXTRAPOLATION_SPAN_FACTOR = 2.0
+EXTRAPOLATION_ALLOWANCE = 2.0
+
+
+def extrapolation_warnings(fit: Fit, target: float) -> list[str]:
+    """A warning when ``target`` lies much further beyond the data than the data span.
+
+    Example:
+        >>> fit = Fit("ats", {"a": 1.0, "b": -0.1}, (200.0, 400.0, 800.0), (2.4, 2.2, 2.0),
+        ...           (True, True, True), {"noise_var": 1e-4, "largest_size": 800.0,
+        ...           "extrapolation_sd_per_doubling": 0.02})
+        >>> extrapolation_warnings(fit, 1e6)[0][:52]
+        'extrapolates 10.3 doublings beyond the largest size '
+    """
+    positive = [s for s in fit.sizes if s > 0]
+    if not positive:
+        return []
+    largest, smallest = max(positive), min(positive)
+    ahead = math.log2(target / largest) if target > largest else 0.0
+    span = math.log2(largest / smallest)
+    if ahead <= EXTRAPOLATION_SPAN_FACTOR * span + EXTRAPOLATION_ALLOWANCE:
+        return []
+    return [f"extrapolates {ahead:.1f} doublings beyond the largest size {largest:,.0f}, while the data span "
+            f"{span:.1f} ({smallest:,.0f}..{largest:,.0f}): the prediction assumes the curve keeps its shape that "
+            "far; add larger subsets before trusting it"]
