@@ -161,7 +161,8 @@ class TaskFormat:
         ``train`` may be None (a zero-shot evaluation: nothing is trained). ``args`` are
         ``TrainingArguments`` keywords; ``lm_features`` maps ``(rows, tokenizer)`` to causal-LM
         features for plain text (the selector's cached preprocessing). Other keywords go to the
-        Trainer (``callbacks``, ``compute_metrics``...).
+        Trainer (``callbacks``, ``compute_metrics``...; ``data_collator`` replaces the default one of
+        plain text).
         """
         if is_encoder_decoder(model):
             if self.layout == "text":
@@ -178,14 +179,16 @@ class TaskFormat:
             from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
             features = lm_features or _lm_features(self)
+            collator = trainer_kwargs.pop("data_collator", None) or DataCollatorForLanguageModeling(tokenizer, mlm=False)
             return Trainer(model=model, args=_make_args(TrainingArguments, args), processing_class=tokenizer,
                            train_dataset=None if train is None else features(train, tokenizer),
-                           eval_dataset=features(evalset, tokenizer),
-                           data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), **trainer_kwargs)
+                           eval_dataset=features(evalset, tokenizer), data_collator=collator, **trainer_kwargs)
         from trl import SFTConfig, SFTTrainer
 
-        config = _make_args(SFTConfig, {"max_length": self.max_length, "completion_only_loss": True,
-                                        "dataset_num_proc": None, **args})
+        # SFTConfig has defaults of its own (bf16, gradient checkpointing, learning rate 2e-5): every
+        # candidate trains with TrainingArguments' defaults and training_args over them, alike.
+        config = _make_args(SFTConfig, {**_trainer_defaults(SFTConfig), "max_length": self.max_length,
+                                        "completion_only_loss": True, "dataset_num_proc": None, **args})
         eval_rows = self.sft_rows(evalset)
         # SFTTrainer wants a training set even to evaluate: a zero-shot run hands it the eval rows
         # and never calls train().
@@ -202,6 +205,18 @@ def _make_args(cls, kwargs: Mapping[str, Any]):
 
         raise LensLLMError(f"bad training arguments for {cls.__name__} ({one_line(error)}); fix training_args") \
             from None
+
+
+def _trainer_defaults(cls) -> dict[str, Any]:
+    """``TrainingArguments``' defaults of the fields whose defaults ``cls`` (a subclass) changes."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    base = {f.name: f.default for f in dataclasses.fields(TrainingArguments)
+            if f.init and f.default is not dataclasses.MISSING}
+    return {f.name: base[f.name] for f in dataclasses.fields(cls)
+            if f.init and f.name in base and f.default is not dataclasses.MISSING and f.default != base[f.name]}
 
 
 def _lm_features(fmt: TaskFormat) -> Callable:

@@ -22,9 +22,11 @@ from typing import Any
 from .._utils import one_line
 from ..errors import LensLLMError
 
-__all__ = ["CandidateLoadError", "load_candidate", "model_load_kwargs"]
+__all__ = ["DTYPES", "CandidateLoadError", "attach_adapter", "load_candidate", "model_load_kwargs"]
 
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: dtype names ``model_kwargs`` may give (``dtype`` or ``torch_dtype``).
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+_DTYPES = DTYPES
 
 
 class CandidateLoadError(LensLLMError):
@@ -93,12 +95,17 @@ def load_candidate(model_id: str, *, tokenizer_id: str | None = None, model_kwar
     if getattr(tokenizer, "pad_token", "") is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token  # batches need padding
     if peft_config is not None:
-        from peft import get_peft_model, prepare_model_for_kbit_training
-
-        if "quantization_config" in kwargs:
-            model = prepare_model_for_kbit_training(model)
-        model = get_peft_model(model, peft_config)
+        model = attach_adapter(model, peft_config)
     return model, tokenizer
+
+
+def attach_adapter(model, peft_config):
+    """``model`` wrapped with the adapter of ``peft_config``; a 4-bit model is first prepared for k-bit training."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model)
+    return get_peft_model(model, peft_config)
 
 
 def _why_not_loaded(model_id: str, error: BaseException) -> str:
