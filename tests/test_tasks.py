@@ -161,7 +161,8 @@ BAD = [
     ("generation-for-loss", {"generation": {"rows": 8}}, "generation only applies to a task metric"),
     ("dtype", {"candidates": [{"model": "models/gpt2", "model_kwargs": {"dtype": "float8"}}]},
      "dtype 'float8' is not one of auto, float32, float16, bfloat16"),
-    ("bad-conversation", {"data": "bad-chat"}, "row 1: the conversation needs an assistant turn"),
+    ("bad-conversation", {"data": "bad-chat"}, "train_dataset row 1: the conversation needs an assistant turn"),
+    ("column-top-level", {"messages_column": "messages"}, "'messages_column' belongs in the 'dataset' block"),
 ]
 
 

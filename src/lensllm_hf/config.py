@@ -184,6 +184,10 @@ class SelectConfig:
                                      "give dataset.id (a Hub dataset) or dataset.files (local files)"))
         base = base or Path.cwd()
         values = {k: v for k, v in data.items() if k not in _SECTIONS}
+        misplaced = next((k for k in values if k in params_of(DatasetConfig)), None)
+        if misplaced is not None:  # a column key at the top level: say where it goes
+            raise ConfigError(f"{display(where)}: {misplaced!r} belongs in the 'dataset' block; move it under "
+                              "dataset:")
         try:
             params = check_params(values, where=where, yaml=True)
         except ParamError as error:

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._utils import display, one_line
 from ..errors import LensLLMError
@@ -34,7 +34,9 @@ from .formats import TaskFormat, is_encoder_decoder
 from .loading import attach_adapter, load_candidate
 from .plan import RUN_DEFAULTS, RunPlan, user_args
 from .scoring import Metric
-from .task_metrics import GenerationConfig, GenerationMetricCallback
+
+if TYPE_CHECKING:  # task_metrics imports transformers: only when a run is made
+    from .task_metrics import GenerationConfig
 
 __all__ = ["CandidateError", "Deferred", "Runner", "free_memory", "is_main_process", "main_decides", "quiet_logs"]
 
@@ -186,6 +188,8 @@ class Runner:
             if self.format.layout != "text":
                 self.format.prepare_tokenizer(tokenizer, c.name)  # the chat template (conversations need one)
             if self.generation is not None:
+                from .task_metrics import GenerationMetricCallback
+
                 # Before the LensLLMCallback: it adds eval_<metric> to the metrics the record keeps.
                 prompts, references = self.format.pairs(self.evalset.select(range(min(self.generation.rows,
                                                                                       len(self.evalset)))),
