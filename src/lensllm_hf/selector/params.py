@@ -302,6 +302,12 @@ def check_task(values: Mapping[str, Any], *, where: str | None = None):
             raise ParamError(f"{head}metric={metric!r}: must be loss or one of {', '.join(task)}"
                              f"{suggest(metric, ['loss', *task])}")
     generated = fmt.layout != "text" and metric in task and not own
+    if generated and metric.startswith("rouge"):
+        import importlib.util
+
+        if importlib.util.find_spec("rouge_score") is None:
+            raise ParamError(f"{head}metric={metric!r} needs the rouge_score package; pip install "
+                             "'lensllm_hf[metrics]' (or rouge_score)")
     if v["generation"] is not None and not generated:
         raise ParamError(f"{head}generation only applies to a task metric ({', '.join(task)}) on prompt/completion "
                          "or conversational data; drop it or set metric")
