@@ -44,7 +44,8 @@ def qa_rows(n: int, seed: int) -> list[dict]:
     for _ in range(n):
         words = [rng.randrange(len(VOCAB_WORDS)) for _ in range(3)]
         rows.append({"question": " ".join(VOCAB_WORDS[w] for w in words),
-                     "answer": VOCAB_WORDS[(words[0] + 1) % len(VOCAB_WORDS)]})
+                     # A causal LM reads prompt + completion as one text: the completion starts with a space.
+                     "answer": " " + VOCAB_WORDS[(words[0] + 1) % len(VOCAB_WORDS)]})
     return rows
 
 
@@ -65,7 +66,7 @@ def folder(tmp_path_factory) -> Path:
         write_jsonl(root / "data" / f"qa-{split}.jsonl", rows)
         write_jsonl(root / "data" / f"chat-{split}.jsonl",
                     [{"messages": [{"role": "user", "content": r["question"]},
-                                   {"role": "assistant", "content": r["answer"]}]} for r in rows])
+                                   {"role": "assistant", "content": r["answer"].strip()}]} for r in rows])
     return root
 
 
@@ -96,8 +97,7 @@ def test_prompt_completion_ranks_a_causal_and_an_encoder_decoder_candidate(folde
     assert len(recs) == 6 and all(r.status == "complete" for r in recs)
     arch = {r.model["id"]: r.model["architecture"] for r in recs}
     assert arch == {"models/gpt2": "GPT2LMHeadModel", "models/t5": "T5ForConditionalGeneration"}
-    # Per-token loss over the one-word completions (plus EOS): far below the whole-text loss of random
-    # text (log 51 = 3.9), and falling with training data for both kinds of model.
+    # Both kinds of model are fitted on their per-token loss over the completions, which falls with data.
     for model in arch:
         losses = {r.train_size: r.final_eval_loss for r in recs if r.model["id"] == model}
         assert losses[16] < losses[0]
@@ -125,6 +125,7 @@ def test_a_task_metric_ranks_by_one_minus_the_metric_and_keeps_the_loss(folder, 
     assert select(path, tmp_path) == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "selection.json").read_text())
     assert data["ranking"][0]["model"] == "models/gpt2" and data["ranking"][0]["status"] == "complete"
+    assert data["selection"]["metric"] == "1 - eval_rouge1"
     recs = sorted((read_record(p) for p in list_records(tmp_path / "store")), key=lambda r: r.train_size)
     assert [r.train_size for r in recs] == [0, 8, 16]
     for rec in recs:

@@ -459,9 +459,10 @@ def _describe(kind: Any) -> str:
     if origin in (list, Sequence, tuple):
         args = typing.get_args(kind)
         return f"a list of {_describe(args[0]).removeprefix('a ')}s" if args else "a list"
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-            dict: "a mapping", Mapping: "a mapping"}.get(kind, "a function" if kind is Callable or origin is Callable
-                                                          else getattr(kind, "__name__", str(kind)))
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a mapping",
+             Mapping: "a mapping"}
+    return names.get(origin or kind, "a function" if kind is Callable or origin is Callable
+                     else getattr(kind, "__name__", str(kind)))
 
 
 def _range(spec: Param) -> str:
