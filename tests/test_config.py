@@ -41,11 +41,11 @@ def loads(monkeypatch):
     """Every model load (there must be none) and every dataset load, recorded."""
     seen: list[str] = []
 
-    def no_model(candidate):
-        seen.append(f"model {candidate.model}")
+    def no_model(model_id, **kwargs):
+        seen.append(f"model {model_id}")
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(runner, "load_causal_lm", no_model)
+    monkeypatch.setattr(runner, "load_candidate", no_model)
     monkeypatch.setattr("lensllm_hf.config.DatasetConfig.load", lambda self: seen.append("data") or (_ for _ in ()).throw(
         AssertionError("the data was loaded")))
     return seen

@@ -25,16 +25,33 @@ def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_add_callback_to_trainer_records_the_run(tmp_path):
-    done = run_script("add_callback_to_trainer.py", "--offline-tiny", "--train-size", "64", "--store", "runs",
-                      cwd=tmp_path)
+def test_add_callback_to_trainer_records_runs_that_lensllm_fit_ranks(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**offline_env(), "TMPDIR": str(scratch)}
+
+    def script(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(EXAMPLES / "add_callback_to_trainer.py"), "--offline-tiny", *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    done = script("--train-size", "16", "32", "--store", "runs")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "recorded" in done.stdout
+    assert done.stdout.count("recorded tiny-gpt2") == 2 and "built tiny-gpt2" in done.stdout
+    model = tmp_path / "lensllm_out" / "tiny-models" / "tiny-gpt2"
+    built = (model / "config.json").stat().st_mtime_ns
+    done = script("--train-size", "64", "--store", "runs")  # a later run: the same model, not a new one
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "built" not in done.stdout and (model / "config.json").stat().st_mtime_ns == built
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("tmp")] == []  # no temporary folders left behind
     from lensllm_hf.records import list_records, read_record
 
-    (record,) = list_records(tmp_path / "runs")
-    rec = read_record(record)
-    assert rec.status == "complete" and rec.train_size == 64 and rec.final_eval_loss > 0
+    recs = [read_record(p) for p in list_records(tmp_path / "runs")]
+    assert sorted(r.train_size for r in recs) == [16, 32, 64]
+    assert {r.model_id for r in recs} == {"tiny-gpt2"} and all(r.status == "complete" for r in recs)
+    fit = subprocess.run([sys.executable, "-m", "lensllm_hf.cli", "fit", "runs", "--target", "20000"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert "tiny-gpt2" in fit.stdout
 
 
 def test_select_models_offline_tiny_ranks_the_tiny_models(tmp_path):

@@ -68,7 +68,8 @@ def test_grid_ranks_the_candidates_and_reports_the_failed_one(grid):
     assert (ranked.interval_low < ranked.predicted_loss).all() and (ranked.predicted_loss < ranked.interval_high).all()
     assert (ranked.flops > 0).all()
     missing = frame[frame.model == "missing"].iloc[0]
-    assert missing.status == "failed" and "could not load" in missing.error and "\n" not in missing.error
+    # The loader says what is wrong with the path (not a generic "check the Hub ID").
+    assert missing.status == "failed" and "no such folder" in missing.error and "\n" not in missing.error
     assert selector.failures_.keys() == {"missing"}
     # Every (candidate, size) of the working candidates was recorded once, complete.
     names = sorted(os.path.basename(p) for p in list_records(selector.store_))
@@ -93,7 +94,7 @@ def test_outputs_json_markdown_plot_and_cards(grid, tmp_path):
     assert [c.model for c in back.candidates] == list(result.ranking.model)
     assert data["selection"]["fraction_saved"] == pytest.approx(result.fraction_saved)
     md = result.to_markdown()
-    assert md.startswith("| # | model |") and "| 1 | " + result.best in md and "failed: could not load" in md
+    assert md.startswith("| # | model |") and "| 1 | " + result.best in md and "failed: /" in md and "no such folder" in md
     fig = result.plot(tmp_path / "selection.png")
     png = (tmp_path / "selection.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -24,7 +24,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 
 
 def one_line(error: BaseException | str, limit: int = ONE_LINE_LIMIT) -> str:
-    """An exception (or text) as one line: ``Type: message``, whitespace collapsed, cut at ``limit``.
+    """An exception (or text) as one line: ``Type: message``, whitespace collapsed, cut at a word within ``limit``.
 
     Example:
         >>> one_line(ValueError("bad\\n  value"))
@@ -32,7 +32,10 @@ def one_line(error: BaseException | str, limit: int = ONE_LINE_LIMIT) -> str:
     """
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     text = display(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut) + "…"  # at a word boundary
 
 
 def display(name: object) -> str:

@@ -13,7 +13,7 @@ Example ``select.yaml``::
       config: wikitext-2-raw-v1
       split: train
       eval_split: validation
-      text_column: text
+      text_column: text            # plain text; or prompt_column + completion_column, or messages_column
       # files: {train: data/train.jsonl, eval: data/eval.jsonl}   # ... or local files
     target_size: 36718
     budget: 3200
@@ -37,8 +37,8 @@ from typing import Any
 
 from ._utils import display, one_line
 from .errors import LensLLMError
-from .selector.params import (Param, ParamError, SelectionParams, check_params, param, params_of, run_sizes,
-                              suggest)
+from .selector.params import (Param, ParamError, SelectionParams, check_params, check_task, param, params_of,
+                              run_sizes, suggest)
 
 __all__ = ["ConfigError", "DatasetConfig", "SelectConfig"]
 
@@ -67,7 +67,9 @@ class DatasetConfig:
         config: the dataset configuration (``name`` in ``load_dataset``).
         split: the training split.
         eval_split: the evaluation split; None holds out ``eval_size`` rows of ``split``.
-        text_column: the text column of the default preprocessing.
+        text_column: the text column of plain-text data.
+        prompt_column, completion_column: prompt/completion data (the loss counts the completion).
+        messages_column: conversational data (``[{role, content}]``, rendered with the chat template).
         files: local files, ``{train: path, eval: path}`` (JSON lines, CSV, text, Parquet).
         eval_size: rows held out when there is no eval split or file.
         eval_rows: use only the first rows of the eval set (a big test set evaluates slowly).
@@ -79,11 +81,20 @@ class DatasetConfig:
     split: str = param("train", help="the training split")
     eval_split: str | None = param(None, help="the evaluation split")
     text_column: str = _as_in_selector("text_column")
+    prompt_column: str | None = _as_in_selector("prompt_column")
+    completion_column: str | None = _as_in_selector("completion_column")
+    messages_column: str | None = _as_in_selector("messages_column")
     files: dict[str, str] | None = param(None, example="{train: data/train.jsonl, eval: data/eval.jsonl}",
                                          help="local files")
     eval_size: int = _as_in_selector("eval_size")
     eval_rows: int | None = param(None, low=1, high=10**12, example="500", help="evaluate on the first rows only")
     revision: str | None = param(None, help="of the Hub dataset")
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """The column parameters of the selector (``text_column``, ``prompt_column``, ...)."""
+        return {"text_column": self.text_column, "prompt_column": self.prompt_column,
+                "completion_column": self.completion_column, "messages_column": self.messages_column}
 
     @property
     def label(self) -> str:
@@ -173,6 +184,10 @@ class SelectConfig:
                                      "give dataset.id (a Hub dataset) or dataset.files (local files)"))
         base = base or Path.cwd()
         values = {k: v for k, v in data.items() if k not in _SECTIONS}
+        misplaced = next((k for k in values if k in params_of(DatasetConfig)), None)
+        if misplaced is not None:  # a column key at the top level: say where it goes
+            raise ConfigError(f"{display(where)}: {misplaced!r} belongs in the 'dataset' block; move it under "
+                              "dataset:")
         try:
             params = check_params(values, where=where, yaml=True)
         except ParamError as error:
@@ -200,6 +215,7 @@ class SelectConfig:
         where = self.path or "config"
         try:
             run_sizes(self.params, where=where)
+            check_task({**self.params, **self.dataset.columns}, where=where)
             built = as_candidates(self.candidates)
             check_training_args(self.params.get("training_args"), built, where=where)
         except LensLLMError as error:
@@ -219,7 +235,7 @@ class SelectConfig:
         params = {**self.params, **overrides}
         params["output_dir"] = str(output_dir or params.get("output_dir") or self.default_output_dir())
         params["store"] = store or params.get("store")
-        params.update(text_column=self.dataset.text_column, eval_size=self.dataset.eval_size,
+        params.update(**self.dataset.columns, eval_size=self.dataset.eval_size,
                       dataset_name=self.dataset.label, dataset_config=self.dataset.config,
                       dataset_split=self.dataset.eval_split or self.dataset.split)
         return LensLLMSelector(self.candidates, train, evalset, **params)

@@ -3,7 +3,10 @@
 The package is split by responsibility: :mod:`.params` (the parameters, declared once),
 :mod:`.plan` (the runs and their keys), :mod:`.runner` (making one run), :mod:`.strategies`
 (which runs to buy), :mod:`.backends` (where they execute), :mod:`.scoring` (records to a
-ranking), :mod:`.published` (fits from model cards) and :mod:`.core` (the selector itself).
+ranking), :mod:`.published` (fits from model cards) and :mod:`.core` (the selector itself);
+:mod:`.formats` (text, prompt/completion and chat data: the Trainer per candidate),
+:mod:`.loading` (causal or encoder-decoder, dtype, 4-bit) and :mod:`.task_metrics` (metrics on
+generated answers).
 
 Example:
     >>> from lensllm_hf import LensLLMSelector
@@ -15,9 +18,11 @@ Example:
 from .candidates import Candidate, as_candidates
 from .core import LensLLMSelector
 from .data import evaluate_metric, token_accuracy
+from .formats import TaskFormat
+from .loading import load_candidate
 from .params import SelectionParams
 from .plan import PlannedRun
 from .result import SelectionResult
 
-__all__ = ["Candidate", "LensLLMSelector", "PlannedRun", "SelectionParams", "SelectionResult", "as_candidates",
-           "evaluate_metric", "token_accuracy"]
+__all__ = ["Candidate", "LensLLMSelector", "PlannedRun", "SelectionParams", "SelectionResult", "TaskFormat",
+           "as_candidates", "evaluate_metric", "load_candidate", "token_accuracy"]

@@ -46,6 +46,17 @@ class Candidate:
         if self.name is None:
             adapter = peft_summary(self.peft_config)
             self.name = self.model + (f"+{adapter.replace(' ', '-').replace('=', '')}" if adapter else "")
+        if not isinstance(self.model_kwargs, Mapping):
+            raise LensLLMError(f"candidate {self.name!r}: model_kwargs must be a mapping of from_pretrained keywords, "
+                               f"got {type(self.model_kwargs).__name__}")
+        from .loading import DTYPES
+
+        dtype = self.model_kwargs.get("dtype", self.model_kwargs.get("torch_dtype"))
+        if isinstance(dtype, str) and dtype not in DTYPES:
+            raise LensLLMError(f"candidate {self.name!r}: model_kwargs dtype {dtype!r} is not one of "
+                               f"{', '.join(DTYPES)}; fix model_kwargs")
+        if not isinstance(self.model_kwargs.get("load_in_4bit", False), bool):
+            raise LensLLMError(f"candidate {self.name!r}: model_kwargs load_in_4bit must be true or false")
         if not isinstance(self.training_args, Mapping):
             raise LensLLMError(f"candidate {self.name!r}: training_args must be a mapping of TrainingArguments "
                                f"keywords, got {type(self.training_args).__name__}")
@@ -67,8 +78,11 @@ class Candidate:
         to_dict = getattr(config, "to_dict", None)
         return _plain(to_dict()) if callable(to_dict) else {"repr": repr(config)}
 
-    def build_peft_config(self):
-        """The ``peft.PeftConfig`` to wrap the model with (peft is imported only here)."""
+    def build_peft_config(self, task_type: str = "CAUSAL_LM"):
+        """The ``peft.PeftConfig`` to wrap the model with (peft is imported only here).
+
+        ``task_type`` is the default of a dict config without one (``SEQ_2_SEQ_LM`` for encoder-decoders).
+        """
         config = self.peft_config
         if config is None or not isinstance(config, Mapping):
             return config
@@ -79,7 +93,7 @@ class Candidate:
                                "pip install 'lensllm_hf[peft]'") from None
         data = {k: v for k, v in config.items() if k not in ("type", "peft_type")}
         kind = str(config.get("peft_type", config.get("type", "LORA"))).upper()
-        data.setdefault("task_type", "CAUSAL_LM")
+        data.setdefault("task_type", task_type)
         try:
             config_class = peft.PEFT_TYPE_TO_CONFIG_MAPPING[peft.PeftType[kind]]
             return config_class(**data)

@@ -16,6 +16,7 @@ declared once in :class:`~lensllm_hf.selector.params.SelectionParams`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import sys
@@ -30,7 +31,7 @@ from ..ranking import CandidateFit, Ranking
 from ..records import RunKey, RunRecord
 from .candidates import as_candidates, peft_summary
 from .data import check_text_column, content_fingerprint, split_eval, subset_pool
-from .params import SelectionParams, check_params, params_doc, params_of, run_sizes
+from .params import SelectionParams, check_params, check_task, params_doc, params_of, run_sizes
 from .plan import PlannedRun, RunPlan, check_training_args, config_hash_of, name_of
 from .published import published_rows
 from .result import SelectionResult
@@ -70,10 +71,21 @@ class LensLLMSelector(SelectionParams):
                                "load_dataset(...)['train'])")
         if self.eval_dataset is not None and not hasattr(self.eval_dataset, "select"):
             raise LensLLMError("eval_dataset must be a datasets.Dataset or None (then eval_size rows are held out)")
+        #: how the task's rows become each candidate's training data (columns, chat template, length).
+        self.format_ = check_task(checked)
         if self.preprocess is None:
-            check_text_column(self.train_dataset, self.text_column, "train_dataset")
-            if self.eval_dataset is not None:
-                check_text_column(self.eval_dataset, self.text_column, "eval_dataset")
+            for data, where in ((self.train_dataset, "train_dataset"), (self.eval_dataset, "eval_dataset")):
+                if data is None:
+                    continue
+                if self.format_.layout == "text":
+                    check_text_column(data, self.text_column, where)
+                else:
+                    self.format_.check_columns(data, where)
+                if self.format_.layout == "messages":
+                    try:  # every conversation well formed: one line naming the row, before any model loads
+                        self.format_.pairs(data)
+                    except LensLLMError as error:
+                        raise LensLLMError(f"{where} {error}") from None
         n_train = len(self.train_dataset) - (0 if self.eval_dataset is not None else checked["eval_size"])
         target = checked.get("target_size")
         self.target_size_: int = int(target) if target is not None else n_train
@@ -104,6 +116,18 @@ class LensLLMSelector(SelectionParams):
     @property
     def metric_(self) -> Metric:
         return Metric(self.metric, self.metric_fn, self.greater_is_better)
+
+    @property
+    def generates_(self) -> bool:
+        """Whether the metric is scored on generated answers (a task metric on prompt/completion or chat data)."""
+        return self.format_.layout != "text" and self.metric_fn is None and self.metric != "loss"
+
+    @property
+    def generation_(self) -> dict[str, int]:
+        """The generation settings of a task metric, defaults filled in."""
+        from .task_metrics import GenerationConfig
+
+        return dataclasses.asdict(GenerationConfig(**(self.params_.generation or {})))
 
     # -- planning -----------------------------------------------------------------------------
 
@@ -192,9 +216,15 @@ class LensLLMSelector(SelectionParams):
         # min-size rows pin the shuffle, so raising the budget keeps earlier runs.
         data = {"n_train": len(train), "head": content_fingerprint(pool, self.sizes_[0]),
                 "eval": content_fingerprint(evalset)}
+        fmt = self.format_
         preprocess = name_of(self.preprocess) or f"default({self.text_column}, {self.params_.max_length})"
+        # Text data keeps the hash it always had; other layouts add what changes their runs.
+        task = None if fmt.layout == "text" else {
+            "layout": fmt.layout, "columns": list(fmt.columns), "chat_template": fmt.chat_template,
+            "generation": self.generation_ if self.generates_ else None}
         hashes = {c.name: config_hash_of(c, shared_args=self.training_args, data=data, metric_key=metric.key,
-                                         preprocess=preprocess, collator=self.data_collator, loader=self.model_loader)
+                                         preprocess=preprocess, collator=self.data_collator, loader=self.model_loader,
+                                         task=task)
                   for c in self.candidates_}
         plan = RunPlan(self.candidates_, self.run_sizes_, self.params_.seed, hashes)
         store = records.Store(self.store_)
@@ -203,7 +233,10 @@ class LensLLMSelector(SelectionParams):
         published = published_rows(self.candidates_, dataset=self._dataset_label(), config=self.dataset_config,
                                    split=self.dataset_split, metric=metric.key, target=self.target_size_,
                                    level=self.params_.level) if self.reuse_published else {}
-        runner = Runner(self.params_, plan, store, pool=pool, evalset=evalset, metric=metric)
+        from .task_metrics import GenerationConfig
+
+        runner = Runner(self.params_, plan, store, pool=pool, evalset=evalset, metric=metric, task_format=fmt,
+                        generation=GenerationConfig(**self.generation_) if self.generates_ else None)
         self._prepared = {"plan": plan, "store": store, "runner": runner, "metric": metric, "published": published}
         return self._prepared
 

@@ -31,8 +31,9 @@ from typing import Any
 from ..errors import LensLLMError
 from ..methods import LEVEL, METHODS
 
-__all__ = ["BACKENDS", "STRATEGIES", "Param", "ParamError", "SelectionParams", "add_cli_flags", "check_params",
-           "cli_values", "param", "params_doc", "params_of", "run_sizes", "suggest"]
+__all__ = ["BACKENDS", "GENERATION_KEYS", "STRATEGIES", "Param", "ParamError", "SelectionParams", "add_cli_flags",
+           "check_generation", "check_params", "check_task", "cli_values", "param", "params_doc", "params_of",
+           "run_sizes", "suggest"]
 
 #: ``strategy`` values: who decides which runs to buy (see :mod:`lensllm_hf.selector.strategies`).
 STRATEGIES = ("grid", "adaptive")
@@ -70,6 +71,8 @@ class Param:
     cli: str | None = None
     example: str | None = None
     metavar: str | None = None
+    #: a further check of a value of the right type: value -> (problem or None, normalised value).
+    check: Callable[[Any], tuple[str | None, Any]] | None = None
 
 
 def param(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, repr: bool = True,
@@ -121,16 +124,29 @@ class SelectionParams:
                                                "else lensllm_out/<config name>)")
     training_args: Any = param(None, example="{learning_rate: 5.0e-5, num_train_epochs: 1}",
                                help="TrainingArguments or its keywords, shared by every run")
-    text_column: str = param("text", yaml=False, help="the text column of the default preprocessing")
+    text_column: str = param("text", yaml=False, help="the text column of plain-text data (every token counts)")
+    prompt_column: str | None = param(None, yaml=False, help="the prompt column of prompt/completion data (with "
+                                                             "completion_column)")
+    completion_column: str | None = param(None, yaml=False, help="the completion column: the loss counts its "
+                                                                 "tokens only")
+    messages_column: str | None = param(None, yaml=False, help="the conversation column ([{role, content}]); the "
+                                                               "last assistant turn is the completion")
+    chat_template: str | None = param(None, example="'{% for m in messages %}...{% endfor %}'",
+                                      help="a Jinja chat template for conversational data (over the tokenizer's)")
     max_length: int = param(512, low=1, high=10**7, example="512", help="tokens kept per example")
     preprocess: Callable | None = param(None, yaml=False, repr=False,
                                         help="(dataset, tokenizer) -> dataset of model features")
     data_collator: Callable | None = param(None, yaml=False, repr=False, help="tokenizer -> collator")
     model_loader: Callable | None = param(None, yaml=False, repr=False, help="Candidate -> (model, tokenizer)")
-    metric: str = param("loss", example="loss or accuracy", help="the number ranked: loss, accuracy or another "
-                                                                  "metric's name")
+    metric: str = param("loss", example="loss, exact_match or rouge",
+                        help="the number ranked: loss; accuracy (next-token on text data); exact_match, accuracy or "
+                             "rouge(1|2|L) on generated answers (prompt/completion or conversational data)")
     metric_fn: Callable | None = param(None, yaml=False, repr=False, help="EvalPrediction -> float for metric")
     greater_is_better: bool | None = param(None, help="for metric (default: True for anything but the loss)")
+    generation: Mapping[str, Any] | None = param(None, example="{max_new_tokens: 32, num_beams: 1, rows: 64}",
+                                                 check=lambda value: check_generation(value),
+                                                 help="how answers are generated for a task metric (max_new_tokens, "
+                                                      "num_beams, rows)")
     seed: int = param(0, low=0, high=2**32 - 1, example="0", help="of the shuffle, the training and the adapters")
     eval_size: int = param(500, low=1, high=MAX_EXAMPLES, yaml=False, example="500",
                            help="rows held out when there is no eval set")
@@ -193,6 +209,8 @@ def check_params(values: Mapping[str, Any], *, cls: type = SelectionParams, wher
                                       bare=True))
         kind, spec, _ = allowed[name]
         problem, normal = _check_value(kind, spec, value)
+        if not problem and spec.check is not None and normal is not None:
+            problem, normal = spec.check(normal)
         if problem:
             raise ParamError(_message(where, name, value, problem))
         out[name] = normal
@@ -231,6 +249,74 @@ def run_sizes(values: Mapping[str, Any], *, where: str | None = None) -> list[in
     if v["max_flops"] is not None and v["strategy"] != "adaptive":
         raise ParamError(f"{head}max_flops only applies to strategy adaptive; drop it or set strategy: adaptive")
     return ([0] if v["zero_shot"] else []) + sizes
+
+
+#: ``generation`` keys and their ranges (:class:`~lensllm_hf.selector.task_metrics.GenerationConfig`).
+GENERATION_KEYS = {"max_new_tokens": (1, 100_000), "num_beams": (1, 64), "rows": (1, MAX_EXAMPLES),
+                   "batch_size": (1, 100_000)}
+
+
+def check_generation(value: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(problem or None, normalised mapping) of a ``generation`` mapping: known keys, whole numbers in range."""
+    out = {}
+    for key, number in value.items():
+        if key not in GENERATION_KEYS:
+            return (f"unknown key {key!r}{suggest(str(key), list(GENERATION_KEYS)) or ''}; the keys are "
+                    f"{', '.join(GENERATION_KEYS)}"), value
+        low, high = GENERATION_KEYS[key]
+        ok, normal = _of_type(int, number)
+        if not ok or not low <= normal <= high:
+            return f"{key} must be a whole number from {low} to {high:g}; e.g. {key}: {max(low, 8)}", value
+        out[key] = normal
+    return None, out
+
+
+def check_task(values: Mapping[str, Any], *, where: str | None = None):
+    """The :class:`~lensllm_hf.selector.formats.TaskFormat` of checked parameters, and the rules between the
+    columns, the metric and ``generation``. Raises :class:`ParamError`, one line.
+
+    Without ``metric_fn``: plain text ranks by ``loss`` or ``accuracy`` (next-token); prompt/completion
+    and conversational data by ``loss`` or a task metric on generated answers (``accuracy`` there is the
+    answer's, not the next token's).
+    """
+    from .formats import TaskFormat
+    from .task_metrics import TASK_METRICS as task
+
+    defaults = {name: default for name, (_, _, default) in params_of().items()}
+    v = {**defaults, **values}
+    head = f"{where}: " if where else ""
+    try:
+        fmt = TaskFormat(text_column=v["text_column"], prompt_column=v["prompt_column"],
+                         completion_column=v["completion_column"], messages_column=v["messages_column"],
+                         chat_template=v["chat_template"], max_length=v["max_length"])
+    except LensLLMError as error:
+        raise ParamError(f"{head}{error}") from None
+    metric, own = v["metric"], v.get("metric_fn") is not None
+    if not own and metric != "loss":
+        if fmt.layout == "text" and metric != "accuracy":
+            why = ("is a task metric on generated answers: set prompt_column and completion_column (or "
+                   "messages_column)" if metric in task else "is not built in")
+            raise ParamError(f"{head}metric={metric!r} {why}; plain text ranks by loss or accuracy (next-token), "
+                             "or pass metric_fn=...")
+        if fmt.layout != "text" and metric not in task:
+            raise ParamError(f"{head}metric={metric!r}: must be loss or one of {', '.join(task)}"
+                             f"{suggest(metric, ['loss', *task])}")
+    generated = fmt.layout != "text" and metric in task and not own
+    if generated and metric.startswith("rouge"):
+        import importlib.util
+
+        if importlib.util.find_spec("rouge_score") is None:
+            raise ParamError(f"{head}metric={metric!r} needs the rouge_score package; pip install "
+                             "'lensllm_hf[metrics]' (or rouge_score)")
+    if v["generation"] is not None and not generated:
+        raise ParamError(f"{head}generation only applies to a task metric ({', '.join(task)}) on prompt/completion "
+                         "or conversational data; drop it or set metric")
+    if generated and v["greater_is_better"] is False:
+        raise ParamError(f"{head}greater_is_better=False: {metric} is higher when better; drop greater_is_better")
+    if fmt.layout != "text" and (v.get("preprocess") is not None or v.get("data_collator") is not None):
+        raise ParamError(f"{head}preprocess and data_collator make features of plain text; drop them, or drop "
+                         "prompt_column/completion_column/messages_column")
+    return fmt
 
 
 def params_doc() -> str:
@@ -373,9 +459,10 @@ def _describe(kind: Any) -> str:
     if origin in (list, Sequence, tuple):
         args = typing.get_args(kind)
         return f"a list of {_describe(args[0]).removeprefix('a ')}s" if args else "a list"
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-            dict: "a mapping", Mapping: "a mapping"}.get(kind, "a function" if kind is Callable or origin is Callable
-                                                          else getattr(kind, "__name__", str(kind)))
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a mapping",
+             Mapping: "a mapping"}
+    return names.get(origin or kind, "a function" if kind is Callable or origin is Callable
+                     else getattr(kind, "__name__", str(kind)))
 
 
 def _range(spec: Param) -> str:

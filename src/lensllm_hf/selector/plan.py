@@ -170,17 +170,25 @@ def _unknown_keyword(error: Exception, cls: type) -> str | None:
 
 
 def config_hash_of(candidate: Candidate, *, shared_args: Any, data: Mapping[str, Any], metric_key: str,
-                   preprocess: str, collator: Callable | None, loader: Callable | None) -> str:
-    """The config hash of a candidate's runs (see :class:`RunPlan`)."""
+                   preprocess: str, collator: Callable | None, loader: Callable | None,
+                   task: Mapping[str, Any] | None = None) -> str:
+    """The config hash of a candidate's runs (see :class:`RunPlan`).
+
+    ``task``: the layout, columns, chat template and generation settings of prompt/completion or
+    conversational data (None for plain text, whose hash stays what it always was).
+    """
     training = {k: v for k, v in user_args(shared_args, candidate).items() if k not in NOT_HASHED}
     # A local folder is named by the candidate's name (already in the key), not by its path: the
     # same config run from another checkout or machine finds the same records.
-    return records.config_hash({
+    config = {
         "model": _portable(candidate.model), "tokenizer": _portable(candidate.tokenizer),
         "model_kwargs": candidate.model_kwargs, "adapter": candidate.peft_dict(), "training": training,
         "data": dict(data), "metric": metric_key, "preprocess": preprocess, "collator": name_of(collator),
         "loader": name_of(loader),
-    })
+    }
+    if task is not None:
+        config["task"] = dict(task)
+    return records.config_hash(config)
 
 
 def name_of(fn: Any) -> str | None:

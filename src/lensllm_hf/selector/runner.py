@@ -23,15 +23,20 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._utils import display, one_line
 from ..errors import LensLLMError
 from ..records import Evaluation, RunKey, RunRecord, Store
 from .candidates import Candidate
 from .data import argmax_logits, default_preprocess
+from .formats import TaskFormat, is_encoder_decoder
+from .loading import attach_adapter, load_candidate
 from .plan import RUN_DEFAULTS, RunPlan, user_args
 from .scoring import Metric
+
+if TYPE_CHECKING:  # task_metrics imports transformers: only when a run is made
+    from .task_metrics import GenerationConfig
 
 __all__ = ["CandidateError", "Deferred", "Runner", "free_memory", "is_main_process", "main_decides", "quiet_logs"]
 
@@ -68,20 +73,26 @@ class Runner:
         pool: the shuffled training rows (the subset of size D is its first D rows).
         evalset: the evaluation rows.
         metric: what the runs report for ranking.
+        task_format: the columns of the task's rows (default: ``params.text_column``, plain text).
+        generation: how answers are generated when ``metric`` is a task metric scored on them;
+            None when it is not (the loss, or a metric of the eval predictions).
     """
 
-    def __init__(self, params: Any, plan: RunPlan, store: Store, *, pool: Any, evalset: Any, metric: Metric):
+    def __init__(self, params: Any, plan: RunPlan, store: Store, *, pool: Any, evalset: Any, metric: Metric,
+                 task_format: TaskFormat | None = None, generation: GenerationConfig | None = None):
         self.params = params
         self.plan = plan
         self.store = store
         self.pool = pool
         self.evalset = evalset
         self.metric = metric
+        self.format = task_format or TaskFormat(text_column=params.text_column, max_length=params.max_length)
+        self.generation = generation
         #: candidate name -> its error: no more compute is spent on it in this selection.
         self.failures: dict[str, str] = {}
         #: the runs this process made (trained or evaluated), in order; the others were read from the store.
         self.made: list[RunKey] = []
-        self._features_cache: tuple[str, Any, Any] | None = None
+        self._features_cache: tuple[tuple[str, str], Any, Any] | None = None
 
     # -- deciding -------------------------------------------------------------------------------
 
@@ -144,40 +155,78 @@ class Runner:
             shutil.rmtree(workdir, ignore_errors=True)
             free_memory()
 
-    def _train(self, c: Candidate, key: RunKey, workdir: str) -> RunRecord | None:
+    def trainer(self, key: RunKey, workdir: str):
+        """(Trainer, LensLLMCallback or None for a zero-shot run, model) of one run, ready to train.
+
+        The Trainer fits the candidate and the data (:meth:`TaskFormat.trainer`: ``Trainer``,
+        TRL's ``SFTTrainer`` or ``Seq2SeqTrainer``); :class:`CandidateError` when it cannot be made.
+        """
         import torch
-        from transformers import Trainer, TrainingArguments, set_seed
-        from transformers.trainer_callback import PrinterCallback
+        from transformers import set_seed
 
         from ..callbacks import LensLLMCallback
 
         p = self.params
+        c = self.plan.candidate(key)
         size = int(key.train_size or 0)
         set_seed(p.seed)  # adapter weights are initialised at load
         model, tokenizer = self.load(c)
-        train, evalset = self.features(c, tokenizer)
-        collator = p.data_collator(tokenizer) if p.data_collator is not None else _lm_collator(tokenizer)
         kwargs = {**RUN_DEFAULTS, "dataloader_pin_memory": torch.cuda.is_available(), **user_args(p.training_args, c),
                   "output_dir": workdir, "seed": p.seed}
         if p.verbose:
             kwargs.update(disable_tqdm=False, log_level="passive")
-        args = TrainingArguments(**kwargs)  # checked when the selector was made
         callback = LensLLMCallback(store=self.store, ntk_probe=p.ntk_probe and size > 0,
-                                   probe_examples=min(p.probe_examples, max(2, len(evalset))),
+                                   probe_examples=min(p.probe_examples, max(2, len(self.evalset))),
                                    model_name=key.model, config_hash=key.config_hash, revision=key.revision,
-                                   adapter_hash=key.adapter)
-        metric_fn = self.metric.compute_fn()
+                                   adapter_hash=key.adapter) if size else None
+        callbacks: list[Any] = []
+        metric_fn = None if self.generation is not None else self.metric.compute_fn()
         name = self.metric.name
+        extra = {"compute_metrics": (lambda pred: {name: metric_fn(pred)}) if metric_fn else None,
+                 "preprocess_logits_for_metrics": argmax_logits if metric_fn else None}
         try:
-            trainer = Trainer(model=model, args=args, train_dataset=train.select(range(size)) if size else None,
-                              eval_dataset=evalset, data_collator=collator, processing_class=tokenizer,
-                              compute_metrics=(lambda pred: {name: metric_fn(pred)}) if metric_fn else None,
-                              preprocess_logits_for_metrics=argmax_logits if metric_fn else None,
-                              callbacks=[callback] if size else None)
-        except LensLLMError:
+            if self.format.layout != "text":
+                self.format.prepare_tokenizer(tokenizer, c.name)  # the chat template (conversations need one)
+            if self.generation is not None:
+                from .task_metrics import GenerationMetricCallback
+
+                # Before the LensLLMCallback: it adds eval_<metric> to the metrics the record keeps.
+                prompts, references = self.format.pairs(self.evalset.select(range(min(self.generation.rows,
+                                                                                      len(self.evalset)))),
+                                                        tokenizer)
+                callbacks.append(GenerationMetricCallback(name, prompts, references, self.generation))
+            callbacks += [callback] if callback is not None else []
+            if p.preprocess is not None:  # the user's own features and collator: a plain Trainer, as given
+                from transformers import Trainer, TrainingArguments
+
+                train, evalset = self.features(c, tokenizer)
+                collator = p.data_collator(tokenizer) if p.data_collator is not None else _lm_collator(tokenizer)
+                trainer = Trainer(model=model, args=TrainingArguments(**kwargs),
+                                  train_dataset=train.select(range(size)) if size else None, eval_dataset=evalset,
+                                  data_collator=collator, processing_class=tokenizer, callbacks=callbacks or None,
+                                  **extra)
+            else:
+                if p.data_collator is not None:
+                    extra["data_collator"] = p.data_collator(tokenizer)
+                trainer = self.format.trainer(model=model, tokenizer=tokenizer, args=kwargs,
+                                              train=self.pool.select(range(size)) if size else None,
+                                              evalset=self.evalset, lm_features=self._lm_features(c),
+                                              callbacks=callbacks or None, **extra)
+        except CandidateError:
             raise
-        except Exception as error:  # e.g. a model the Trainer cannot place or wrap: this candidate only
-            raise CandidateError(f"could not set up the Trainer for {display(c.model)!r}: {one_line(error)}") from None
+        except LensLLMError as error:  # no chat template, text data for an encoder-decoder: this candidate only
+            raise CandidateError(str(error)) from None
+        except Exception as error:  # a model the Trainer cannot place or wrap: this candidate only
+            raise CandidateError(f"could not set up the Trainer for {display(c.name)!r}: {one_line(error)}") from None
+        return trainer, callback, model
+
+    def _train(self, c: Candidate, key: RunKey, workdir: str) -> RunRecord | None:
+        from transformers.trainer_callback import PrinterCallback
+
+        p = self.params
+        size = int(key.train_size or 0)
+        trainer, callback, model = self.trainer(key, workdir)
+        args = trainer.args
         if size:
             callback.bind(trainer)  # its checks before the first step and its final evaluation use the Trainer
         if not p.verbose:
@@ -197,7 +246,8 @@ class Runner:
                               f"{display(key.name)}; the selector will not find it", stacklevel=2)
             return rec
         except KeyboardInterrupt:
-            callback.mark_failed(KeyboardInterrupt())
+            if callback is not None:
+                callback.mark_failed(KeyboardInterrupt())
             raise
         finally:
             trainer.accelerator.free_memory()
@@ -234,31 +284,34 @@ class Runner:
         return rec
 
     def load(self, c: Candidate):
-        """(model, tokenizer) of a candidate, with its adapter; :class:`CandidateError` when it cannot load."""
+        """(model, tokenizer) of a candidate, with its adapter; :class:`CandidateError` when it cannot load.
+
+        :func:`~lensllm_hf.selector.loading.load_candidate` by default (the Auto class from the
+        config: causal or encoder-decoder; dtype names; 4-bit loading), ``model_loader`` when given.
+        """
         p = self.params
         try:
             if p.model_loader is not None:
                 model, tokenizer = p.model_loader(c)
             else:
-                model, tokenizer = load_causal_lm(c)
+                model, tokenizer = load_candidate(c.model, tokenizer_id=c.tokenizer, model_kwargs=c.model_kwargs,
+                                                  name=c.name)
             if tokenizer is not None and getattr(tokenizer, "pad_token", "") is None:
                 tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token  # batches need padding
-            peft_config = c.build_peft_config()
+            peft_config = c.build_peft_config(task_type="SEQ_2_SEQ_LM" if is_encoder_decoder(model) else "CAUSAL_LM")
             if peft_config is not None:
-                from peft import get_peft_model
-
-                model = get_peft_model(model, peft_config)
-        except LensLLMError:
-            raise
-        except Exception as error:  # bad ID, no network, bad config, out of memory: the candidate fails
-            raise CandidateError(f"could not load {display(c.model)!r}: {one_line(error, 300)}; check the Hub ID or "
-                                 "path (offline, use a local folder)") from None
+                model = attach_adapter(model, peft_config)
+        except LensLLMError as error:
+            raise CandidateError(str(error)) from None
+        except Exception as error:  # a model_loader's error, out of memory: the candidate fails
+            raise CandidateError(f"could not load {display(c.model)!r}: {one_line(error, 300)}") from None
         return model, tokenizer
 
     def features(self, c: Candidate, tokenizer):
-        """(train pool, eval set) as model features, cached for the last candidate's tokenizer."""
+        """(train pool, eval set) as causal-LM features of plain text (``preprocess``, or the default),
+        cached for the last candidate's tokenizer and the layout."""
         p = self.params
-        cache_key = c.tokenizer or c.model
+        cache_key = (c.tokenizer or c.model, self.format.layout)
         if self._features_cache is not None and self._features_cache[0] == cache_key:
             return self._features_cache[1:]
         preprocess = p.preprocess or default_preprocess(p.text_column, p.max_length)
@@ -267,18 +320,22 @@ class Runner:
         except LensLLMError:
             raise
         except Exception as error:
-            raise CandidateError(f"preprocessing failed with the tokenizer of {display(cache_key)!r}: "
+            raise CandidateError(f"preprocessing failed with the tokenizer of {display(cache_key[0])!r}: "
                                  f"{one_line(error)}") from None
         self._features_cache = (cache_key, train, evalset)
         return train, evalset
 
+    def _lm_features(self, c: Candidate):
+        """``(rows, tokenizer) -> features`` for :meth:`TaskFormat.trainer` on plain text, from the cache.
 
-def load_causal_lm(c: Candidate):
-    """The default loader: ``AutoTokenizer`` and ``AutoModelForCausalLM`` from the candidate's path or ID."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+        The Trainer asks for the eval rows or a training subset, and every subset is a prefix of
+        the pool: both are slices of the cached features.
+        """
+        def features(rows, tokenizer):
+            train, evalset = self.features(c, tokenizer)
+            return evalset if rows is self.evalset else train.select(range(len(rows)))
 
-    tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.model)
-    return AutoModelForCausalLM.from_pretrained(c.model, **c.model_kwargs), tokenizer
+        return features
 
 
 def _lm_collator(tokenizer):
