@@ -83,6 +83,25 @@ class Runner:
         self.made: list[RunKey] = []
         self._features_cache: tuple[str, Any, Any] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process needs (the Ray backend pickles the runner once per selection).
+
+        The whole train and eval sets in ``params`` are left out (the runs use ``pool`` and
+        ``evalset``), and so is the features cache, which a worker rebuilds. Local paths are
+        made absolute: a worker may start in another folder.
+        """
+        import dataclasses
+
+        state = dict(self.__dict__)
+        if dataclasses.is_dataclass(self.params):
+            state["params"] = dataclasses.replace(self.params, train_dataset=None, eval_dataset=None,
+                                                  output_dir=os.path.abspath(str(self.params.output_dir)))
+        if "://" not in self.store.url and not os.path.isabs(self.store.url):
+            state["store"] = Store(os.path.abspath(self.store.url))
+        state["_features_cache"] = None
+        state["made"] = []
+        return state
+
     # -- deciding -------------------------------------------------------------------------------
 
     def done(self, rec: RunRecord | None) -> bool:
@@ -135,8 +154,8 @@ class Runner:
         c = self.plan.candidate(key)
         workdir = tempfile.mkdtemp(prefix="lensllm-run-")
         try:
-            with quiet_logs(self.params.verbose):
-                return self._train(c, key, workdir)
+            with quiet_logs(self.params.verbose), self.tracked(c, key) as tracker_args:
+                return self._train(c, key, workdir, tracker_args)
         except CandidateError as error:
             self.failures[c.name] = str(error)
             return None
@@ -144,7 +163,22 @@ class Runner:
             shutil.rmtree(workdir, ignore_errors=True)
             free_memory()
 
-    def _train(self, c: Candidate, key: RunKey, workdir: str) -> RunRecord | None:
+    def tracked(self, c: Candidate, key: RunKey):
+        """The trackers the user's ``report_to`` names, set up for this run (see :mod:`.trackers`).
+
+        Each run logs as its own run ``<candidate>-D<size>`` in the selection's group (the name
+        of its output folder); TensorBoard writes under ``<output_dir>/logs``, not into the
+        run's scratch folder, which is deleted.
+        """
+        from .trackers import tracked_run
+
+        out = os.path.abspath(str(self.params.output_dir))
+        return tracked_run(user_args(self.params.training_args, c).get("report_to"),
+                           group=f"lensllm-{os.path.basename(out) or 'selection'}",
+                           run_name=f"{key.model}-D{key.train_size}", log_root=os.path.join(out, "logs"))
+
+    def _train(self, c: Candidate, key: RunKey, workdir: str, tracker_args: dict[str, Any] | None = None
+               ) -> RunRecord | None:
         import torch
         from transformers import Trainer, TrainingArguments, set_seed
         from transformers.trainer_callback import PrinterCallback
@@ -158,7 +192,7 @@ class Runner:
         train, evalset = self.features(c, tokenizer)
         collator = p.data_collator(tokenizer) if p.data_collator is not None else _lm_collator(tokenizer)
         kwargs = {**RUN_DEFAULTS, "dataloader_pin_memory": torch.cuda.is_available(), **user_args(p.training_args, c),
-                  "output_dir": workdir, "seed": p.seed}
+                  "output_dir": workdir, "seed": p.seed, **(tracker_args or {})}
         if p.verbose:
             kwargs.update(disable_tqdm=False, log_level="passive")
         args = TrainingArguments(**kwargs)  # checked when the selector was made
