@@ -139,7 +139,7 @@ def test_one_run_per_gpu_at_a_time(ray_cluster, tmp_path):
     # Half a CPU per run: the CPUs would let 4 run at once, the 2 GPUs only 2. All 6 are submitted.
     backend = RayBackend(num_gpus=1, num_cpus=0.5, max_in_flight=len(keys), on_done=done.append)
     assert backend.run(keys, sleeper.attempt) == [f"record {k.train_size}" for k in keys]
-    assert done and sorted(done, key=lambda k: k.train_size) == keys and sleeper.made == keys
+    assert sorted(done, key=lambda k: k.train_size) == keys  # each reported once, as it finished
     marks = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
     assert len(marks) == 6 and {m["gpu"] for m in marks} == {"0", "1"}
     for gpu in ("0", "1"):
