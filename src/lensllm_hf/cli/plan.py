@@ -112,12 +112,13 @@ def run(args: argparse.Namespace) -> int:
     if selector.strategy in ("adaptive", "halving"):
         note += (f"\n# ({selector.strategy} strategy: the plan lists the full grid; 'lensllm select' alone buys only "
                  "what it needs)")
-    print(note, file=sys.stderr)
-    cost = selector.estimate_cost()
     wanted = {(p.candidate, p.size) for p, _ in pending}
+    cost = selector.estimate_cost(only=[] if not pending else None)  # tokenizes each candidate's subset
     cost.runs = [r for r in cost.runs if (r.model, r.size) in wanted]
     with_device = args.gpu is not None or args.flops_per_second is not None
-    print("# " + cost.summary(**device), file=sys.stderr)
+    if pending:
+        print("# " + cost.summary(**device), file=sys.stderr)
+    print(note, file=sys.stderr)  # last: its final line is the command that ranks
     if args.json:
         estimates = {(r.model, r.size): r.estimated_flops for r in cost.runs}
         runs = []
@@ -134,5 +135,4 @@ def run(args: argparse.Namespace) -> int:
                        gpu_hours=gpu_hours(cost.total_flops, **device),
                        full_fine_tuning_gpu_hours=gpu_hours(cost.full_flops, **device))
         atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
-        print(f"# estimates written to {display(args.json)}", file=sys.stderr)
     return 0
