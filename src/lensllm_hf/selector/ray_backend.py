@@ -67,6 +67,21 @@ class RayBackend:
         """Every run's outcome in the order of ``keys`` (its record, or None when its candidate cannot run)."""
         from .runner import Deferred
 
+        runner = getattr(attempt, "__self__", None)
+        failures: dict[str, str] = getattr(runner, "failures", {})
+        made: list[Any] = getattr(runner, "made", [])
+        settled = getattr(runner, "settled", None)
+        results: dict[Any, Any] = {}
+        queue = []
+        for key in dict.fromkeys(keys):  # runs recorded already (a resumed selection) need no worker
+            rec = settled(key) if settled is not None and key.model not in failures else None
+            if rec is not None or key.model in failures:
+                results[key] = rec
+                self._done(key)
+            else:
+                queue.append(key)
+        if not queue:
+            return [results[key] for key in keys]
         ray = _ray(self.address)
         resources = ray.cluster_resources()
         gpus = self.num_gpus
@@ -83,13 +98,9 @@ class RayBackend:
             by_cpu = int(resources.get("CPU", 0) // self.num_cpus) if self.num_cpus else len(keys)
             by_gpu = int(resources.get("GPU", 0) // gpus) if gpus else len(keys)
             capacity = max(1, min(by_cpu, by_gpu))
-        runner = getattr(attempt, "__self__", None)
-        failures: dict[str, str] = getattr(runner, "failures", {})
-        made: list[Any] = getattr(runner, "made", [])
         shared = ray.put(attempt)  # the selection (data, store, parameters) is sent once, not per run
-        results: dict[Any, Any] = {}
         # Smallest runs first: a failure on a small size stops that candidate's larger runs.
-        queue = sorted(dict.fromkeys(keys), key=lambda k: (k.train_size or 0))
+        queue.sort(key=lambda k: k.train_size or 0)
         waiting: dict[Any, Any] = {}
         retry_at: list[tuple[float, Any]] = []
         try:

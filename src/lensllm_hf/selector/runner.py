@@ -128,6 +128,17 @@ class Runner:
             if claim is not None:
                 claim.release()
 
+    def settled(self, key: RunKey) -> RunRecord | None:
+        """The stored record when it already settles the run (read, nothing claimed), else None.
+
+        A backend that sends runs elsewhere asks this first, so a resumed selection whose runs
+        are all recorded starts no worker.
+        """
+        if not is_main_process():
+            return None
+        rec = self.store.read(key)
+        return self._note(rec) if self.done(rec) else None
+
     def _decide(self, key: RunKey):
         rec = self.store.read(key)
         if self.done(rec):
