@@ -115,7 +115,7 @@ class RayBackend:
                         results[key] = None
                         self._done(key)
                         continue
-                    waiting[task.remote(shared, key)] = key
+                    waiting[task.remote([shared], key)] = key  # in a list: the worker resolves it, once
                 if not waiting:
                     if retry_at:
                         time.sleep(max(0.0, min(w for w, _ in retry_at) - time.monotonic()))
@@ -156,9 +156,35 @@ class RayBackend:
             self.on_done(key)
 
 
-def _attempt(attempt: Callable[[Any], Any], key: Any) -> tuple[Any, str | None, bool]:
-    """In the worker: one run, its candidate's error when it could not run, and whether it was made here."""
+#: In a worker: the last selection's runner (its object ref's id -> the runner), kept between tasks.
+_WORKER_RUNNER: dict[str, Any] = {}
+_FROZEN = False
+
+
+def _attempt(shared: list, key: Any) -> tuple[Any, str | None, bool]:
+    """In the worker: one run, its candidate's error when it could not run, and whether it was made here.
+
+    The runner is fetched once per worker and selection, not per task: its tokenized data and
+    what it learnt (failed candidates) stay for the worker's next runs. After the first run the
+    worker's long-lived objects (torch, transformers, the data) are frozen for the garbage
+    collector, as the selector does in its own process: each run's full collection (which frees
+    its model) then skips them.
+    """
+    global _FROZEN
+    import gc
+
+    import ray
+
+    ref = shared[0]
+    attempt = _WORKER_RUNNER.get(ref.hex())
+    if attempt is None:
+        _WORKER_RUNNER.clear()
+        attempt = _WORKER_RUNNER[ref.hex()] = ray.get(ref)
     outcome = attempt(key)
+    if not _FROZEN:
+        gc.collect()
+        gc.freeze()
+        _FROZEN = True
     runner = getattr(attempt, "__self__", None)
     failure = getattr(runner, "failures", {}).get(key.model)
     return outcome, failure, key in getattr(runner, "made", [])
