@@ -160,9 +160,13 @@ class KillOnce:
     def __call__(self, candidate):
         with open(self.marker, "a") as handle:
             handle.write(f"{os.getpid()}\n")
-        if len(Path(self.marker).read_text().split()) == 1:
-            os.kill(os.getpid(), signal.SIGKILL)  # the worker dies here, holding the run's claim
-        return load_causal_lm(candidate)
+        try:  # exactly one caller creates the kill marker, even when two workers load at once
+            fd = os.open(self.marker + ".killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return load_causal_lm(candidate)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies here, holding the run's claim
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost(ray_cluster, models, data, tmp_path):
@@ -174,7 +178,8 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(ray_cluster, models, dat
     result = selector.run()
     took = time.monotonic() - started
     pids = marker.read_text().split()
-    assert len(pids) == 5 and pids[0] not in pids[1:]  # 4 runs, the first tried twice, in another process
+    killed = Path(str(marker) + ".killed").read_text()
+    assert len(pids) == 5 and pids.count(killed) == 1  # 4 runs, the killed one tried again in another process
     assert result.best == "small" and not selector.failures_
     stored = [read_record(p) for p in list_records(tmp_path / "store")]
     assert sorted(r.train_size for r in stored) == [0, 8, 16, 32] and {r.status for r in stored} == {"complete"}
