@@ -62,6 +62,7 @@ class RayBackend:
         self.poll_s = poll_s
         self.max_in_flight = max_in_flight
         self.on_done = on_done
+        self._shared: tuple[Any, Any] | None = None
 
     def run(self, keys: Sequence[Any], attempt: Callable[[Any], Any]) -> list[Any]:
         """Every run's outcome in the order of ``keys`` (its record, or None when its candidate cannot run)."""
@@ -98,7 +99,12 @@ class RayBackend:
             by_cpu = int(resources.get("CPU", 0) // self.num_cpus) if self.num_cpus else len(keys)
             by_gpu = int(resources.get("GPU", 0) // gpus) if gpus else len(keys)
             capacity = max(1, min(by_cpu, by_gpu))
-        shared = ray.put(attempt)  # the selection (data, store, parameters) is sent once, not per run
+        # The selection (data, store, parameters) is sent once, not per run nor per batch: a loop
+        # strategy buys many small batches (what the driver learns meanwhile, it filters itself).
+        owner = runner if runner is not None else attempt
+        if self._shared is None or self._shared[0] is not owner:
+            self._shared = (owner, ray.put(attempt))
+        shared = self._shared[1]
         # Smallest runs first: a failure on a small size stops that candidate's larger runs.
         queue.sort(key=lambda k: k.train_size or 0)
         waiting: dict[Any, Any] = {}
