@@ -217,7 +217,7 @@ def test_memory_does_not_grow_over_20_runs(data, tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"candidates": []}, "no candidates"),
-    ({"strategy": "fastest"}, "strategy='fastest': must be one of grid, adaptive"),
+    ({"strategy": "fastest"}, "strategy='fastest': must be one of grid, adaptive, halving"),
     ({"strategy": "gird"}, "did you mean 'grid'?"),
     ({"level": 2.0}, "level=2.0: must be above 0 and below 1"),
     ({"zero_shot": "no"}, "zero_shot='no': must be true or false"),

@@ -4,6 +4,15 @@
     # run each line anywhere that sees the store (e.g. a Slurm array job), then:
     lensllm select CONFIG.yaml --output-dir /shared/sel --from-store
 
+With ``--json OUT`` it also writes each run's estimated FLOPs (before anything trains: ``6 x
+parameters x tokens`` as the Trainer counts them, from each candidate's config and tokenizer)::
+
+    {"runs": [{"model": NAME, "size": N, "estimated_flops": F, "command": "..."}],
+     "total_estimated_flops": F, "full_fine_tuning_flops": F, "target_size": N}
+
+plus ``gpu_hours`` (per run and in total) with ``--gpu NAME`` or ``--flops-per-second F``.
+The estimate's summary line goes to stderr either way.
+
 Each line is ``lensllm select /abs/CONFIG.yaml --output-dir /abs/DIR [--store URL] --only MODEL
 --size N``: absolute paths, so a line runs the same from any folder and every run writes its
 record into the one shared store (``plan`` run again counts them recorded). Runs already
@@ -14,6 +23,7 @@ claimed in the store before it trains.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -33,6 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", metavar="CONFIG.yaml", help="the selection config")
     add_cli_flags(parser)
     parser.add_argument("--all", action="store_true", help="also list the runs already recorded")
+    parser.add_argument("--json", metavar="OUT", help="write the runs with their estimated FLOPs (and GPU-hours) as JSON")
+    device = parser.add_mutually_exclusive_group()
+    device.add_argument("--gpu", metavar="NAME", help="estimate GPU-hours on this accelerator (H100, A100, L4, ...)")
+    device.add_argument("--flops-per-second", type=float, metavar="F",
+                        help="estimate GPU-hours at this peak FLOP/s (bf16 dense) per GPU")
     parser.set_defaults(run=run)
 
 
@@ -58,30 +73,66 @@ def base_command(config_path: str, config, given: dict) -> list[str]:
 def commands(selector, config_path: str, config, given: dict | None = None, *, include_done: bool = False
              ) -> list[str]:
     """The ``lensllm select ... --only MODEL --size N`` line of every planned run (``given``: flags to pass on)."""
+    return [line for _, line in planned_commands(selector, config_path, config, given, include_done=include_done)]
+
+
+def planned_commands(selector, config_path: str, config, given: dict | None = None, *, include_done: bool = False
+                     ) -> list[tuple[object, str]]:
+    """(planned run, command line) of every run still to make (all with ``include_done``)."""
     base = base_command(config_path, config, given or {})
-    lines = []
+    out = []
     for planned in selector.plan():
         if planned.status == "complete" and not include_done:
             continue
         argv = [*base, "--only", planned.candidate, "--size", str(planned.size), "--no-progress"]
-        lines.append(shlex.join(argv))
-    return lines
+        out.append((planned, shlex.join(argv)))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._utils import atomic_write_text, check_output_file
+    from ..selector.cost import gpu_hours
     from .select import load_config
 
+    device = {"gpu": args.gpu, "flops_per_second": args.flops_per_second}
+    if args.gpu is not None or args.flops_per_second is not None:
+        gpu_hours(0.0, **device)  # an unknown GPU name fails now, in one line
+    if args.json:
+        check_output_file(args.json)
     config, given = load_config(args)
     selector = config.selector(output_dir=config.resolved_output_dir(), progress=False)
     plan = selector.plan()
-    lines = commands(selector, args.config, config, given, include_done=args.all)
-    for line in lines:
+    pending = planned_commands(selector, args.config, config, given, include_done=args.all)
+    for _, line in pending:
         print(line)
     done = sum(p.status == "complete" for p in plan)
     finish = [*base_command(args.config, config, given), "--from-store"]
-    note = (f"# {len(lines)} command(s); {done} of {len(plan)} runs already recorded in {display(selector.store_)}."
+    note = (f"# {len(pending)} command(s); {done} of {len(plan)} runs already recorded in {display(selector.store_)}."
             f"\n# When they are done: {shlex.join(finish)}")
-    if selector.strategy == "adaptive":
-        note += "\n# (adaptive strategy: the plan lists the full grid; 'lensllm select' alone buys only what it needs)"
-    print(note, file=sys.stderr)
+    if selector.strategy in ("adaptive", "halving"):
+        note += (f"\n# ({selector.strategy} strategy: the plan lists the full grid; 'lensllm select' alone buys only "
+                 "what it needs)")
+    wanted = {(p.candidate, p.size) for p, _ in pending}
+    cost = selector.estimate_cost(only=[] if not pending else None)  # tokenizes each candidate's subset
+    cost.runs = [r for r in cost.runs if (r.model, r.size) in wanted]
+    with_device = args.gpu is not None or args.flops_per_second is not None
+    if pending:
+        print("# " + cost.summary(**device), file=sys.stderr)
+    print(note, file=sys.stderr)  # last: its final line is the command that ranks
+    if args.json:
+        estimates = {(r.model, r.size): r.estimated_flops for r in cost.runs}
+        runs = []
+        for planned, line in pending:
+            flops = estimates.get((planned.candidate, planned.size))
+            row = {"model": planned.candidate, "size": planned.size, "estimated_flops": flops, "command": line}
+            if with_device:
+                row["gpu_hours"] = None if flops is None else gpu_hours(flops, **device)
+            runs.append(row)
+        out = {"runs": runs, "total_estimated_flops": cost.total_flops, "full_fine_tuning_flops": cost.full_flops,
+               "target_size": cost.target_size, "not_estimated": cost.errors}
+        if with_device:
+            out.update(gpu=args.gpu, flops_per_second=args.flops_per_second,
+                       gpu_hours=gpu_hours(cost.total_flops, **device),
+                       full_fine_tuning_gpu_hours=gpu_hours(cost.full_flops, **device))
+        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
     return 0

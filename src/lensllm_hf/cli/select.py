@@ -72,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{display(name)}: failed ({display(error)})")
         print(f"records in {display(selector.store_)}")
         return 1 if failed or selector.failures_ else 0
+    if not args.from_store:
+        # What the runs still to make will cost, before the first one starts.
+        pending = [(p.candidate, p.size) for p in selector.plan() if p.status != "complete"]
+        if pending:
+            cost = selector.estimate_cost()
+            cost.runs = [r for r in cost.runs if (r.model, r.size) in set(pending)]
+            note = " (the full grid; the strategy may buy fewer)" if selector.strategy != "grid" else ""
+            print(f"lensllm select: {cost.summary()}{note}", file=sys.stderr)
     result = selector.from_store() if args.from_store else selector.run()
     return report(result, out, command="select")
 

@@ -7,8 +7,8 @@ when another live process holds the run. Deferred runs are asked again after the
 stops (the claim is then taken over and the run made here). So selections sharing one store
 split the runs between them and never train one twice while both live.
 
-A backend for a cluster (Ray) keeps this contract: ``run(keys, attempt)`` in any order, in
-parallel, with the deferred runs re-submitted.
+A backend for a cluster (:class:`~lensllm_hf.selector.ray_backend.RayBackend`) keeps this
+contract: ``run(keys, attempt)`` in any order, in parallel, with the deferred runs re-submitted.
 
 Example:
     >>> SerialBackend().run(plan.keys(), runner.attempt)
@@ -67,8 +67,14 @@ class SerialBackend:
         return [results[key] for key in keys]
 
 
-#: ``backend`` parameter value -> class (a Ray backend registers here).
-BACKEND_CLASSES: dict[str, Callable[..., Backend]] = {"serial": SerialBackend}
+def _ray_backend(**kwargs) -> Backend:
+    from .ray_backend import RayBackend  # imports Ray itself only when it runs
+
+    return RayBackend(**kwargs)
+
+
+#: ``backend`` parameter value -> class.
+BACKEND_CLASSES: dict[str, Callable[..., Backend]] = {"serial": SerialBackend, "ray": _ray_backend}
 
 
 def make_backend(name: str, **kwargs) -> Backend:

@@ -146,6 +146,25 @@ class LensLLMSelector(SelectionParams):
                                   rec.status if rec is not None else "pending", key))
         return out
 
+    def estimate_cost(self, only: Iterable[str] | str | None = None, sizes: Iterable[int] | int | None = None):
+        """What the planned runs will cost before anything trains (:class:`~lensllm_hf.selector.cost.SelectionCost`).
+
+        Per run, ``6 x parameters x tokens`` as the Trainer counts FLOPs, from each candidate's
+        config (no weights loaded) and its tokenizer over the subset; beside it, the cost of
+        fine-tuning every candidate on ``target_size`` examples.
+
+        Example:
+            >>> print(selector.estimate_cost().summary(gpu="H100"))
+            estimated cost: 3.1e+15 FLOPs for 20 run(s) (~0.0022 GPU-hours on H100 ...), 0.52% of fine-tuning ...
+        """
+        from .cost import estimate_selection
+        from .runner import quiet_logs
+
+        ready = self._prepare()
+        keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
+        with quiet_logs(self.verbose):
+            return estimate_selection(ready["plan"], ready["runner"], target_size=self.target_size_, keys=keys)
+
     # -- running ------------------------------------------------------------------------------
 
     def run(self) -> SelectionResult:
@@ -259,7 +278,14 @@ class LensLLMSelector(SelectionParams):
             bar.set_postfix_str(f"waiting: {deferred[0].describe()}"
                                 + (f" (+{len(deferred) - 1} more)" if len(deferred) > 1 else ""), refresh=True)
 
-        backend = make_backend(self.backend, on_wait=waiting)
+        if self.params_.backend == "ray":
+            # The runs execute in Ray workers: the runner's own method is sent (a bar cannot be
+            # pickled), and the bar here follows each run as it finishes.
+            records.require_persistent(self.store_)
+            ray_backend = make_backend("ray", address=self.params_.ray_address, num_gpus=self.params_.ray_num_gpus,
+                                       on_done=lambda key: bar.update(1))
+            return lambda keys: ray_backend.run(keys, runner.attempt)
+        backend = make_backend(self.params_.backend, on_wait=waiting)
 
         def buy(keys: list[RunKey]) -> list[RunRecord | None]:
             return backend.run(keys, attempt)

@@ -29,8 +29,8 @@ import numpy as np
 
 from ..errors import LensLLMError
 
-__all__ = ["GPU_BF16_FLOPS", "UTILISATION", "RunCost", "count_parameters", "estimate_run_flops", "gpu_hours",
-           "padded_tokens"]
+__all__ = ["GPU_BF16_FLOPS", "UTILISATION", "RunCost", "SelectionCost", "count_parameters", "estimate_run_flops",
+           "estimate_selection", "gpu_hours", "padded_tokens"]
 
 #: Dense bf16 (fp16 where the card has no bf16) tensor throughput in FLOP/s, from the datasheets.
 GPU_BF16_FLOPS: dict[str, float] = {
@@ -127,3 +127,103 @@ def gpu_hours(flops: float, *, gpu: str | None = None, flops_per_second: float |
     if not 0 < utilisation <= 1:
         raise LensLLMError(f"utilisation {utilisation!r} must be in (0, 1]")
     return float(flops) / (flops_per_second * utilisation) / 3600.0
+
+
+@dataclass
+class SelectionCost:
+    """The estimated cost of a selection's runs, and of fine-tuning each candidate on the full data.
+
+    Attributes:
+        runs: one estimate per planned run (zero-shot runs cost no training: 0 FLOPs).
+        full: candidate -> FLOPs of fine-tuning it on ``target_size`` examples with the same arguments.
+        target_size: the full training size.
+        errors: candidate -> why it could not be estimated (left out of the totals).
+    """
+
+    runs: list[RunCost]
+    full: dict[str, float]
+    target_size: int
+    errors: dict[str, str]
+
+    @property
+    def total_flops(self) -> float:
+        return float(sum(r.estimated_flops for r in self.runs))
+
+    @property
+    def full_flops(self) -> float:
+        return float(sum(self.full.values()))
+
+    def summary(self, *, gpu: str | None = None, flops_per_second: float | None = None) -> str:
+        """One line: the runs' FLOPs (GPU-hours when a device is given) beside fine-tuning all on the target."""
+        def hours(flops: float) -> str:
+            if gpu is None and flops_per_second is None:
+                return ""
+            return f", ~{gpu_hours(flops, gpu=gpu, flops_per_second=flops_per_second):.3g} GPU-hours"
+
+        device = "" if gpu is None and flops_per_second is None else \
+            f" (GPU-hours on {gpu or f'{flops_per_second:.3g} FLOP/s'} at {UTILISATION:.0%} utilisation)"
+        share = f"{self.total_flops / self.full_flops:.2%} of " if self.full_flops else ""
+        text = (f"estimated cost: {self.total_flops:.3g} FLOPs{hours(self.total_flops)} for {len(self.runs)} run(s), "
+                f"{share}fine-tuning every candidate on {self.target_size:,} examples ({self.full_flops:.3g} FLOPs"
+                f"{hours(self.full_flops)}){device}")
+        if self.errors:
+            text += f"; not estimated: {', '.join(sorted(self.errors))}"
+        return text
+
+
+def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Sequence[str] | None = None,
+                       keys: Sequence[Any] | None = None) -> SelectionCost:
+    """Estimate every planned run of ``names`` (default all) before anything trains.
+
+    Args:
+        plan: the selection's :class:`~lensllm_hf.selector.plan.RunPlan`.
+        runner: its :class:`~lensllm_hf.selector.runner.Runner` (the data and the preprocessing the runs use).
+        target_size: the full training size (the cost of fine-tuning each candidate on it).
+        names: the candidates to estimate.
+        keys: the runs to estimate (default: every planned run of ``names``).
+
+    Each candidate's tokenizer is loaded (its config too, on the meta device: no weights); a
+    candidate whose config or tokenizer cannot be read is named in ``errors``.
+    """
+    import tempfile
+
+    from transformers import AutoTokenizer, TrainingArguments
+
+    from .._utils import one_line
+    from .plan import RUN_DEFAULTS, user_args
+
+    keys = list(keys) if keys is not None else plan.keys(only=names)
+    runs: list[RunCost] = []
+    full: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    by_model: dict[str, list[Any]] = {}
+    for key in keys:
+        by_model.setdefault(key.model, []).append(key)
+    for name, model_keys in by_model.items():
+        c = plan.candidate(model_keys[0])
+        try:
+            parameters = count_parameters(c.model, model_kwargs=c.model_kwargs, peft_config=c.build_peft_config())
+            tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.model, revision=c.model_kwargs.get("revision"))
+            if getattr(tokenizer, "pad_token", "") is None:
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            train, _ = runner.features(c, tokenizer)
+        except Exception as error:  # LensLLMError from the config, a tokenizer that will not load, bad data
+            errors[name] = one_line(error, 200)
+            continue
+        args = TrainingArguments(**{**RUN_DEFAULTS, **user_args(runner.params.training_args, c),
+                                    "output_dir": tempfile.gettempdir()})
+        lengths = [len(ids) for ids in train["input_ids"]]
+        shape = dict(batch_size=args.train_batch_size, epochs=args.num_train_epochs, max_steps=args.max_steps,
+                     gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed)
+        for key in model_keys:
+            size = int(key.train_size or 0)
+            tokens, flops = estimate_run_flops(parameters, lengths[:size], **shape) if size else (0, 0.0)
+            runs.append(RunCost(name, size, parameters, tokens, flops))
+        # Fine-tuning on the full data: the pool's padded tokens per row, times target_size rows.
+        per_row = padded_tokens(lengths, args.train_batch_size, args.seed) / max(len(lengths), 1)
+        if args.max_steps and args.max_steps > 0:
+            rows = args.max_steps * args.train_batch_size * args.gradient_accumulation_steps
+        else:
+            rows = target_size * float(args.num_train_epochs)
+        full[name] = 6.0 * parameters * per_row * rows
+    return SelectionCost(runs, full, int(target_size), errors)

@@ -36,9 +36,9 @@ __all__ = ["BACKENDS", "GENERATION_KEYS", "STRATEGIES", "Param", "ParamError", "
            "run_sizes", "suggest"]
 
 #: ``strategy`` values: who decides which runs to buy (see :mod:`lensllm_hf.selector.strategies`).
-STRATEGIES = ("grid", "adaptive")
+STRATEGIES = ("grid", "adaptive", "halving")
 #: ``backend`` values: where the bought runs execute (see :mod:`lensllm_hf.selector.backends`).
-BACKENDS = ("serial",)
+BACKENDS = ("serial", "ray")
 #: No real fine-tuning set is larger (a trillion examples): a bigger value is a typo.
 MAX_EXAMPLES = 10**12
 
@@ -110,13 +110,19 @@ class SelectionParams:
     zero_shot: bool = param(True, help="evaluate every candidate before training (the D = 0 point)")
     strategy: str = param("grid", choices=STRATEGIES, cli="--strategy",
                           help="grid: every candidate on every size; adaptive: more data only where the decision "
-                               "needs it")
+                               "needs it; halving: successive halving on the predicted loss")
     method: str = param("default", choices=tuple(METHODS), cli="--method",
                         help="the selection method (lensllm_hf.methods.METHODS)")
     level: float = param(LEVEL, low=0, high=1, open_low=True, open_high=True, cli="--level",
                          example="0.9 for 90 % intervals", help="interval level of the predictions")
-    backend: str = param("serial", choices=BACKENDS, help="where the runs execute (serial: one after another "
-                                                            "in this process)")
+    backend: str = param("serial", choices=BACKENDS, cli="--backend",
+                         help="where the runs execute (serial: one after another in this process; ray: Ray tasks "
+                              "in parallel, pip install 'lensllm_hf[ray]')")
+    ray_address: str | None = param(None, cli="--ray-address", metavar="ADDR", example="auto or ray://head:10001",
+                                    help="backend ray: the cluster to join (default: start a local one)")
+    ray_num_gpus: float | None = param(None, low=0, high=1024, cli="--ray-num-gpus", metavar="N", example="1",
+                                       help="backend ray: GPUs per run (default: 1 where the cluster has GPUs, "
+                                            "else 0)")
     store: str | os.PathLike | None = param(None, cli="--store", example="runs/ or s3://bucket/runs", metavar="URL",
                                             help="the run store, a folder or fsspec URL (default: OUTPUT_DIR/store)")
     output_dir: str | os.PathLike = param("lensllm_out", cli="--output-dir", metavar="DIR",
@@ -153,7 +159,7 @@ class SelectionParams:
     ntk_probe: bool = param(True, help="measure the NTK term in every run (for the lensllm method)")
     probe_examples: int = param(16, low=2, high=10**5, example="16", help="examples of the NTK probe")
     max_flops: float | None = param(None, low=0, open_low=True, example="1.0e+15",
-                                    help="adaptive strategy: stop buying runs past this many FLOPs")
+                                    help="adaptive and halving strategies: stop buying runs past this many FLOPs")
     reuse_published: bool = param(False, help="rank a candidate from the fit in its model card instead of "
                                               "training it")
     dataset_name: str | None = param(None, yaml=False, help="how model cards name the data")
@@ -246,8 +252,15 @@ def run_sizes(values: Mapping[str, Any], *, where: str | None = None) -> list[in
         zero = " plus zero-shot" if v["zero_shot"] else ""
         raise ParamError(f"{head}subset sizes {sizes}{zero} give {points} points; a law needs at least 3: "
                          "raise the budget or lower min_size")
-    if v["max_flops"] is not None and v["strategy"] != "adaptive":
-        raise ParamError(f"{head}max_flops only applies to strategy adaptive; drop it or set strategy: adaptive")
+    if v["max_flops"] is not None and v["strategy"] == "grid":
+        raise ParamError(f"{head}max_flops only applies to strategy adaptive or halving; drop it or set "
+                         "strategy: adaptive")
+    if v["strategy"] == "halving" and len(sizes) < 3:
+        raise ParamError(f"{head}strategy halving needs at least 3 subset sizes, got {sizes}; raise the budget or "
+                         "lower min_size")
+    if v["backend"] != "ray" and (v["ray_address"] is not None or v["ray_num_gpus"] is not None):
+        raise ParamError(f"{head}ray_address and ray_num_gpus only apply to backend ray; drop them or set "
+                         "backend: ray")
     return ([0] if v["zero_shot"] else []) + sizes
 
 

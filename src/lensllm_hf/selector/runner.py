@@ -94,6 +94,25 @@ class Runner:
         self.made: list[RunKey] = []
         self._features_cache: tuple[tuple[str, str], Any, Any] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process needs (the Ray backend pickles the runner once per selection).
+
+        The whole train and eval sets in ``params`` are left out (the runs use ``pool`` and
+        ``evalset``), and so is the features cache, which a worker rebuilds. Local paths are
+        made absolute: a worker may start in another folder.
+        """
+        import dataclasses
+
+        state = dict(self.__dict__)
+        if dataclasses.is_dataclass(self.params):
+            state["params"] = dataclasses.replace(self.params, train_dataset=None, eval_dataset=None,
+                                                  output_dir=os.path.abspath(str(self.params.output_dir)))
+        if "://" not in self.store.url and not os.path.isabs(self.store.url):
+            state["store"] = Store(os.path.abspath(self.store.url))
+        state["_features_cache"] = None
+        state["made"] = []
+        return state
+
     # -- deciding -------------------------------------------------------------------------------
 
     def done(self, rec: RunRecord | None) -> bool:
@@ -119,6 +138,17 @@ class Runner:
         finally:
             if claim is not None:
                 claim.release()
+
+    def settled(self, key: RunKey) -> RunRecord | None:
+        """The stored record when it already settles the run (read, nothing claimed), else None.
+
+        A backend that sends runs elsewhere asks this first, so a resumed selection whose runs
+        are all recorded starts no worker.
+        """
+        if not is_main_process():
+            return None
+        rec = self.store.read(key)
+        return self._note(rec) if self.done(rec) else None
 
     def _decide(self, key: RunKey):
         rec = self.store.read(key)
@@ -146,8 +176,8 @@ class Runner:
         c = self.plan.candidate(key)
         workdir = tempfile.mkdtemp(prefix="lensllm-run-")
         try:
-            with quiet_logs(self.params.verbose):
-                return self._train(c, key, workdir)
+            with quiet_logs(self.params.verbose), self.tracked(c, key) as tracker_args:
+                return self._train(c, key, workdir, tracker_args)
         except CandidateError as error:
             self.failures[c.name] = str(error)
             return None
@@ -155,7 +185,21 @@ class Runner:
             shutil.rmtree(workdir, ignore_errors=True)
             free_memory()
 
-    def trainer(self, key: RunKey, workdir: str):
+    def tracked(self, c: Candidate, key: RunKey):
+        """The trackers the user's ``report_to`` names, set up for this run (see :mod:`.trackers`).
+
+        Each run logs as its own run ``<candidate>-D<size>`` in the selection's group (the name
+        of its output folder); TensorBoard writes under ``<output_dir>/logs``, not into the
+        run's scratch folder, which is deleted.
+        """
+        from .trackers import tracked_run
+
+        out = os.path.abspath(str(self.params.output_dir))
+        return tracked_run(user_args(self.params.training_args, c).get("report_to"),
+                           group=f"lensllm-{os.path.basename(out) or 'selection'}",
+                           run_name=f"{key.model}-D{key.train_size}", log_root=os.path.join(out, "logs"))
+
+    def trainer(self, key: RunKey, workdir: str, tracker_args: dict[str, Any] | None = None):
         """(Trainer, LensLLMCallback or None for a zero-shot run, model) of one run, ready to train.
 
         The Trainer fits the candidate and the data (:meth:`TaskFormat.trainer`: ``Trainer``,
@@ -172,7 +216,7 @@ class Runner:
         set_seed(p.seed)  # adapter weights are initialised at load
         model, tokenizer = self.load(c)
         kwargs = {**RUN_DEFAULTS, "dataloader_pin_memory": torch.cuda.is_available(), **user_args(p.training_args, c),
-                  "output_dir": workdir, "seed": p.seed}
+                  "output_dir": workdir, "seed": p.seed, **(tracker_args or {})}
         if p.verbose:
             kwargs.update(disable_tqdm=False, log_level="passive")
         callback = LensLLMCallback(store=self.store, ntk_probe=p.ntk_probe and size > 0,
@@ -220,12 +264,13 @@ class Runner:
             raise CandidateError(f"could not set up the Trainer for {display(c.name)!r}: {one_line(error)}") from None
         return trainer, callback, model
 
-    def _train(self, c: Candidate, key: RunKey, workdir: str) -> RunRecord | None:
+    def _train(self, c: Candidate, key: RunKey, workdir: str, tracker_args: dict[str, Any] | None = None
+               ) -> RunRecord | None:
         from transformers.trainer_callback import PrinterCallback
 
         p = self.params
         size = int(key.train_size or 0)
-        trainer, callback, model = self.trainer(key, workdir)
+        trainer, callback, model = self.trainer(key, workdir, tracker_args)
         args = trainer.args
         if size:
             callback.bind(trainer)  # its checks before the first step and its final evaluation use the Trainer

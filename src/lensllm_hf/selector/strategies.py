@@ -8,9 +8,11 @@ candidates itself, the ranking.
 - :class:`GridStrategy`: every candidate on every size, in one batch.
 - :class:`LoopStrategy`: an engine loop with the shape of :func:`lensllm_hf.adaptive.select_adaptive`
   (``loop(models, sizes, target, buy_one, *, method, level, max_flops) -> AdaptiveResult``),
-  which buys one (model, size) at a time; ``adaptive`` is one, and a halving loop with the same
-  shape plugs in the same way (``STRATEGY_CLASSES["halving"] = lambda: LoopStrategy("halving",
-  select_halving)``).
+  which asks for one (model, size) at a time; ``adaptive`` (:func:`lensllm_hf.adaptive.select_adaptive`)
+  and ``halving`` (:func:`lensllm_hf.halving.select_halving`) are two. Both loops first give
+  every candidate the same smallest sizes, whatever the losses: those columns are bought as one
+  batch each (``start_columns``), so a parallel backend runs them together. Later rounds depend
+  on the fits in between and go one run at a time.
 
 Example:
     >>> bought = GridStrategy().select(context, buy)
@@ -102,17 +104,32 @@ class LoopStrategy:
         name: the strategy's name in results (``"adaptive"``).
         loop: ``loop(models, sizes, target, buy_one, *, method, level, max_flops) -> result`` with
             ``result.ranking`` and ``result.bought`` (see :mod:`lensllm_hf.adaptive`).
+        start_columns: ``(run sizes, max_flops) -> n``: the loop buys the first ``n`` sizes for
+            every candidate whatever the losses (its start); when it asks for one of them, the
+            whole column is bought in one batch.
     """
 
-    def __init__(self, name: str, loop: Callable[..., Any]):
+    def __init__(self, name: str, loop: Callable[..., Any],
+                 start_columns: Callable[[Sequence[int], float | None], int] | None = None):
         self.name = name
         self.loop = loop
+        self.start_columns = start_columns
 
     def select(self, context: StrategyContext, buy: Buy) -> Bought:
         recs: dict[str, list[RunRecord]] = {}
+        sizes = context.plan.run_sizes
+        batched = set(sizes[:self.start_columns(sizes, context.max_flops)] if self.start_columns else [])
+        ready: dict[tuple[str, int], RunRecord | None] = {}
 
         def buy_one(name: str, size: int) -> tuple[float, float]:
-            (rec,) = buy([context.plan.key(name, size)])
+            if (name, size) not in ready:
+                # A start column: every candidate still in the race gets it, so buy them together.
+                names = [n for n in context.names if n not in context.failures and (n, size) not in ready] \
+                    if size in batched else [name]
+                names = names if name in names else [name, *names]
+                for n, got in zip(names, buy([context.plan.key(n, size) for n in names])):
+                    ready[(n, size)] = got
+            rec = ready.pop((name, size))
             if rec is None or rec.status != "complete":
                 raise LensLLMError(context.failures.get(name) or f"run on {size} examples did not complete")
             recs.setdefault(name, []).append(rec)
@@ -127,13 +144,28 @@ class LoopStrategy:
 
 
 def _adaptive() -> LoopStrategy:
+    import inspect
+
     from ..adaptive import select_adaptive
 
-    return LoopStrategy("adaptive", select_adaptive)
+    # Its first `start_points` columns go to every candidate unless a FLOPs cap may skip some.
+    start = inspect.signature(select_adaptive).parameters["start_points"].default
+    return LoopStrategy("adaptive", select_adaptive, lambda sizes, max_flops: start if max_flops is None else 0)
+
+
+def _halving() -> LoopStrategy:
+    from ..halving import MIN_START_SIZES, select_halving
+
+    def start(sizes: Sequence[int], max_flops: float | None) -> int:
+        # Zero-shot and the first MIN_START_SIZES fine-tuned sizes, for every candidate, always.
+        return (1 if 0 in sizes else 0) + MIN_START_SIZES
+
+    return LoopStrategy("halving", select_halving, start)
 
 
 #: ``strategy`` parameter value -> a factory of the strategy.
-STRATEGY_CLASSES: dict[str, Callable[[], Strategy]] = {"grid": GridStrategy, "adaptive": _adaptive}
+STRATEGY_CLASSES: dict[str, Callable[[], Strategy]] = {"grid": GridStrategy, "adaptive": _adaptive,
+                                                      "halving": _halving}
 
 
 def make_strategy(name: str) -> Strategy:

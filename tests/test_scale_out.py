@@ -1,0 +1,269 @@
+"""Scale-out and cost: the Ray backend, the halving strategy, cost estimates before the run, trackers.
+
+The Ray tests share one local cluster (2 CPUs, 2 *fake* GPUs: Ray only counts them, and sets
+``CUDA_VISIBLE_DEVICES`` per task; torch here has no CUDA, so the runs train on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+import lensllm_hf  # noqa: E402
+from lensllm_hf import LensLLMSelector  # noqa: E402
+from lensllm_hf.cli import main  # noqa: E402
+from lensllm_hf.errors import LensLLMError  # noqa: E402
+from lensllm_hf.records import RunKey, Store, list_records, read_record  # noqa: E402
+from lensllm_hf.selector.runner import load_causal_lm  # noqa: E402
+
+from tiny_models import make_text_dataset, make_tiny_gpt2  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+SRC = Path(lensllm_hf.__file__).resolve().parents[1]
+TRAINING = {"per_device_train_batch_size": 8, "num_train_epochs": 2, "learning_rate": 3e-3}
+COMMON = dict(target_size=4000, min_size=8, budget=32, max_length=32, progress=False, training_args=TRAINING)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"small": make_tiny_gpt2(root / "small", n_layer=1, n_embd=16, seed=0),
+            "large": make_tiny_gpt2(root / "large", n_layer=2, n_embd=64, seed=1)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_text_dataset(200, seed=0), make_text_dataset(32, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Workers import this checkout's package and the loaders defined in this file.
+    env = {"PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]), "OMP_NUM_THREADS": "1",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()
+
+
+def test_importing_the_package_does_not_import_ray():
+    code = ("import lensllm_hf, lensllm_hf.selector, lensllm_hf.selector.backends, lensllm_hf.selector.ray_backend, "
+            "lensllm_hf.cli, sys; assert 'ray' not in sys.modules, 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+
+
+def test_ray_params_are_checked_where_they_enter(models, data, tmp_path):
+    with pytest.raises(LensLLMError, match="backend='dask': must be one of serial, ray"):
+        LensLLMSelector([models["small"]], *data, output_dir=tmp_path, backend="dask", **COMMON)
+    with pytest.raises(LensLLMError, match="ray_address and ray_num_gpus only apply to backend ray"):
+        LensLLMSelector([models["small"]], *data, output_dir=tmp_path, ray_address="auto", **COMMON)
+    with pytest.raises(LensLLMError, match="ray_num_gpus=-1: must be at least 0"):
+        LensLLMSelector([models["small"]], *data, output_dir=tmp_path, backend="ray", ray_num_gpus=-1, **COMMON)
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+
+
+def test_ray_ranks_like_serial_and_a_failed_candidate_stays_failed(ray_cluster, models, data, tmp_path):
+    candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"},
+                  {"model": models["small"], "name": "diverges", "training_args": {"learning_rate": 1e12}},
+                  {"model": str(tmp_path / "no-such-model"), "name": "missing"}]
+    serial = LensLLMSelector(candidates, *data, output_dir=tmp_path / "serial", **COMMON).run()
+    selector = LensLLMSelector(candidates, *data, output_dir=tmp_path / "ray", backend="ray", **COMMON)
+    parallel = selector.run()
+    assert list(parallel.ranking.model) == list(serial.ranking.model)
+    assert parallel.best == serial.best is not None
+    ranked = serial.ranking.status == "complete"
+    assert ranked.sum() == 2
+    assert parallel.ranking.predicted_loss[ranked].tolist() == pytest.approx(
+        serial.ranking.predicted_loss[ranked].tolist(), rel=1e-6)
+    rows = parallel.ranking.set_index("model")
+    assert rows.loc["diverges", "status"] == "failed" and "NaN" in rows.loc["diverges", "error"]
+    assert rows.loc["missing", "status"] == "failed" and "could not load" in rows.loc["missing", "error"]
+    assert set(selector.failures_) == {"diverges", "missing"}
+    # Every run of the working candidates was made once, by a Ray worker, and recorded complete.
+    made = [(k.model, k.train_size) for k in selector.made_]
+    assert sorted(m for m in made if m[0] != "diverges") == sorted((m, s) for m in ("small", "large")
+                                                                     for s in (0, 8, 16, 32))
+    stored = [read_record(p) for p in list_records(tmp_path / "ray" / "store")]
+    diverged = [r for r in stored if r.model_id == "diverges"]
+    # Smallest runs first: its failure at D=8 was known before its largest run could start.
+    assert any(r.status == "failed" for r in diverged) and 32 not in {r.train_size for r in diverged}
+    assert {r.status for r in stored if r.model_id != "diverges"} == {"complete"}
+
+
+class Sleeper:
+    """A runner stand-in whose ``attempt`` records where (GPU, pid) and when it ran."""
+
+    def __init__(self, folder: str, seconds: float):
+        self.folder, self.seconds = folder, seconds
+        self.failures: dict[str, str] = {}
+        self.made: list = []
+
+    def attempt(self, key):
+        start = time.time()
+        time.sleep(self.seconds)
+        mark = {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(), "start": start, "end": time.time()}
+        Path(self.folder, f"{key.train_size}.json").write_text(json.dumps(mark))
+        self.made.append(key)
+        return f"record {key.train_size}"
+
+
+def test_one_run_per_gpu_at_a_time(ray_cluster, tmp_path):
+    from lensllm_hf.selector.ray_backend import RayBackend
+
+    keys = [RunKey("m", size, 0, "h") for size in range(1, 7)]
+    done: list = []
+    sleeper = Sleeper(str(tmp_path), 1.0)
+    # Half a CPU per run: the CPUs would let 4 run at once, the 2 GPUs only 2. All 6 are submitted.
+    backend = RayBackend(num_gpus=1, num_cpus=0.5, max_in_flight=len(keys), on_done=done.append)
+    assert backend.run(keys, sleeper.attempt) == [f"record {k.train_size}" for k in keys]
+    assert sorted(done, key=lambda k: k.train_size) == keys  # each reported once, as it finished
+    marks = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert len(marks) == 6 and {m["gpu"] for m in marks} == {"0", "1"}
+    for gpu in ("0", "1"):
+        spans = sorted((m["start"], m["end"]) for m in marks if m["gpu"] == gpu)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+    starts_ends = [(m["start"], m["end"]) for m in marks]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(starts_ends) for b in starts_ends[i + 1:])
+    with pytest.raises(LensLLMError, match="ask 3 GPU"):
+        RayBackend(num_gpus=3).run(keys, sleeper.attempt)
+
+
+class KillOnce:
+    """A model loader that SIGKILLs its own worker the first time it is called (a marker file says so)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __call__(self, candidate):
+        with open(self.marker, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        try:  # exactly one caller creates the kill marker, even when two workers load at once
+            fd = os.open(self.marker + ".killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return load_causal_lm(candidate)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies here, holding the run's claim
+
+
+def test_a_killed_worker_is_retried_and_nothing_is_lost(ray_cluster, models, data, tmp_path):
+    marker = tmp_path / "calls.txt"
+    selector = LensLLMSelector([{"model": models["small"], "name": "small"}], *data, output_dir=tmp_path,
+                               backend="ray", model_loader=KillOnce(str(marker)), claim_ttl_s=300,
+                               **{**COMMON, "training_args": {**TRAINING, "num_train_epochs": 4}})
+    started = time.monotonic()
+    result = selector.run()
+    took = time.monotonic() - started
+    pids = marker.read_text().split()
+    killed = Path(str(marker) + ".killed").read_text()
+    assert len(pids) == 5 and pids.count(killed) == 1  # 4 runs, the killed one tried again in another process
+    assert result.best == "small" and not selector.failures_
+    stored = [read_record(p) for p in list_records(tmp_path / "store")]
+    assert sorted(r.train_size for r in stored) == [0, 8, 16, 32] and {r.status for r in stored} == {"complete"}
+    assert sorted(k.train_size for k in selector.made_) == [0, 8, 16, 32]
+    # The dead worker's claim was taken over at once (same host, its pid gone), not after claim_ttl_s.
+    assert took < 300, took
+
+
+def test_halving_runs_through_ray(ray_cluster, models, data, tmp_path):
+    candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}]
+    params = {**COMMON, "budget": 64, "strategy": "halving"}
+    serial = LensLLMSelector(candidates, *data, output_dir=tmp_path / "serial", **params).run()
+    parallel = LensLLMSelector(candidates, *data, output_dir=tmp_path / "ray", backend="ray", **params).run()
+    assert serial.strategy == parallel.strategy == "halving"
+    assert parallel.best == serial.best and parallel.bought == serial.bought
+    assert all(sizes[:4] == [0, 8, 16, 32] for sizes in parallel.bought.values())
+    assert len(list_records(tmp_path / "ray" / "store")) == sum(len(s) for s in parallel.bought.values())
+
+
+# -- cost before the run ------------------------------------------------------------------------
+
+
+def write_config(folder: Path, **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    make_tiny_gpt2(folder / "models" / "small", n_layer=1, n_embd=16, seed=0)
+    make_tiny_gpt2(folder / "models" / "large", n_layer=2, n_embd=64, seed=1)
+    (folder / "data").mkdir(exist_ok=True)
+    make_text_dataset(200, seed=0).to_json(folder / "data" / "train.jsonl")
+    make_text_dataset(32, seed=1).to_json(folder / "data" / "eval.jsonl")
+    config = {"candidates": ["models/small", {"model": "models/large", "name": "large"}],
+              "dataset": {"files": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"}},
+              "target_size": 4000, "min_size": 8, "budget": 32, "max_length": 32,
+              "training_args": {"per_device_train_batch_size": 4, "num_train_epochs": 3, "learning_rate": 3e-3},
+              **extra}
+    path = folder / "select.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_plan_estimates_land_near_the_flops_the_runs_record(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg")
+    out, estimates = tmp_path / "out", tmp_path / "plan.json"
+    assert main(["plan", str(config), "--output-dir", str(out), "--json", str(estimates), "--gpu", "H100"]) == 0
+    err = capsys.readouterr().err
+    assert "estimated cost:" in err and "GPU-hours on H100" in err
+    plan = json.loads(estimates.read_text())
+    assert len(plan["runs"]) == 8 and {"model", "size", "estimated_flops", "command", "gpu_hours"} <= set(plan["runs"][0])
+    assert plan["total_estimated_flops"] == pytest.approx(sum(r["estimated_flops"] for r in plan["runs"]))
+    assert plan["full_fine_tuning_flops"] > plan["total_estimated_flops"] and plan["gpu_hours"] > 0
+    assert all((r["estimated_flops"] == 0) == (r["size"] == 0) for r in plan["runs"])
+
+    assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 0
+    assert "lensllm select: estimated cost:" in capsys.readouterr().err
+    store = Store(out / "store")
+    recorded = {(r.model_id, r.train_size): r.total_flos for r in store.records()}
+    ratios = {(r["model"], r["size"]): r["estimated_flops"] / recorded[(r["model"], r["size"])]
+              for r in plan["runs"] if r["size"]}
+    assert all(0.5 <= ratio <= 2.0 for ratio in ratios.values()), ratios
+    with pytest.raises(SystemExit):
+        main(["plan", str(config), "--gpu", "H100", "--flops-per-second", "1e15"])
+    capsys.readouterr()
+    assert main(["plan", str(config), "--output-dir", str(out), "--gpu", "B9000"]) == 2
+    assert "unknown GPU 'B9000'" in capsys.readouterr().err
+
+
+# -- trackers -----------------------------------------------------------------------------------
+
+
+def test_each_run_logs_to_its_own_tensorboard_run_in_one_group(models, data, tmp_path):
+    pytest.importorskip("tensorboardX") if not _has_torch_tensorboard() else None
+    training = {**TRAINING, "report_to": ["tensorboard"], "logging_strategy": "steps", "logging_steps": 1}
+    selector = LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
+                               **{**COMMON, "training_args": training})
+    selector.run()
+    group = tmp_path / "sel" / "logs" / "lensllm-sel"
+    runs = sorted(p.name for p in group.iterdir())
+    assert runs == ["tiny_small-D0", "tiny_small-D16", "tiny_small-D32", "tiny_small-D8"]
+    assert all(list((group / run).glob("events.out.tfevents.*")) for run in runs)
+    assert "TENSORBOARD_LOGGING_DIR" not in os.environ
+
+
+def _has_torch_tensorboard() -> bool:
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
