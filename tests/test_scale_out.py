@@ -24,7 +24,7 @@ from lensllm_hf import LensLLMSelector  # noqa: E402
 from lensllm_hf.cli import main  # noqa: E402
 from lensllm_hf.errors import LensLLMError  # noqa: E402
 from lensllm_hf.records import RunKey, Store, list_records, read_record  # noqa: E402
-from lensllm_hf.selector.runner import load_causal_lm  # noqa: E402
+from lensllm_hf.selector.loading import load_candidate  # noqa: E402
 
 from tiny_models import make_text_dataset, make_tiny_gpt2  # noqa: E402
 
@@ -163,7 +163,7 @@ class KillOnce:
         try:  # exactly one caller creates the kill marker, even when two workers load at once
             fd = os.open(self.marker + ".killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return load_causal_lm(candidate)
+            return load_candidate(candidate.model)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)  # the worker dies here, holding the run's claim
