@@ -116,7 +116,8 @@ class LoopStrategy:
             results: list[tuple[float, float] | LensLLMError] = []
             for (name, size), rec in zip(runs, buy([context.plan.key(name, size) for name, size in runs])):
                 if rec is None or rec.status != "complete":
-                    results.append(LensLLMError(context.failures.get(name) or f"run on {size} examples did not complete"))
+                    error = context.failures.get(name) or f"run on {size} examples did not complete"
+                    results.append(LensLLMError(error))
                     continue
                 recs.setdefault(name, []).append(rec)
                 results.append((context.metric.value(rec), float(rec.total_flos or 0.0)))
