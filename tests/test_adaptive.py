@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lensllm_hf.adaptive import select_adaptive
+from lensllm_hf.adaptive import one_by_one, select_adaptive
 from lensllm_hf.errors import LensLLMError
 
 SIZES = [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
@@ -22,7 +22,7 @@ def make_buy(scales, log, fail=()):
         if model in fail:
             raise LensLLMError(f"{model} could not be loaded")
         return curve(scales[model], size), 10.0 * size
-    return buy
+    return one_by_one(buy)
 
 
 def test_a_clear_winner_stops_early():

@@ -10,6 +10,7 @@ import pytest
 from lensllm_hf.bench import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench
 from lensllm_hf.curves import CurveTable
 from lensllm_hf.errors import LensLLMError
+from lensllm_hf.adaptive import one_by_one, select_adaptive
 from lensllm_hf.halving import grid_flops, select_halving, table_buyer
 from lensllm_hf.ranking import CandidateFit, Ranking
 
@@ -43,8 +44,8 @@ def buyer(table: CurveTable, log: list | None = None, fail: dict[str, str] | Non
             if fail[model] == "raise":
                 raise LensLLMError(f"{model}: CUDA out of memory")
             return math.nan, 1e8 * size
-        return reveal(model, size)
-    return buy
+        return reveal([(model, size)])[0]
+    return one_by_one(buy)
 
 
 def test_crossing_curves_keep_the_late_winner_that_observed_loss_would_drop():
@@ -147,3 +148,33 @@ def test_a_single_candidate_gets_only_the_smallest_sizes():
     result = select_halving(["late"], SIZES, TARGET, buyer(seen))
     assert result.bought == {"late": [0, 200, 400, 800]}
     assert result.ranking.best == "late"
+
+
+def near_ties() -> CurveTable:
+    """Six candidates 2 % apart on the same power law, with a little noise: several rounds to tell apart."""
+    sizes = np.array(SIZES)
+    d = np.maximum(sizes, 100) / 200
+    losses = np.array([(1 + 0.02 * i) * 2.8 * d ** -0.1 * np.exp(1e-3 * np.sin(sizes + i)) for i in range(6)])
+    return CurveTable([f"m{i}" for i in range(6)], sizes, losses, params=np.full(6, 1e8))
+
+
+@pytest.mark.parametrize("loop", [select_halving, select_adaptive])
+def test_each_round_is_one_batch(loop):
+    seen = near_ties()
+    reveal, calls = table_buyer(seen), []
+
+    def buy(runs):
+        calls.append(list(runs))
+        return reveal(runs)
+
+    result = loop(seen.models, seen.sizes.tolist(), TARGET, buy)
+    # The start: one call per column, holding every candidate (adaptive: its 4 start points).
+    common = [size for size in SIZES if all(size in sizes for sizes in result.bought.values())]
+    start = common if loop is select_halving else SIZES[:4]
+    assert [sorted(call) for call in calls[:len(start)]] == [sorted((m, s) for m in seen.models) for s in start]
+    # Then one call per round that bought (the last round only decides to stop), one run per candidate.
+    assert result.rounds >= 3 and len(calls) == len(start) + result.rounds - 1
+    assert all(len({m for m, _ in call}) == len(call) for call in calls)
+    assert sorted(run for call in calls for run in call) == sorted(
+        (m, s) for m, sizes in result.bought.items() for s in sizes)
+    assert len({max(sizes) for sizes in result.bought.values()}) > 1  # the rounds did cut

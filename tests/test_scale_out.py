@@ -100,7 +100,7 @@ def test_ray_ranks_like_serial_and_a_failed_candidate_stays_failed(ray_cluster, 
         serial.ranking.predicted_loss[ranked].tolist(), rel=1e-6)
     rows = parallel.ranking.set_index("model")
     assert rows.loc["diverges", "status"] == "failed" and "NaN" in rows.loc["diverges", "error"]
-    assert rows.loc["missing", "status"] == "failed" and "could not load" in rows.loc["missing", "error"]
+    assert rows.loc["missing", "status"] == "failed" and "no such folder" in rows.loc["missing", "error"]
     assert set(selector.failures_) == {"diverges", "missing"}
     # Every run of the working candidates was made once, by a Ray worker, and recorded complete.
     made = [(k.model, k.train_size) for k in selector.made_]
@@ -163,7 +163,8 @@ class KillOnce:
         try:  # exactly one caller creates the kill marker, even when two workers load at once
             fd = os.open(self.marker + ".killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return load_candidate(candidate.model)
+            return load_candidate(candidate.model, tokenizer_id=candidate.tokenizer,
+                                  model_kwargs=candidate.model_kwargs, name=candidate.name)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)  # the worker dies here, holding the run's claim

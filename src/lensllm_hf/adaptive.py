@@ -6,11 +6,18 @@ are fitted, and only the candidates that could still be the best (P(best) at lea
 FLOPs budget) run out. The same loop serves the selector, where buying a size trains a run,
 and ``lensllm bench``, where a curve table stands in for training: buying reveals a column.
 
+Runs are bought in batches through one :data:`Buy` function: each start column, and each
+round's runs, is one call, so a parallel backend (Ray) trains them together. Which of a
+batch's runs fit ``max_flops`` is decided before it is bought, in order, each run's cost
+projected from its candidate's FLOPs per example so far (:class:`Ledger`, shared with
+:mod:`lensllm_hf.halving`). :func:`one_by_one` turns a one-run ``buy(model, size)`` into a
+:data:`Buy`.
+
 Example:
     >>> def buy(model, size):        # stands in for fine-tuning: (test loss, FLOPs)
     ...     scale = {"small": 2.0, "large": 0.7}[model]
     ...     return scale * 3.0 * (max(size, 100) / 100) ** -0.1, 1e6 * size
-    >>> result = select_adaptive(["small", "large"], [0, 200, 400, 800, 1600, 3200], 1_638_400, buy)
+    >>> result = select_adaptive(["small", "large"], [0, 200, 400, 800, 1600, 3200], 1_638_400, one_by_one(buy))
     >>> result.ranking.best, result.bought["small"]
     ('large', [0, 200, 400, 800])
 """
@@ -18,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,10 +36,27 @@ from .errors import LensLLMError
 from .methods import LEVEL, rank
 from .ranking import CandidateFit, Ranking
 
-__all__ = ["AdaptiveResult", "Buy", "select_adaptive", "table_buyer"]
+__all__ = ["AdaptiveResult", "Buy", "Ledger", "one_by_one", "select_adaptive", "table_buyer"]
 
-#: ``buy(model, size) -> (loss, flops)``: fine-tune one candidate on one subset size.
-Buy = Callable[[str, int], tuple[float, float]]
+#: ``buy(runs) -> results``: fine-tune each ``(model, size)`` of a batch (a backend may run them
+#: in parallel); per run, in order, ``(test loss, FLOPs)`` or the :class:`LensLLMError` that failed it.
+Buy = Callable[[list[tuple[str, int]]], list["tuple[float, float] | LensLLMError"]]
+
+
+def one_by_one(buy_one: Callable[[str, int], tuple[float, float]]) -> Buy:
+    """A :data:`Buy` that runs a batch one run after another with ``buy_one(model, size) -> (loss, FLOPs)``;
+    a :class:`LensLLMError` it raises fails that run only."""
+
+    def buy(runs: list[tuple[str, int]]) -> list[tuple[float, float] | LensLLMError]:
+        results: list[tuple[float, float] | LensLLMError] = []
+        for model, size in runs:
+            try:
+                results.append(buy_one(model, size))
+            except LensLLMError as error:
+                results.append(error)
+        return results
+
+    return buy
 
 
 @dataclass
@@ -70,16 +95,18 @@ def select_adaptive(
         models: candidate names.
         sizes: the subset sizes that may be bought, ascending (0 = zero-shot evaluation).
         target: the full training size the ranking is for.
-        buy: fine-tunes one candidate on one size and returns (test loss, FLOPs); it may
-            raise :class:`LensLLMError` or return NaN, which fails that candidate only.
+        buy: fine-tunes a batch of (candidate, size) runs (see :data:`Buy`; :func:`one_by_one`
+            adapts a one-run function): each start column is one batch, each round's runs another.
+            A run's :class:`LensLLMError` or NaN loss fails that candidate only.
         method: the selection method fitted each round (see ``lensllm_hf.methods``).
         level: interval level used to decide which candidates could still win.
         start_points: how many of the smallest sizes every candidate gets first.
         start_share: with ``max_flops``, every candidate keeps getting the next size while
             that spends at most this share of the budget; the rest goes to the contenders.
-        max_flops: stop buying once this many FLOPs are spent (None: only sizes limit it).
+        max_flops: start no run whose projected cost takes the total past this (None: only sizes limit it).
         params: parameter counts (kept in the ranking's table, used by ``modelsize``).
     """
+    models = list(models)
     sizes = sorted(int(s) for s in sizes)
     if not models:
         raise LensLLMError("no candidates to select from; pass at least one model")
@@ -87,74 +114,109 @@ def select_adaptive(
         raise LensLLMError(f"adaptive selection needs at least 3 subset sizes, got {sizes}; add sizes")
     if target <= sizes[-1]:
         raise LensLLMError(f"target {target:g} must exceed the largest subset size {sizes[-1]}; raise the target")
-    losses = np.full((len(models), len(sizes)), np.nan)
-    failed: dict[str, str] = {}
-    state = AdaptiveResult(ranking=Ranking(target, f"adaptive-{method}", []), bought={m: [] for m in models})
-
-    def purchase(row: int, col: int) -> None:
-        model, size = models[row], sizes[col]
-        try:
-            loss, flops = buy(model, size)
-        except LensLLMError as error:
-            failed[model] = str(error)
-            return
-        state.bought[model].append(size)
-        state.flops += float(flops or 0.0)
-        if size > 0 and flops:
-            flops_per_example[model] = float(flops) / size
-        if not (math.isfinite(loss) and loss > 0):
-            failed[model] = f"the run on {size} examples gave loss {loss}; check its learning rate and data"
-            return
-        losses[row, col] = loss
-
-    flops_per_example: dict[str, float] = {}
-
-    def affordable(row: int | None = None, col: int | None = None) -> bool:
-        """Whether the run fits the budget, projecting its cost from the candidate's earlier runs."""
-        if max_flops is None:
-            return True
-        projected = flops_per_example.get(models[row], 0.0) * sizes[col] if row is not None else 0.0
-        return state.flops + projected <= max_flops
+    ledger = Ledger(models, sizes, buy, max_flops)
 
     # Every candidate first gets the smallest sizes, and then whole columns while they take at
     # most `start_share` of the budget: a fair look at all before spending on the leaders.
     for col in range(len(sizes)):
-        alive = [row for row in range(len(models)) if models[row] not in failed]
+        alive = ledger.alive(range(len(models)))
         if col >= start_points:
-            projected = sum(flops_per_example.get(models[row], 0.0) * sizes[col] for row in alive)
-            if max_flops is None or state.flops + projected > start_share * max_flops:
+            cost = ledger.cost_per_example()
+            projected = sum(cost.get(row, 0.0) * sizes[col] for row in alive)
+            if max_flops is None or ledger.flops + projected > start_share * max_flops:
                 break
-        for row in alive:
-            if affordable(row, col):
-                purchase(row, col)
+        ledger.buy(ledger.affordable([(row, col) for row in alive]))
 
-    table = CurveTable(list(models), np.asarray(sizes), losses,
-                       params=None if params is None else np.asarray(params, dtype=float), source="adaptive")
+    table = ledger.table(params, "adaptive")
+    rounds = 0
     while True:
-        state.rounds += 1
+        rounds += 1
         ranking = rank(table, target, method, level)
         contenders = _contenders(ranking.ranked)
-        wanted = []
-        for candidate in contenders:
-            row = models.index(candidate.model)
-            if candidate.model in failed:
-                continue
-            made = np.flatnonzero(~np.isnan(losses[row]))
-            col = (made.max() + 1) if made.size else 0
-            if col < len(sizes):
-                wanted.append((row, col))
-        wanted = [(row, col) for row, col in wanted if affordable(row, col)]
+        wanted = [(row, ledger.next_column(row)) for row in ledger.alive(models.index(c.model) for c in contenders)]
+        # Leaders first, so a tight budget goes where it matters.
+        wanted = ledger.affordable([(row, col) for row, col in wanted if col is not None])
         if len(contenders) <= 1 or not wanted:
             break
-        for row, col in wanted:  # leaders first, so a tight budget goes where it matters
-            if affordable(row, col):
-                purchase(row, col)
+        ledger.buy(wanted)
 
     for candidate in ranking.candidates:
-        if candidate.model in failed:
-            candidate.status, candidate.error = "failed", failed[candidate.model]
-    state.ranking = Ranking(target, ranking.method, ranking.candidates, level)
-    return state
+        if candidate.model in ledger.failed:
+            candidate.status, candidate.error = "failed", ledger.failed[candidate.model]
+    return AdaptiveResult(Ranking(target, ranking.method, ranking.candidates, level),
+                          bought=ledger.bought, flops=ledger.flops, rounds=rounds)
+
+
+class Ledger:
+    """The runs an engine loop bought: losses, FLOPs, failures, and what a next run would cost.
+
+    Args:
+        models, sizes: the candidates and the subset sizes (ascending); runs are ``(row, col)`` into them.
+        buy: buys a batch (see :data:`Buy`).
+        max_flops: the budget :meth:`affordable` keeps to, or None.
+    """
+
+    def __init__(self, models: list[str], sizes: list[int], buy: Buy, max_flops: float | None) -> None:
+        self.models, self.sizes, self._buy, self.max_flops = models, sizes, buy, max_flops
+        self.losses = np.full((len(models), len(sizes)), np.nan)
+        self.bought: dict[str, list[int]] = {m: [] for m in models}
+        self.failed: dict[str, str] = {}
+        self.flops = 0.0
+        self._per_example: dict[int, float] = {}
+
+    def affordable(self, runs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The runs, in order, that fit the budget bought together: each one's cost is projected
+        from its candidate's FLOPs per example so far (0 before its first run)."""
+        if self.max_flops is None:
+            return list(runs)
+        kept, spend = [], self.flops
+        for row, col in runs:
+            cost = self._per_example.get(row, 0.0) * self.sizes[col]
+            if spend + cost <= self.max_flops:
+                kept.append((row, col))
+                spend += cost
+        return kept
+
+    def buy(self, runs: Sequence[tuple[int, int]]) -> None:
+        """Buy ``runs`` in one batch and record each result; a failed run fails its candidate only."""
+        if not runs:
+            return
+        results = self._buy([(self.models[row], self.sizes[col]) for row, col in runs])
+        if len(results) != len(runs):
+            raise LensLLMError(f"buy returned {len(results)} results for {len(runs)} runs; return one per run")
+        for (row, col), result in zip(runs, results):
+            model, size = self.models[row], self.sizes[col]
+            if isinstance(result, LensLLMError):
+                self.failed[model] = str(result)
+                continue
+            loss, flops = result
+            self.bought[model].append(size)
+            self.flops += float(flops or 0.0)
+            if size > 0 and flops:
+                self._per_example[row] = float(flops) / size
+            if not (isinstance(loss, numbers.Real) and math.isfinite(loss) and loss > 0):
+                self.failed[model] = f"the run on {size} examples gave loss {loss}; check its learning rate and data"
+                continue
+            self.losses[row, col] = loss
+
+    def alive(self, rows) -> list[int]:
+        """The rows whose candidate has not failed, in order."""
+        return [row for row in rows if self.models[row] not in self.failed]
+
+    def cost_per_example(self) -> dict[int, float]:
+        """Row -> FLOPs per example of its last fine-tuning run (rows not fine-tuned yet left out)."""
+        return dict(self._per_example)
+
+    def next_column(self, row: int) -> int | None:
+        """The column after the row's largest bought loss, or None when the sizes ran out."""
+        made = np.flatnonzero(~np.isnan(self.losses[row]))
+        col = int(made.max()) + 1 if made.size else 0
+        return col if col < len(self.sizes) else None
+
+    def table(self, params: Sequence[float] | None, source: str) -> CurveTable:
+        """A live view: later purchases fill the same loss array."""
+        return CurveTable(list(self.models), np.asarray(self.sizes), self.losses,
+                          params=None if params is None else np.asarray(params, dtype=float), source=source)
 
 
 #: A candidate stays a contender (gets more data) while its P(best) is at least this.
@@ -174,11 +236,11 @@ def _contenders(ranked: list[CandidateFit]) -> list[CandidateFit]:
 
 
 def table_buyer(table: CurveTable) -> Buy:
-    """``buy`` for a curve table: buying a size reveals that column; FLOPs are parameters x examples."""
+    """:data:`Buy` for a curve table: buying a size reveals that column; FLOPs are parameters x examples."""
     scale = table.params if table.params is not None else np.ones(len(table.models))
 
-    def buy(model: str, size: int) -> tuple[float, float]:
-        row = table.models.index(model)
-        return float(table.column(size)[row]), float(scale[row] * size)
+    def buy(runs: list[tuple[str, int]]) -> list[tuple[float, float]]:
+        rows = [table.models.index(model) for model, _ in runs]
+        return [(float(table.column(size)[row]), float(scale[row] * size)) for row, (_, size) in zip(rows, runs)]
 
     return buy

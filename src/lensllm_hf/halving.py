@@ -36,6 +36,10 @@ The start size (the one schedule setting)
     three points). Nothing else is set: the halving rate is the algorithm's, the level is
     the ranking's, the budget is the caller's.
 
+Each start column, and each round's runs, is one call of ``buy`` (a batch: a parallel
+backend trains it together); which runs fit ``max_flops`` is decided before the batch is
+bought (see :class:`lensllm_hf.adaptive.Ledger`).
+
 The final ranking is the method's ranking on every point bought. A candidate dropped early
 keeps its prediction from its fewer points (and its wider interval) and stays ``complete``,
 so it still scores.
@@ -65,7 +69,7 @@ Example (two crossing curves: "steep" starts worse and ends better):
     >>> sizes = np.array([200, 400, 800, 1600, 3200, 6400])
     >>> losses = np.array([[3.0 * s ** -0.10 for s in sizes], [4.5 * s ** -0.16 for s in sizes]])
     >>> table = CurveTable(["flat", "steep"], sizes, losses)
-    >>> result = select_halving(table.models, sizes.tolist(), 100_000, buy=table_buyer(table))
+    >>> result = select_halving(table.models, sizes.tolist(), 100_000, table_buyer(table))
     >>> result.ranking.best
     'steep'
 """
@@ -77,7 +81,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .adaptive import AdaptiveResult, Buy, table_buyer
+from .adaptive import AdaptiveResult, Buy, Ledger, table_buyer
 from .curves import CurveTable
 from .errors import LensLLMError
 from .methods import LEVEL, METHODS, rank
@@ -110,8 +114,10 @@ def select_halving(
         sizes: the subset sizes that may be bought (0 = zero-shot evaluation); each size is
             about twice the last, as in the selector's plans.
         target: the full training size the ranking is for.
-        buy: fine-tunes one candidate on one size and returns (test loss, FLOPs); it may
-            raise :class:`LensLLMError` or return a non-finite loss, which fails that candidate only.
+        buy: fine-tunes a batch of (candidate, size) runs (see :data:`lensllm_hf.adaptive.Buy`;
+            ``adaptive.one_by_one`` adapts a one-run function): each start column is one batch,
+            each round's runs another. A run's :class:`LensLLMError` or non-finite loss fails
+            that candidate only.
         method: a method that predicts the loss at the target (see ``lensllm_hf.methods``).
         level: probability (with ``p_best``) or interval level (without) that decides who can still win.
         max_flops: never start a run that would take the total past this (None: no cap).
@@ -123,16 +129,15 @@ def select_halving(
     models = list(models)
     sizes = sorted(int(s) for s in sizes)
     _check(models, sizes, target, method, level, max_flops)
-    ledger = _Ledger(models, sizes, buy, max_flops)
+    ledger = Ledger(models, sizes, buy, max_flops)
     positive = [col for col, size in enumerate(sizes) if size > 0]
     first = positive[min(MIN_START_SIZES, len(positive)) - 1]
 
     # Every candidate gets the smallest sizes; their costs, in the order of the first ranking,
     # set the start size.
     for col in range(first + 1):
-        for row in ledger.alive(range(len(models))):
-            ledger.purchase(row, col)
-    table = ledger.table(params)
+        ledger.buy([(row, col) for row in ledger.alive(range(len(models)))])
+    table = ledger.table(params, "halving")
     running = ledger.alive(range(len(models)))
     first_ranking = rank(table, target, method, level)
     order = [row for row in (models.index(c.model) for c in first_ranking.ranked) if row in running]
@@ -141,9 +146,7 @@ def select_halving(
     start = start_column(sizes, first, [cost.get(row, math.nan) for row in order],
                          spent=ledger.flops, max_flops=max_flops)
     for col in range(first + 1, start + 1):
-        for row in ledger.alive(order):
-            if ledger.affordable(row, col):
-                ledger.purchase(row, col)
+        ledger.buy(ledger.affordable([(row, col) for row in ledger.alive(order)]))
 
     alive = ledger.alive(range(len(models)))
     rounds = 0
@@ -156,12 +159,11 @@ def select_halving(
                           cap=math.ceil(len(alive) / ETA))
         alive = [models.index(name) for name in kept]
         wanted = [(row, ledger.next_column(row)) for row in alive]
-        wanted = [(row, col) for row, col in wanted if col is not None and ledger.affordable(row, col)]
+        # Leaders first, so a tight budget goes where it matters.
+        wanted = ledger.affordable([(row, col) for row, col in wanted if col is not None])
         if len(alive) <= 1 or not wanted:
             break
-        for row, col in wanted:  # leaders first, so a tight budget goes where it matters
-            if ledger.affordable(row, col):
-                ledger.purchase(row, col)
+        ledger.buy(wanted)
         alive = ledger.alive(alive)
 
     for candidate in ranking.candidates:
@@ -261,56 +263,6 @@ def _check(models: list[str], sizes: list[int], target: float, method: str, leve
         raise LensLLMError(f"level {level} must be between 0 and 1 (e.g. 0.9)")
     if max_flops is not None and not (math.isfinite(max_flops) and max_flops > 0):
         raise LensLLMError(f"max_flops {max_flops} must be a positive number; pass None for no cap")
-
-
-class _Ledger:
-    """The runs bought so far: losses, FLOPs, failures, and what the next run would cost."""
-
-    def __init__(self, models: list[str], sizes: list[int], buy: Buy, max_flops: float | None) -> None:
-        self.models, self.sizes, self._buy, self.max_flops = models, sizes, buy, max_flops
-        self.losses = np.full((len(models), len(sizes)), np.nan)
-        self.bought: dict[str, list[int]] = {m: [] for m in models}
-        self.failed: dict[str, str] = {}
-        self.flops = 0.0
-        self._per_example: dict[int, float] = {}
-
-    def purchase(self, row: int, col: int) -> None:
-        model, size = self.models[row], self.sizes[col]
-        try:
-            loss, flops = self._buy(model, size)
-        except LensLLMError as error:
-            self.failed[model] = str(error)
-            return
-        self.bought[model].append(size)
-        self.flops += float(flops or 0.0)
-        if size > 0 and flops:
-            self._per_example[row] = float(flops) / size
-        if not (isinstance(loss, int | float) and math.isfinite(loss) and loss > 0):
-            self.failed[model] = f"the run on {size} examples gave loss {loss}; check its learning rate and data"
-            return
-        self.losses[row, col] = loss
-
-    def alive(self, rows) -> list[int]:
-        return [row for row in rows if self.models[row] not in self.failed]
-
-    def cost_per_example(self) -> dict[int, float]:
-        return dict(self._per_example)
-
-    def affordable(self, row: int, col: int) -> bool:
-        """Whether the run fits the budget, projecting its cost from the candidate's earlier runs."""
-        if self.max_flops is None:
-            return True
-        return self.flops + self._per_example.get(row, 0.0) * self.sizes[col] <= self.max_flops
-
-    def next_column(self, row: int) -> int | None:
-        made = np.flatnonzero(~np.isnan(self.losses[row]))
-        col = int(made.max()) + 1 if made.size else 0
-        return col if col < len(self.sizes) else None
-
-    def table(self, params: Sequence[float] | None) -> CurveTable:
-        """A live view: later purchases fill the same loss array."""
-        return CurveTable(list(self.models), np.asarray(self.sizes), self.losses,
-                          params=None if params is None else np.asarray(params, dtype=float), source="halving")
 
 
 def grid_flops(table: CurveTable, budget: int) -> float:

@@ -7,12 +7,11 @@ candidates itself, the ranking.
 
 - :class:`GridStrategy`: every candidate on every size, in one batch.
 - :class:`LoopStrategy`: an engine loop with the shape of :func:`lensllm_hf.adaptive.select_adaptive`
-  (``loop(models, sizes, target, buy_one, *, method, level, max_flops) -> AdaptiveResult``),
-  which asks for one (model, size) at a time; ``adaptive`` (:func:`lensllm_hf.adaptive.select_adaptive`)
-  and ``halving`` (:func:`lensllm_hf.halving.select_halving`) are two. Both loops first give
-  every candidate the same smallest sizes, whatever the losses: those columns are bought as one
-  batch each (``start_columns``), so a parallel backend runs them together. Later rounds depend
-  on the fits in between and go one run at a time.
+  (``loop(models, sizes, target, buy_runs, *, method, level, max_flops) -> AdaptiveResult``);
+  ``adaptive`` (:func:`lensllm_hf.adaptive.select_adaptive`) and ``halving``
+  (:func:`lensllm_hf.halving.select_halving`) are two. The loop asks for each start column and
+  each round's runs as one batch, which goes to ``buy`` as it is, so a parallel backend runs
+  them together; only the rounds follow one another (each depends on the fits before it).
 
 Example:
     >>> bought = GridStrategy().select(context, buy)
@@ -98,69 +97,50 @@ class GridStrategy:
 
 
 class LoopStrategy:
-    """A one-run-at-a-time engine loop (``select_adaptive``'s shape) over ``buy``.
+    """An engine loop (``select_adaptive``'s shape) over ``buy``: each batch it asks for is one ``buy`` call.
 
     Args:
         name: the strategy's name in results (``"adaptive"``).
-        loop: ``loop(models, sizes, target, buy_one, *, method, level, max_flops) -> result`` with
-            ``result.ranking`` and ``result.bought`` (see :mod:`lensllm_hf.adaptive`).
-        start_columns: ``(run sizes, max_flops) -> n``: the loop buys the first ``n`` sizes for
-            every candidate whatever the losses (its start); when it asks for one of them, the
-            whole column is bought in one batch.
+        loop: ``loop(models, sizes, target, buy_runs, *, method, level, max_flops) -> result`` with
+            ``result.ranking`` and ``result.bought``; ``buy_runs`` is a :data:`lensllm_hf.adaptive.Buy`.
     """
 
-    def __init__(self, name: str, loop: Callable[..., Any],
-                 start_columns: Callable[[Sequence[int], float | None], int] | None = None):
+    def __init__(self, name: str, loop: Callable[..., Any]):
         self.name = name
         self.loop = loop
-        self.start_columns = start_columns
 
     def select(self, context: StrategyContext, buy: Buy) -> Bought:
         recs: dict[str, list[RunRecord]] = {}
-        sizes = context.plan.run_sizes
-        batched = set(sizes[:self.start_columns(sizes, context.max_flops)] if self.start_columns else [])
-        ready: dict[tuple[str, int], RunRecord | None] = {}
 
-        def buy_one(name: str, size: int) -> tuple[float, float]:
-            if (name, size) not in ready:
-                # A start column: every candidate still in the race gets it, so buy them together.
-                names = [n for n in context.names if n not in context.failures and (n, size) not in ready] \
-                    if size in batched else [name]
-                names = names if name in names else [name, *names]
-                for n, got in zip(names, buy([context.plan.key(n, size) for n in names])):
-                    ready[(n, size)] = got
-            rec = ready.pop((name, size))
-            if rec is None or rec.status != "complete":
-                raise LensLLMError(context.failures.get(name) or f"run on {size} examples did not complete")
-            recs.setdefault(name, []).append(rec)
-            return context.metric.value(rec), float(rec.total_flos or 0.0)
+        def buy_runs(runs: list[tuple[str, int]]) -> list[tuple[float, float] | LensLLMError]:
+            results: list[tuple[float, float] | LensLLMError] = []
+            for (name, size), rec in zip(runs, buy([context.plan.key(name, size) for name, size in runs])):
+                if rec is None or rec.status != "complete":
+                    error = context.failures.get(name) or f"run on {size} examples did not complete"
+                    results.append(LensLLMError(error))
+                    continue
+                recs.setdefault(name, []).append(rec)
+                results.append((context.metric.value(rec), float(rec.total_flos or 0.0)))
+            return results
 
         if not context.names:
             return Bought({}, {}, Ranking(context.target_size, f"{self.name}-{context.method}", []))
-        result = self.loop(context.names, context.plan.run_sizes, context.target_size, buy_one, method=context.method,
-                           level=context.level, max_flops=context.max_flops)
+        result = self.loop(context.names, context.plan.run_sizes, context.target_size, buy_runs,
+                           method=context.method, level=context.level, max_flops=context.max_flops)
         sizes = {name: sorted(int(s) for s in bought) for name, bought in result.bought.items()}
         return Bought(recs, sizes, result.ranking)
 
 
 def _adaptive() -> LoopStrategy:
-    import inspect
-
     from ..adaptive import select_adaptive
 
-    # Its first `start_points` columns go to every candidate unless a FLOPs cap may skip some.
-    start = inspect.signature(select_adaptive).parameters["start_points"].default
-    return LoopStrategy("adaptive", select_adaptive, lambda sizes, max_flops: start if max_flops is None else 0)
+    return LoopStrategy("adaptive", select_adaptive)
 
 
 def _halving() -> LoopStrategy:
-    from ..halving import MIN_START_SIZES, select_halving
+    from ..halving import select_halving
 
-    def start(sizes: Sequence[int], max_flops: float | None) -> int:
-        # Zero-shot and the first MIN_START_SIZES fine-tuned sizes, for every candidate, always.
-        return (1 if 0 in sizes else 0) + MIN_START_SIZES
-
-    return LoopStrategy("halving", select_halving, start)
+    return LoopStrategy("halving", select_halving)
 
 
 #: ``strategy`` parameter value -> a factory of the strategy.
