@@ -186,33 +186,26 @@ def test_lora_candidate_is_trained_through_its_adapter(models, data, tmp_path):
     assert planned[8].status == "complete" and planned[8].key.adapter is not None and rec.key == planned[8].key
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def test_no_model_optimizer_or_trainer_outlives_its_run(data, tmp_path):
+    """Many runs in one process keep nothing of a finished run alive (a kept model is what grows memory).
 
+    Counting live objects is exact, where RSS is not: the allocator steps up and down by tens of
+    MB from one run to the next on its own. ``benchmarks/bench_selector.py`` reports RSS.
+    """
+    import torch
+    from transformers import PreTrainedModel, Trainer
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="RSS from /proc (Linux)")
-def test_memory_does_not_grow_over_20_runs(data, tmp_path):
-    # Wide enough that one leaked model weighs ~6 MB (its optimizer state twice that).
-    model = make_tiny_gpt2(tmp_path / "wide", n_layer=2, n_embd=256)
-    sizes = list(range(8, 28))  # 20 distinct runs, one at a time
-    selector = LensLLMSelector([{"model": model, "name": "wide"}], *data, output_dir=tmp_path,
-                               sizes=sizes, zero_shot=False, **{k: v for k, v in COMMON.items()
-                                                                  if k not in ("min_size", "budget")})
-    rss = []
+    model = make_tiny_gpt2(tmp_path / "m")
+    sizes = list(range(8, 14))  # 6 distinct runs, one at a time
+    selector = LensLLMSelector([{"model": model, "name": "m"}], *data, output_dir=tmp_path, sizes=sizes,
+                               zero_shot=False, **{k: v for k, v in COMMON.items() if k not in ("min_size", "budget")})
+    kinds = (PreTrainedModel, Trainer, torch.optim.Optimizer)
     for size in sizes:
         selector.train(sizes=[size])
         gc.collect()
-        rss.append(_rss_mb())
-    assert len(list_records(tmp_path / "store")) == 20
-    # The allocator settles within the first runs (seen: one step of up to +145 MB as late as the
-    # 8th run, then flat, on main too); after that RSS is flat (0.0 MB per run alone, noise of
-    # +-10 MB among other tests), while keeping only each run's model alive adds 6.3 MB per run.
-    # Compare medians of settled early runs and of the last runs, so that one transient spike
-    # does not decide.
-    runs_apart = 8
-    growth = (np.median(rss[-4:]) - np.median(rss[8:12])) / runs_apart
-    assert growth < 3.0, f"RSS grows {growth:.2f} MB per run: {[round(x) for x in rss]}"
+        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
+        assert not alive, f"after the run of size {size} these are still alive: {alive}"
+    assert len(list_records(tmp_path / "store")) == len(sizes)
 
 
 @pytest.mark.parametrize("change, message", [
