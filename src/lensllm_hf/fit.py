@@ -248,7 +248,8 @@ class Fit:
         z = level_z(level)
         centre = self.log_predict(sizes)
         sd = self.log_sd(sizes)
-        return np.exp(centre - z * sd), np.exp(centre + z * sd)
+        with np.errstate(over="ignore"):  # a bound past the float range is infinite, and says so
+            return np.exp(centre - z * sd), np.exp(centre + z * sd)
 
     @property
     def transition_size(self) -> float | None:
