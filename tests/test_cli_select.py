@@ -24,12 +24,7 @@ from tiny_models import make_text_dataset, make_tiny_gpt2  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_config(folder: Path, *, epochs: int = 2, candidates=None, **extra) -> Path:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -37,17 +36,6 @@ def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="c
     return RunRecord(model={"id": model, "num_parameters": params}, train_size=train_size, seed=seed, status=status,
                      config_hash=chash, evaluations=evaluations, final_eval_loss=loss if status == "complete" else None,
                      total_flos=flos, ntk=None if F is None else {"F": F, "eigenvalues": [1.0], "r": [1.0]})
-
-
-@pytest.fixture
-def memory_store():
-    url = f"memory://lensllm-{uuid.uuid4().hex[:8]}"
-    yield url
-    import fsspec
-
-    fs = fsspec.filesystem("memory")
-    if fs.exists(url.removeprefix("memory:/")):
-        fs.rm(url.removeprefix("memory:/"), recursive=True)
 
 
 # -- names and hashes ---------------------------------------------------------------------------

@@ -26,32 +26,15 @@ from lensllm_hf.errors import LensLLMError  # noqa: E402
 from lensllm_hf.records import RunKey, Store, list_records, read_record  # noqa: E402
 from lensllm_hf.selector.loading import load_candidate  # noqa: E402
 
-from tiny_models import make_text_dataset, make_tiny_gpt2  # noqa: E402
+from tiny_models import TINY_SELECTION as COMMON, TINY_TRAINING as TRAINING, make_text_dataset, make_tiny_gpt2  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(lensllm_hf.__file__).resolve().parents[1]
-TRAINING = {"per_device_train_batch_size": 8, "num_train_epochs": 2, "learning_rate": 3e-3}
-COMMON = dict(target_size=4000, min_size=8, budget=32, max_length=32, progress=False, training_args=TRAINING)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return {"small": make_tiny_gpt2(root / "small", n_layer=1, n_embd=16, seed=0),
-            "large": make_tiny_gpt2(root / "large", n_layer=2, n_embd=64, seed=1)}
-
-
-@pytest.fixture(scope="module")
-def data():
-    return make_text_dataset(200, seed=0), make_text_dataset(32, seed=1)
 
 
 @pytest.fixture(scope="module")

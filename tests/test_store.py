@@ -7,7 +7,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 import warnings
 
 import pytest
@@ -30,17 +29,6 @@ def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="c
     return RunRecord(model=model_info, train_size=train_size, seed=seed, status=status, config_hash=chash,
                      adapter_hash=adapter, evaluations=evaluations,
                      final_eval_loss=loss if status == "complete" else None, total_flos=1e12, ntk=None)
-
-
-@pytest.fixture
-def memory_url():
-    url = f"memory://lensllm-{uuid.uuid4().hex[:8]}"
-    yield url
-    import fsspec
-
-    fs = fsspec.filesystem("memory")
-    if fs.exists(url.removeprefix("memory:/")):
-        fs.rm(url.removeprefix("memory:/"), recursive=True)
 
 
 def messages(caught) -> str:
@@ -127,8 +115,8 @@ def test_the_record_carries_its_key_and_old_records_still_read(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
-def test_a_complete_record_is_never_replaced_by_an_unfinished_one(tmp_path, memory_url, where):
-    store = Store(tmp_path / "runs" if where == "local" else memory_url)
+def test_a_complete_record_is_never_replaced_by_an_unfinished_one(tmp_path, memory_store, where):
+    store = Store(tmp_path / "runs" if where == "local" else memory_store)
     key = make_record().key
     store.write(make_record(status="interrupted"))
     path = store.write(make_record(loss=2.5))
@@ -178,8 +166,8 @@ def test_bad_store_urls_are_one_line_errors():
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
-def test_one_claim_at_a_time_and_released_on_exit(tmp_path, memory_url, where):
-    store = Store(tmp_path if where == "local" else memory_url)
+def test_one_claim_at_a_time_and_released_on_exit(tmp_path, memory_store, where):
+    store = Store(tmp_path if where == "local" else memory_store)
     key = RunKey("m", 8, 0, "h")
     with store.claim(key) as claim:
         assert isinstance(claim, Claim) and claim.held and claim.key == key

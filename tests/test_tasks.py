@@ -29,12 +29,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% e
 TRAINING = {"per_device_train_batch_size": 8, "num_train_epochs": 1, "learning_rate": 1e-2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def qa_rows(n: int, seed: int) -> list[dict]:

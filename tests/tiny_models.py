@@ -15,6 +15,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+#: Training arguments and selection settings of the selector tests: 8 to 32 examples, seconds a run.
+TINY_TRAINING = {"per_device_train_batch_size": 8, "num_train_epochs": 2, "learning_rate": 3e-3}
+TINY_SELECTION = dict(target_size=4000, min_size=8, budget=32, max_length=32, progress=False,
+                      training_args=TINY_TRAINING)
+
 VOCAB_WORDS = [f"w{i}" for i in range(48)]
 SPECIAL = ["[PAD]", "[UNK]", "[EOS]"]
 VOCAB_SIZE = len(SPECIAL) + len(VOCAB_WORDS)

@@ -7,15 +7,18 @@ the fitting core, the records and the command line can all use it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import LensLLMError
 
-__all__ = ["atomic_write_text", "check_output_file", "display", "one_line"]
+__all__ = ["atomic_write_text", "check_output_file", "display", "json_safe", "one_line"]
 
 #: Longest error text kept in one line (records, tables, terminal messages).
 ONE_LINE_LIMIT = 500
@@ -36,6 +39,24 @@ def one_line(error: BaseException | str, limit: int = ONE_LINE_LIMIT) -> str:
         return text
     cut = text[: limit - 1]
     return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut) + "…"  # at a word boundary
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-safe copy: numpy scalars as Python numbers, NaN and infinities as None (JSON has neither).
+
+    Example:
+        >>> json_safe({"loss": float("nan"), "sizes": (200, 400)})
+        {'loss': None, 'sizes': [200, 400]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def display(name: object) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from ._utils import atomic_write_text, display
+from ._utils import atomic_write_text, display, json_safe
 from .errors import LensLLMError
 from .fit import MAX_ENTRIES, MAX_TEXT, Fit, FitError, check_level
 
@@ -134,7 +134,7 @@ class CandidateFit:
         return self.fit.transition_size if self.fit is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
+        return json_safe({
             "model": self.model, "status": self.status, "predicted_loss": self.predicted_loss,
             "interval": self.interval, "p_best": self.p_best, "score": self.score, "flops": self.flops,
             "error": self.error, "source": self.source, "warnings": list(self.warnings),
@@ -278,7 +278,7 @@ class Ranking:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
+        return json_safe({
             "target": self.target,
             "method": self.method,
             "level": self.level,
@@ -326,14 +326,3 @@ class Ranking:
             raise LensLLMError(f"{display(path)}: not valid JSON ({type(error).__name__}); "
                                "pass what 'lensllm fit --json' writes") from None
         return cls.from_dict(data, where=display(path))
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or infinity: write null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value

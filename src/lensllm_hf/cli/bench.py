@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 
-from .._utils import atomic_write_text, check_output_file, display
+from .._utils import atomic_write_text, check_output_file, display, json_safe
 from ..bench import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench, summarize
 from ..curves import CurveTable
 from ..errors import LensLLMError
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_calibration(summary))
     print(f"{len(rows)} rows in {seconds:.2f} s")
     if args.json is not None:
-        data = {"rows": [_clean(r) for r in rows], "summary": _clean(summary), "seconds": seconds}
+        data = {"rows": [json_safe(r) for r in rows], "summary": json_safe(summary), "seconds": seconds}
         atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
         print(f"wrote {display(args.json)}")
     return 0
@@ -107,13 +107,3 @@ def format_calibration(summary: dict) -> str:
         hit = sum(c["pick_is_best"] for c in cells) / len(cells)
         lines.append(f"  {method:<11} P(best) {p:.2f} vs truly best {hit:.2f}")
     return "\n".join(lines)
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value

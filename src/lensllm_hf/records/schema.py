@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import numbers
 import re
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import json_safe
 from ..errors import LensLLMError
 
 __all__ = [
@@ -278,7 +278,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (always the current schema version): plain types, non-finite floats as None."""
-        data = _finite(asdict(self))
+        data = json_safe(asdict(self))
         del data["adapter_hash"]  # one place for it: the key
         data["schema_version"] = SCHEMA_VERSION
         data["key"] = self.key.to_dict()
@@ -376,7 +376,7 @@ def config_hash(config: Mapping[str, Any]) -> str:
         >>> config_hash({"learning_rate": 5e-5, "epochs": 3}) == config_hash({"epochs": 3, "learning_rate": 0.00005})
         True
     """
-    text = json.dumps(_finite(dict(config)), sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(json_safe(dict(config)), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -407,18 +407,6 @@ def _slug(text: str, limit: int) -> str:
 def _brief(key: RunKey) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in key.to_dict().items() if v is not None)
 
-
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _is_int(value: Any) -> bool:

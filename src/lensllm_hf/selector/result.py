@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._utils import atomic_write_text, display
+from .._utils import atomic_write_text, display, json_safe
 from ..curves import CurveTable
 from ..errors import LensLLMError
 from ..ranking import Ranking
@@ -121,7 +121,7 @@ class SelectionResult:
         a ``selection`` block (strategy, metric, compute, runs bought, dataset) that readers of
         ranking JSON ignore."""
         data = self.fits.to_dict()
-        data["selection"] = _finite({
+        data["selection"] = json_safe({
             "strategy": self.strategy,
             "metric": self.metric,
             "flops": self.flops,
@@ -260,16 +260,6 @@ def _short(name: str, limit: int = 60) -> str:
     name = display(name)
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _num(value: float | None) -> str:

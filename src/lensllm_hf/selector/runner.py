@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .._utils import display, one_line
+from .._utils import display, json_safe, one_line
 from ..errors import LensLLMError
 from ..records import Evaluation, RunKey, RunRecord, Store
 from .candidates import Candidate
@@ -318,7 +318,7 @@ class Runner:
         except Exception as error:
             rec.status, rec.error = "failed", f"zero-shot evaluation failed: {one_line(error)}"
         else:
-            clean = {k: _finite(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            clean = {k: json_safe(v) for k, v in metrics.items() if isinstance(v, (int, float))}
             rec.evaluations = [Evaluation(step=0, examples_seen=0, eval_loss=clean.get("eval_loss"), metrics=clean)]
             rec.final_eval_loss = clean.get("eval_loss")
             rec.status = "complete" if rec.final_eval_loss is not None else "failed"
@@ -449,12 +449,6 @@ def free_memory() -> None:
     if hasattr(torch, "mps") and torch.backends.mps.is_available():
         torch.mps.empty_cache()
 
-
-def _finite(value: float) -> float | None:
-    import math
-
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _now() -> str:
