@@ -2,7 +2,8 @@
 
 For every table, budget (1/8 .. 1/512 of 1,638,400) and model, each method is fitted on the
 columns up to the budget and its interval is checked on every later column. The target is
-85-95 % on each table, at every distance ahead.
+85-95 % on each table, at every distance ahead; the interval score (lower is better) says
+whether a change that moves the coverage made the intervals better or only wider.
 
     python benchmarks/interval_coverage.py [--methods default,ats,rectified,power] [--curves A.csv B.csv]
     python benchmarks/interval_coverage.py --short   # also: curves cut to their first 3-4 sizes
@@ -30,9 +31,16 @@ from lensllm_hf.methods import METHODS
 CURVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "finetune-curves"
 
 
-def coverage(method: str, table: CurveTable, budgets, level: float = 0.9) -> tuple[float, float, dict[str, float]]:
-    """(coverage, median log-width, coverage by doublings ahead) of one method on one table."""
-    hits, widths, by_doubling = [], [], {}
+def coverage(method: str, table: CurveTable, budgets, level: float = 0.9) -> tuple[float, float, float, dict[str, float]]:
+    """(coverage, median log-width, mean interval score, coverage by doublings ahead) of one
+    method on one table.
+
+    The interval score (Gneiting & Raftery 2007, in log-loss units) is the interval's width plus
+    2 / (1 - level) times how far the truth falls outside it: a proper score, lower is better, so
+    an interval cannot win by coverage alone (too wide) or by width alone (too narrow).
+    """
+    hits, widths, scores, by_doubling = [], [], [], {}
+    penalty = 2 / (1 - level)
     for budget in budgets:
         seen = table.up_to(budget)
         for held in table.sizes[table.sizes > budget]:
@@ -43,10 +51,12 @@ def coverage(method: str, table: CurveTable, budgets, level: float = 0.9) -> tup
                 hit = lo <= truth[c.model] <= hi
                 hits.append(hit)
                 widths.append(np.log(hi / lo))
+                y = np.log(truth[c.model])
+                scores.append(widths[-1] + penalty * (max(np.log(lo) - y, 0.0) + max(y - np.log(hi), 0.0)))
                 ahead = int(round(np.log2(held / budget)))
                 key = "1-3" if ahead <= 3 else "4-6" if ahead <= 6 else "7+"
                 by_doubling.setdefault(key, []).append(hit)
-    return float(np.mean(hits)), float(np.median(widths)), {k: float(np.mean(v)) for k, v in sorted(by_doubling.items())}
+    return float(np.mean(hits)), float(np.median(widths)), float(np.mean(scores)), {k: float(np.mean(v)) for k, v in sorted(by_doubling.items())}
 
 
 def main() -> None:
@@ -57,7 +67,7 @@ def main() -> None:
     parser.add_argument("--by-budget", action="store_true", help="also print the coverage at each budget alone")
     args = parser.parse_args()
     tables = [CurveTable.read_csv(path) for path in args.curves]
-    print(f"{'table':<22} {'method':<10} {'coverage':>8} {'median log-width':>16}  coverage by doublings ahead")
+    print(f"{'table':<22} {'method':<10} {'coverage':>8} {'median log-width':>16} {'score':>6}  coverage by doublings ahead")
     for table in tables:
         cases = [(table.name, table, DEFAULT_BUDGETS)]
         if args.short:
@@ -66,8 +76,8 @@ def main() -> None:
             cases += [(f"{table.name} 200..{b}", table, (b,)) for b in (800, 1600)]
         for name, tab, budgets in cases:
             for method in args.methods.split(","):
-                cov, width, by = coverage(method, tab, budgets)
-                print(f"{name:<22} {method:<10} {100 * cov:>7.1f}% {width:>16.3f}  "
+                cov, width, score, by = coverage(method, tab, budgets)
+                print(f"{name:<22} {method:<10} {100 * cov:>7.1f}% {width:>16.3f} {score:>6.3f}  "
                       + " ".join(f"{k}:{100 * v:.0f}%" for k, v in by.items()))
                 if args.by_budget and len(budgets) > 1:
                     print(f"{'':<22} {'':<10} by budget: " + " ".join(

@@ -53,7 +53,7 @@ def problems(cache: Path) -> list[tuple[str, str, dict[str, float], set[str]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=str(Path(__file__).resolve().parents[2] / "wt-truth" / "lensllm_out" / "truth"))
+    parser.add_argument("--cache", default="lensllm_out/truth", help="truth_suite.py's --cache (the same default)")
     parser.add_argument("--methods", default="default,rectified,ats")
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("-v", "--verbose", action="store_true", help="print every candidate")

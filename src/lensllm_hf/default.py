@@ -77,7 +77,16 @@ Intervals
     margin stands for the bend a backtest cannot see, not for sampling noise; a Taylor model of
     the errors (a + b d^2 + c d^4) 71.4 / 96.8 %; the level weighted toward recent cuts by the
     table's bandwidth 94.8 / 96.5 %; a trend of the errors with the cut 89.5 / 79.7 % (55 % on
-    FLAN cut to 200..1600); margin 0.5 or 0 without the scale 80.1 / 96.6 % and 63.6 / 93.0 %.
+    FLAN cut to 200..1600); margin 0.5 or 0 without the scale 80.1 / 96.6 % and 63.6 / 93.0 %;
+    spreads proportional to each candidate's slope 86.5 / 96.0 % or residual noise 90.7 / 95.2 %
+    (right on average, far off per candidate: interval score 1.24 / 0.86 against 0.415 / 0.219,
+    ``interval_coverage.py`` prints it). A drift of the centre by the backtest's mean error per
+    doubling ahead (FLAN's lines under-predict the fall by 0.004-0.013 log-loss per doubling)
+    scored better on both tables, 86.0 / 96.0 %, interval score 0.313 / 0.199, and would not
+    change the order at one target; but the backtest's early lines span the pre-power phase,
+    whose end looks like steepening, so straight curves with a flat start were predicted 18 %
+    too low six doublings ahead (``test_recovers_a_planted_ranking``): a third table with a long
+    pre-power phase would pay for FLAN's gain.
 
 Cost: both shared tables at all 7 budgets in about 0.4 s on one core (the line fits of each
 column cut are memoised: the bandwidth choice and the spread backtest share them).
