@@ -63,3 +63,21 @@ def test_bad_arguments():
         select_adaptive([], SIZES, TARGET, make_buy({}, []))
     with pytest.raises(LensLLMError, match="must exceed the largest subset size"):
         select_adaptive(["a"], SIZES, 100, make_buy({"a": 1.0}, []))
+
+
+@pytest.mark.parametrize("loop", ["adaptive", "halving"])
+def test_every_round_ranks_with_the_probe_the_caller_gives(loop):
+    """``runs`` (the NTK probe, warnings) reaches every ranking of the loop, as it reaches the
+    grid's: the lensllm fits use the spectrum and carry the records' warnings."""
+    from lensllm_hf.halving import select_halving
+    from lensllm_hf.laws.rectified import NO_PROBE_WARNING
+    from lensllm_hf.method import RunInfo
+
+    select = {"adaptive": select_adaptive, "halving": select_halving}[loop]
+    scales = {"a": 1.0, "b": 1.1, "c": 1.3}
+    probe = RunInfo(eigenvalues=(0.01, 0.1, 1.0), coefficients=(1.0, 1.0, 1.0), warnings=("stream mode",))
+    runs = {name: probe for name in scales}
+    probed = select(list(scales), SIZES, TARGET, make_buy(scales, []), method="lensllm", runs=runs).ranking
+    free = select(list(scales), SIZES, TARGET, make_buy(scales, []), method="lensllm").ranking
+    assert probed.ranked and all("eta_t" in c.fit.params and "stream mode" in c.fit.warnings for c in probed.ranked)
+    assert all(NO_PROBE_WARNING in c.fit.warnings and "eta_t" not in c.fit.params for c in free.ranked)

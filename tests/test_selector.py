@@ -142,6 +142,18 @@ def test_adaptive_strategy_reports_what_it_bought(models, data, tmp_path):
     assert 0 < result.fraction_saved < 1
 
 
+def test_halving_ranks_with_the_probe_of_its_runs(models, data, tmp_path):
+    """The loop strategies' rankings see the NTK probe that the records carry, as the grid's do."""
+    from lensllm_hf.laws.rectified import NO_PROBE_WARNING
+
+    candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}]
+    result = LensLLMSelector(candidates, *data, output_dir=tmp_path,
+                             **{**COMMON, "strategy": "halving", "method": "lensllm"}).run()
+    ranked = result.fits.ranked
+    assert ranked and all(c.fit.law == "lensllm" and NO_PROBE_WARNING not in c.fit.warnings for c in ranked)
+    assert all(read_record(p).ntk for p in list_records(tmp_path / "store") if read_record(p).train_size)
+
+
 def test_metric_accuracy_ranks_by_one_minus_accuracy(models, data, tmp_path):
     result = LensLLMSelector([{"model": models["large"], "name": "large"}], *data, output_dir=tmp_path,
                              metric="accuracy", **COMMON).run()

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .curves import CurveTable
 from .errors import LensLLMError
+from .method import RunInfo
 from .methods import LEVEL, rank
 from .ranking import CandidateFit, Ranking
 
@@ -88,6 +89,7 @@ def select_adaptive(
     start_share: float = 0.5,
     max_flops: float | None = None,
     params: Sequence[float] | None = None,
+    runs: Mapping[str, RunInfo] | None = None,
 ) -> AdaptiveResult:
     """Rank ``models`` for ``target`` examples, buying subset sizes only where they matter.
 
@@ -105,6 +107,9 @@ def select_adaptive(
             that spends at most this share of the budget; the rest goes to the contenders.
         max_flops: start no run whose projected cost takes the total past this (None: only sizes limit it).
         params: parameter counts (kept in the ranking's table, used by ``modelsize``).
+        runs: what each candidate's run records say (the NTK probe, warnings; see
+            :func:`lensllm_hf.method.run_info`), read at every round: a caller may update the
+            mapping as runs are bought.
     """
     models = list(models)
     sizes = sorted(int(s) for s in sizes)
@@ -131,7 +136,7 @@ def select_adaptive(
     rounds = 0
     while True:
         rounds += 1
-        ranking = rank(table, target, method, level)
+        ranking = rank(table, target, method, level, runs=runs)
         contenders = _contenders(ranking.ranked)
         wanted = [(row, ledger.next_column(row)) for row in ledger.alive(models.index(c.model) for c in contenders)]
         # Leaders first, so a tight budget goes where it matters.

@@ -77,13 +77,14 @@ Example (two crossing curves: "steep" starts worse and ends better):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .adaptive import AdaptiveResult, Buy, Ledger, table_buyer
 from .curves import CurveTable
 from .errors import LensLLMError
+from .method import RunInfo
 from .methods import LEVEL, METHODS, rank
 from .ranking import CandidateFit, Ranking
 
@@ -106,6 +107,7 @@ def select_halving(
     level: float = LEVEL,
     max_flops: float | None = None,
     params: Sequence[float] | None = None,
+    runs: Mapping[str, RunInfo] | None = None,
 ) -> AdaptiveResult:
     """Rank ``models`` for ``target`` examples by successive halving on the predicted loss.
 
@@ -122,6 +124,9 @@ def select_halving(
         level: probability (with ``p_best``) or interval level (without) that decides who can still win.
         max_flops: never start a run that would take the total past this (None: no cap).
         params: parameter counts (kept in the ranking's table, used by ``modelsize``).
+        runs: what each candidate's run records say (the NTK probe, warnings; see
+            :func:`lensllm_hf.method.run_info`), read at every round: a caller may update the
+            mapping as runs are bought.
 
     Returns:
         The final ranking, the sizes bought per candidate, the FLOPs spent and the rounds run.
@@ -139,7 +144,7 @@ def select_halving(
         ledger.buy([(row, col) for row in ledger.alive(range(len(models)))])
     table = ledger.table(params, "halving")
     running = ledger.alive(range(len(models)))
-    first_ranking = rank(table, target, method, level)
+    first_ranking = rank(table, target, method, level, runs=runs)
     order = [row for row in (models.index(c.model) for c in first_ranking.ranked) if row in running]
     order += [row for row in running if row not in order]
     cost = ledger.cost_per_example()
@@ -152,7 +157,7 @@ def select_halving(
     rounds = 0
     while True:
         rounds += 1
-        ranking = rank(table, target, method, level)
+        ranking = rank(table, target, method, level, runs=runs)
         # Everyone still running may be (re)admitted: a candidate dropped on fewer points comes
         # back when the others' new points push their predictions above its own.
         kept = _survivors(ranking, [models[row] for row in ledger.alive(range(len(models)))], level,

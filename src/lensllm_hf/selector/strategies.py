@@ -7,7 +7,7 @@ candidates itself, the ranking.
 
 - :class:`GridStrategy`: every candidate on every size, in one batch.
 - :class:`LoopStrategy`: an engine loop with the shape of :func:`lensllm_hf.adaptive.select_adaptive`
-  (``loop(models, sizes, target, buy_runs, *, method, level, max_flops) -> AdaptiveResult``);
+  (``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs) -> AdaptiveResult``);
   ``adaptive`` (:func:`lensllm_hf.adaptive.select_adaptive`) and ``halving``
   (:func:`lensllm_hf.halving.select_halving`) are two. The loop asks for each start column and
   each round's runs as one batch, which goes to ``buy`` as it is, so a parallel backend runs
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import LensLLMError
+from ..method import RunInfo, run_info
 from ..ranking import Ranking
 from ..records import RunKey, RunRecord
 from .plan import RunPlan
@@ -101,8 +102,10 @@ class LoopStrategy:
 
     Args:
         name: the strategy's name in results (``"adaptive"``).
-        loop: ``loop(models, sizes, target, buy_runs, *, method, level, max_flops) -> result`` with
-            ``result.ranking`` and ``result.bought``; ``buy_runs`` is a :data:`lensllm_hf.adaptive.Buy`.
+        loop: ``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs) -> result``
+            with ``result.ranking`` and ``result.bought``; ``buy_runs`` is a
+            :data:`lensllm_hf.adaptive.Buy`, and ``runs`` the candidates' :class:`RunInfo`, updated
+            after every batch, so each round's ranking sees the probe as the grid's does.
     """
 
     def __init__(self, name: str, loop: Callable[..., Any]):
@@ -111,6 +114,7 @@ class LoopStrategy:
 
     def select(self, context: StrategyContext, buy: Buy) -> Bought:
         recs: dict[str, list[RunRecord]] = {}
+        infos: dict[str, RunInfo] = {}  # what the records say (the NTK probe), as they come in
 
         def buy_runs(runs: list[tuple[str, int]]) -> list[tuple[float, float] | LensLLMError]:
             results: list[tuple[float, float] | LensLLMError] = []
@@ -121,12 +125,13 @@ class LoopStrategy:
                     continue
                 recs.setdefault(name, []).append(rec)
                 results.append((context.metric.value(rec), float(rec.total_flos or 0.0)))
+            infos.update(run_info(recs))
             return results
 
         if not context.names:
             return Bought({}, {}, Ranking(context.target_size, f"{self.name}-{context.method}", []))
         result = self.loop(context.names, context.plan.run_sizes, context.target_size, buy_runs,
-                           method=context.method, level=context.level, max_flops=context.max_flops)
+                           method=context.method, level=context.level, max_flops=context.max_flops, runs=infos)
         sizes = {name: sorted(int(s) for s in bought) for name, bought in result.bought.items()}
         return Bought(recs, sizes, result.ranking)
 
