@@ -35,10 +35,10 @@ def lm_batch(tok):
     return dict(lm_collator(tok)([ds[i] for i in range(8)]))
 
 
-def load_gpt2(path):
+def load_gpt2(path, attn_implementation="eager"):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation)
 
 
 def reference(model, batch):
@@ -69,6 +69,12 @@ def test_exact_theta_matches_autograd_and_chunking(gpt2_path, lm_batch):
     assert min(probe.eigenvalues) >= 0 and probe.n_params == sum(p.numel() for p in model.parameters())
     chunked = empirical_ntk(model, lm_batch, chunk_size=3)
     np.testing.assert_allclose(chunked.gram, probe.gram, rtol=1e-5, atol=1e-6 * np.abs(theta).max())
+    # SDPA's mask helpers branch on tensor values, which vmap cannot trace: the probe takes one
+    # example at a time, leaves the attention as it is, and measures the same Theta.
+    sdpa = load_gpt2(gpt2_path, attn_implementation="sdpa")
+    looped = empirical_ntk(sdpa, lm_batch)
+    assert looped.method == "loop"
+    np.testing.assert_allclose(looped.gram, probe.gram, rtol=1e-4, atol=1e-5 * np.abs(theta).max())
     # F at t = 0 is ||r||^2, whatever the spectrum.
     assert probe.F(eta=1e-3, t=0) == pytest.approx(float(np.sum(r**2)), rel=1e-6)
 
@@ -95,7 +101,6 @@ def test_probe_leaves_model_rng_and_grads_as_they_were(gpt2_path, lm_batch):
     model = load_gpt2(gpt2_path)
     model.train()
     model.transformer.h[0].eval()  # a user's own per-module mode survives
-    attn = model.config._attn_implementation
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.manual_seed(7)
     random.seed(7)
@@ -108,7 +113,6 @@ def test_probe_leaves_model_rng_and_grads_as_they_were(gpt2_path, lm_batch):
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
     assert np.random.rand() == expected[2]
     assert model.training and not model.transformer.h[0].training and model.transformer.h[1].training
-    assert model.config._attn_implementation == attn
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 

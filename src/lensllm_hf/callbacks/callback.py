@@ -80,7 +80,7 @@ class LensLLMCallback(TrainerCallback):
             matches separate runs on nested subsets: a warning says when it does not).
         eval_on_start: record an evaluation before the first step (the zero-shot point, D = 0).
             None: yes in stream mode, no otherwise (or set ``TrainingArguments(eval_on_start=True)``).
-        model_name: the model's row name in curve tables; None uses ``config._name_or_path``, and
+        model_name: the model's row name in curve tables; None uses ``config.name_or_path``, and
             a model built from a config (no name) gets ``<architecture>-<hash of config and
             weights>`` with a warning.
         revision: the model revision, when the path does not tell it (Hub cache paths do).
@@ -447,7 +447,7 @@ class LensLLMCallback(TrainerCallback):
     def _new_record(self, args, state, model, train_data, metric) -> RunRecord:
         base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
         config = getattr(base, "config", None)
-        name_or_path = str(getattr(config, "_name_or_path", "") or getattr(base, "name_or_path", "") or "")
+        name_or_path = str(getattr(config, "name_or_path", "") or getattr(base, "name_or_path", "") or "")
         adapter = _adapter_summary(model)
         architecture = (getattr(config, "architectures", None) or [type(base).__name__])[0]
         warnings: list[str] = []
@@ -654,7 +654,7 @@ def _model_digest(model, config, *, frozen_only: bool) -> str:
     import torch
 
     described = config.to_dict() if callable(getattr(config, "to_dict", None)) else {}
-    for key in ("_name_or_path", "transformers_version", "architectures"):
+    for key in ("_name_or_path", "transformers_version", "architectures"):  # keys of to_dict()
         described.pop(key, None)
     digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
     with torch.no_grad():

@@ -108,8 +108,8 @@ def empirical_ntk(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
     Args:
         model: the model being fine-tuned (a PEFT model too); gradients are taken with respect
             to its parameters with ``requires_grad`` only. It is run in eval mode (no dropout)
-            with eager attention, and left exactly as it was: training modes, attention
-            implementation, ``.grad`` (untouched) and the RNG state.
+            and left exactly as it was: training modes, ``.grad`` (untouched) and the RNG
+            state; its attention implementation is never touched.
         batch: tensors with a leading dimension of ``k`` and the labels, as the Trainer's data
             collator makes them; the model must return ``.loss``.
         projection_dim: sketch width, a power of two; None picks exact when the ``k`` gradients
@@ -262,28 +262,20 @@ class _Sketch:
 
 @contextlib.contextmanager
 def preserved_state(model: torch.nn.Module) -> Iterator[None]:
-    """Run the probe in eval mode with eager attention, then put everything back as it was.
+    """Run the probe in eval mode, then put everything back as it was.
 
-    Restored: each module's ``training`` flag, the attention implementation, and the RNG
-    states (torch CPU and CUDA, numpy, random), so the run's data order, dropout masks and
-    final loss are the same with and without the probe.
+    Restored: each module's ``training`` flag and the RNG states (torch CPU and CUDA, numpy,
+    random), so the run's data order, dropout masks and final loss are the same with and
+    without the probe. The attention implementation is left alone: where its mask helpers
+    branch on tensor values (SDPA), vmap cannot trace them and the probe takes one example at
+    a time instead.
     """
     modes = [(module, module.training) for module in model.modules()]
     rng = rng_state()
-    base = _base_model(model)
-    attn = getattr(getattr(base, "config", None), "_attn_implementation", None)
-    switched = False
     try:
         model.eval()
-        if attn not in (None, "eager") and hasattr(base, "set_attn_implementation"):
-            # SDPA's mask helpers branch on tensor values, which vmap cannot trace.
-            with contextlib.suppress(Exception):
-                base.set_attn_implementation("eager")
-                switched = True
         yield
     finally:
-        if switched:
-            base.set_attn_implementation(attn)
         for module, mode in modes:
             module.training = mode
         set_rng_state(rng)
