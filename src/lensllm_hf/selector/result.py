@@ -15,6 +15,7 @@ import json
 import math
 import re
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,13 +204,19 @@ class SelectionResult:
         """
         from ..hub_cards import write_card
 
+        # A baseline ranking (ZeroShot...) has no fit; a published fit has its card already.
+        models = [c.model for c in self.fits.ranked if c.fit is not None and not c.source]
+        folders = {model: card_folder_name(model) for model in models}
+        # Names that differ only in case ("GPT2", "gpt2") would share one folder on macOS and
+        # Windows: those take the hashed form, which tells them apart everywhere.
+        seen = Counter(name.lower() for name in folders.values())
+        folders = {model: card_folder_name(model, hashed=True) if seen[name.lower()] > 1 else name
+                   for model, name in folders.items()}
         written: dict[str, Path] = {}
-        for c in self.fits.ranked:
-            if c.fit is None or c.source:
-                continue  # a baseline ranking (ZeroShot...) has no fit; a published fit has its card
-            folder_of = Path(folder) / card_folder_name(c.model)
+        for model in models:
+            folder_of = Path(folder) / folders[model]
             folder_of.mkdir(parents=True, exist_ok=True)
-            written[c.model] = write_card(folder_of, self.card_fits(c.model))
+            written[model] = write_card(folder_of, self.card_fits(model))
         return written
 
     def __repr__(self) -> str:
@@ -231,12 +238,13 @@ def require_ranked(result: SelectionResult) -> None:
 _FOLDER_READABLE = 80
 
 
-def card_folder_name(model: str) -> str:
+def card_folder_name(model: str, *, hashed: bool = False) -> str:
     """The folder of ``model``'s card under ``write_cards``: readable, safe anywhere, one per name.
 
     A plain Hub ID keeps its shape (``org/name`` -> ``org--name``, as the Hub cache does); any
-    other name (other characters, ``--`` already in it, too long) gets a readable part plus a
-    hash of the exact name, so no two candidates share a folder and a 300-character name works.
+    other name (other characters, ``--`` already in it, too long), or any name when ``hashed``,
+    gets a readable part plus a lower-case hash of the exact name, so no two candidates share a
+    folder, on case-insensitive file systems too, and a 300-character name works.
 
     Example:
         >>> card_folder_name("EleutherAI/pythia-70m")
@@ -246,7 +254,7 @@ def card_folder_name(model: str) -> str:
     """
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", model.replace("/", "--")).strip("-.") or "model"
     plain = re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)?", model) is not None
-    if plain and "--" not in model and len(readable) <= _FOLDER_READABLE:
+    if plain and not hashed and "--" not in model and len(readable) <= _FOLDER_READABLE:
         return readable
     digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     return f"{readable[:_FOLDER_READABLE].rstrip('-.')}-{digest}"
