@@ -218,3 +218,33 @@ def params_format(params):
 
     return check_task({"prompt_column": params.prompt_column, "completion_column": params.completion_column,
                        "max_length": params.max_length})
+
+
+@pytest.mark.parametrize("name", ["gpt2", "t5"])
+def test_token_metrics_compare_each_label_with_its_own_prediction(folder, tmp_path, name):
+    """A causal LM predicts label i at position i - 1, an encoder-decoder at i: the selector's
+    token accuracy is what each model's own logits give, counted by hand."""
+    from datasets import Dataset
+
+    from lensllm_hf.selector import token_accuracy
+
+    candidates = as_candidates([{"model": str(folder / "models" / name), "name": name}])
+    params = SelectionParams(candidates, training_args=TRAINING, prompt_column="question", completion_column="answer",
+                             max_length=32, ntk_probe=False)
+    rows = Dataset.from_list(qa_rows(16, 0))
+    plan = RunPlan(candidates, [0, 8], 0, {name: "h"})
+    runner = Runner(params, plan, Store(tmp_path / "store"), pool=rows, evalset=rows,
+                    metric=Metric("accuracy", token_accuracy), task_format=params_format(params))
+    trainer, _, model = runner.trainer(plan.key(name, 8), str(tmp_path / "work"))
+    reported = trainer.evaluate()["eval_accuracy"]
+    hits = total = 0
+    model.eval()
+    with torch.no_grad():
+        for batch in trainer.get_eval_dataloader():
+            ids, labels = model(**batch).logits.argmax(-1), batch["labels"]
+            if name == "gpt2":
+                ids, labels = ids[:, :-1], labels[:, 1:]
+            keep = labels != -100
+            hits += int((ids[keep] == labels[keep]).sum())
+            total += int(keep.sum())
+    assert total > 0 and reported == pytest.approx(hits / total)

@@ -95,21 +95,41 @@ def content_fingerprint(dataset, limit: int | None = None) -> str:
 # -- metrics other than the loss ---------------------------------------------------------------
 
 
-def argmax_logits(logits, labels):
-    """Keep the predicted token ids, not the logits: evaluation memory stays small."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
+def aligned_argmax(encoder_decoder: bool) -> Callable:
+    """A ``preprocess_logits_for_metrics`` that keeps predicted token ids aligned with the labels.
+
+    Position i of what it returns is the prediction for ``labels[i]``, whatever the model: an
+    encoder-decoder's logits at i, a causal LM's at i - 1 (its position 0, which nothing
+    predicts, holds -100, as padding does). Only ids are kept, so evaluation memory stays small.
+    """
+
+    def preprocess(logits, labels):
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        ids = logits.argmax(dim=-1)
+        if not encoder_decoder:
+            ids = ids.roll(1, dims=1)
+            ids[:, 0] = -100
+        return ids
+
+    preprocess.__qualname__ = f"aligned_argmax(encoder_decoder={encoder_decoder})"
+    return preprocess
 
 
 def token_accuracy(eval_pred) -> float:
-    """Next-token accuracy of a causal LM (predictions are argmax ids; padding, label -100, is ignored).
+    """Token accuracy of the predictions against the labels (positions marked -100 are left out).
+
+    The selector's Trainer hands it ids aligned with the labels (:func:`aligned_argmax`), for
+    causal LMs (next-token accuracy) and encoder-decoders alike.
 
     Example:
-        >>> LensLLMSelector(..., metric="accuracy", metric_fn=token_accuracy)  # ranks by 1 - accuracy
+        >>> from transformers import EvalPrediction
+        >>> token_accuracy(EvalPrediction(predictions=np.array([[-100, 5, 6, 9]]),
+        ...                               label_ids=np.array([[4, 5, 6, 7]])))  # 2 of 3 predicted
+        0.6666666666666666
     """
-    predictions, labels = _shifted(eval_pred)
-    keep = labels != -100
+    predictions, labels = _aligned(eval_pred)
+    keep = (labels != -100) & (predictions != -100)
     return float((predictions[keep] == labels[keep]).mean()) if keep.any() else float("nan")
 
 
@@ -131,8 +151,8 @@ def evaluate_metric(name: str, **compute_kwargs: Any) -> Callable:
                            "offline, pass a local metric script path or metric_fn=...") from None
 
     def metric_fn(eval_pred) -> float:
-        predictions, labels = _shifted(eval_pred)
-        keep = labels != -100
+        predictions, labels = _aligned(eval_pred)
+        keep = (labels != -100) & (predictions != -100)
         result = metric.compute(predictions=predictions[keep], references=labels[keep], **compute_kwargs)
         return float(result[name] if name in result else next(iter(result.values())))
 
@@ -140,10 +160,10 @@ def evaluate_metric(name: str, **compute_kwargs: Any) -> Callable:
     return metric_fn
 
 
-def _shifted(eval_pred) -> tuple[np.ndarray, np.ndarray]:
-    # Causal LM: the prediction at position i is for the label at i + 1.
+def _aligned(eval_pred) -> tuple[np.ndarray, np.ndarray]:
     predictions = np.asarray(eval_pred.predictions)
     labels = np.asarray(eval_pred.label_ids)
-    if predictions.ndim == labels.ndim + 1:  # logits were kept: take the argmax here
-        predictions = predictions.argmax(-1)
-    return predictions[:, :-1], labels[:, 1:]
+    if predictions.shape != labels.shape:
+        raise LensLLMError(f"token metrics take predicted ids aligned with the labels (shape {labels.shape}), got "
+                           f"{predictions.shape}; pass preprocess_logits_for_metrics=aligned_argmax(...)")
+    return predictions, labels

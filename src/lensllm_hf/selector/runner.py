@@ -29,7 +29,7 @@ from .._utils import display, json_safe, one_line
 from ..errors import LensLLMError
 from ..records import Evaluation, RunKey, RunRecord, Store
 from .candidates import Candidate
-from .data import argmax_logits, default_preprocess
+from .data import aligned_argmax, default_preprocess
 from .formats import TaskFormat, is_encoder_decoder
 from .loading import attach_adapter, load_candidate
 from .plan import RUN_DEFAULTS, RunPlan, user_args
@@ -227,7 +227,7 @@ class Runner:
         metric_fn = None if self.generation is not None else self.metric.compute_fn()
         name = self.metric.name
         extra = {"compute_metrics": (lambda pred: {name: metric_fn(pred)}) if metric_fn else None,
-                 "preprocess_logits_for_metrics": argmax_logits if metric_fn else None}
+                 "preprocess_logits_for_metrics": aligned_argmax(is_encoder_decoder(model)) if metric_fn else None}
         try:
             if self.format.layout != "text":
                 self.format.prepare_tokenizer(tokenizer, c.name)  # the chat template (conversations need one)
