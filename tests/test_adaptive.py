@@ -81,3 +81,21 @@ def test_every_round_ranks_with_the_probe_the_caller_gives(loop):
     free = select(list(scales), SIZES, TARGET, make_buy(scales, []), method="lensllm").ranking
     assert probed.ranked and all("eta_t" in c.fit.params and "stream mode" in c.fit.warnings for c in probed.ranked)
     assert all(NO_PROBE_WARNING in c.fit.warnings and "eta_t" not in c.fit.params for c in free.ranked)
+
+
+@pytest.mark.parametrize("loop", ["adaptive", "halving"])
+def test_an_expected_cost_keeps_the_budget_from_the_first_column(loop):
+    """Before a candidate's first run its cost is unknown: without an estimate the first columns
+    are bought whole and overshoot a small budget; with one, no run that would pass it starts."""
+    from lensllm_hf.halving import select_halving
+
+    select = {"adaptive": select_adaptive, "halving": select_halving}[loop]
+    scales = {"a": 1.0, "b": 1.1, "c": 1.3}
+    cap = 10.0 * 200 * 2.5  # less than the first fine-tuned column (three runs on 200 examples)
+    blind = select(list(scales), SIZES, TARGET, make_buy(scales, []), method="ats", max_flops=cap)
+    assert blind.flops > cap
+    log = []
+    told = select(list(scales), SIZES, TARGET, make_buy(scales, log), method="ats", max_flops=cap,
+                  flops_per_example={name: 10.0 for name in scales})
+    assert 0 < told.flops <= cap and told.flops == pytest.approx(sum(10.0 * s for _, s in log))
+    assert len(told.ranking.candidates) == 3  # too little data to rank is reported, not raised

@@ -142,6 +142,22 @@ def test_adaptive_strategy_reports_what_it_bought(models, data, tmp_path):
     assert 0 < result.fraction_saved < 1
 
 
+def test_a_flops_budget_holds_from_the_first_run(models, data, tmp_path):
+    """The cost estimate stands in for a run's cost before one is measured: a budget below the
+    first column buys only what fits."""
+    candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}]
+    probe = LensLLMSelector(candidates, *data, output_dir=tmp_path / "probe", **{**COMMON, "strategy": "adaptive"})
+    per_example = probe.estimate_cost().flops_per_example()
+    assert per_example["large"] > 10 * per_example["small"]
+    cap = 8 * per_example["large"]  # the large candidate's first run alone: not beside the small one's
+    result = LensLLMSelector(candidates, *data, output_dir=tmp_path / "run",
+                             **{**COMMON, "strategy": "adaptive", "max_flops": cap}).run()
+    assert 0 < result.flops <= cap
+    assert result.bought["small"][:2] == [0, 8] and 8 not in result.bought.get("large", [])
+    large = next(c for c in result.fits.candidates if c.model == "large")
+    assert large.status == "failed" and "max_flops" in large.error and "raise max_flops" in large.error
+
+
 def test_halving_ranks_with_the_probe_of_its_runs(models, data, tmp_path):
     """The loop strategies' rankings see the NTK probe that the records carry, as the grid's do."""
     from lensllm_hf.laws.rectified import NO_PROBE_WARNING

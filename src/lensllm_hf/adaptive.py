@@ -90,6 +90,7 @@ def select_adaptive(
     max_flops: float | None = None,
     params: Sequence[float] | None = None,
     runs: Mapping[str, RunInfo] | None = None,
+    flops_per_example: Mapping[str, float] | None = None,
 ) -> AdaptiveResult:
     """Rank ``models`` for ``target`` examples, buying subset sizes only where they matter.
 
@@ -110,6 +111,8 @@ def select_adaptive(
         runs: what each candidate's run records say (the NTK probe, warnings; see
             :func:`lensllm_hf.method.run_info`), read at every round: a caller may update the
             mapping as runs are bought.
+        flops_per_example: candidate -> FLOPs per training example expected before any of its
+            runs (the selector's estimate), so that ``max_flops`` holds from the first column.
     """
     models = list(models)
     sizes = sorted(int(s) for s in sizes)
@@ -119,7 +122,7 @@ def select_adaptive(
         raise LensLLMError(f"adaptive selection needs at least 3 subset sizes, got {sizes}; add sizes")
     if target <= sizes[-1]:
         raise LensLLMError(f"target {target:g} must exceed the largest subset size {sizes[-1]}; raise the target")
-    ledger = Ledger(models, sizes, buy, max_flops)
+    ledger = Ledger(models, sizes, buy, max_flops, flops_per_example)
 
     # Every candidate first gets the smallest sizes, and then whole columns while they take at
     # most `start_share` of the budget: a fair look at all before spending on the leaders.
@@ -145,9 +148,7 @@ def select_adaptive(
             break
         ledger.buy(wanted)
 
-    for candidate in ranking.candidates:
-        if candidate.model in ledger.failed:
-            candidate.status, candidate.error = "failed", ledger.failed[candidate.model]
+    ledger.explain_failures(ranking.candidates)
     return AdaptiveResult(Ranking(target, ranking.method, ranking.candidates, level),
                           bought=ledger.bought, flops=ledger.flops, rounds=rounds)
 
@@ -159,27 +160,36 @@ class Ledger:
         models, sizes: the candidates and the subset sizes (ascending); runs are ``(row, col)`` into them.
         buy: buys a batch (see :data:`Buy`).
         max_flops: the budget :meth:`affordable` keeps to, or None.
+        flops_per_example: candidate -> FLOPs per training example expected before its first
+            fine-tuning run (the selector's cost estimate); its measured runs replace it.
     """
 
-    def __init__(self, models: list[str], sizes: list[int], buy: Buy, max_flops: float | None) -> None:
+    def __init__(self, models: list[str], sizes: list[int], buy: Buy, max_flops: float | None,
+                 flops_per_example: Mapping[str, float] | None = None) -> None:
         self.models, self.sizes, self._buy, self.max_flops = models, sizes, buy, max_flops
+        self._expected = {row: float(flops_per_example[m]) for row, m in enumerate(models)
+                          if flops_per_example and m in flops_per_example}
         self.losses = np.full((len(models), len(sizes)), np.nan)
         self.bought: dict[str, list[int]] = {m: [] for m in models}
         self.failed: dict[str, str] = {}
         self.flops = 0.0
         self._per_example: dict[int, float] = {}
+        self._refused: set[int] = set()  # rows with a run the budget did not allow
 
     def affordable(self, runs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         """The runs, in order, that fit the budget bought together: each one's cost is projected
-        from its candidate's FLOPs per example so far (0 before its first run)."""
+        from its candidate's FLOPs per example (:meth:`cost_per_example`; 0 where unknown)."""
         if self.max_flops is None:
             return list(runs)
+        per_example = self.cost_per_example()
         kept, spend = [], self.flops
         for row, col in runs:
-            cost = self._per_example.get(row, 0.0) * self.sizes[col]
+            cost = per_example.get(row, 0.0) * self.sizes[col]
             if spend + cost <= self.max_flops:
                 kept.append((row, col))
                 spend += cost
+            else:
+                self._refused.add(row)
         return kept
 
     def buy(self, runs: Sequence[tuple[int, int]]) -> None:
@@ -204,13 +214,25 @@ class Ledger:
                 continue
             self.losses[row, col] = loss
 
+    def explain_failures(self, candidates: Sequence[CandidateFit]) -> None:
+        """Give the loop's own reasons to a final ranking: a failed run, or a candidate the
+        budget left with too few runs to fit (the method alone would only say "too few points")."""
+        for c in candidates:
+            row = self.models.index(c.model) if c.model in self.models else None
+            if c.model in self.failed:
+                c.status, c.error = "failed", self.failed[c.model]
+            elif c.status == "failed" and row in self._refused:
+                c.error = (f"max_flops ({self.max_flops:.3g}) ran out before it had enough runs to fit "
+                           f"({len([s for s in self.bought[c.model] if s > 0])} fine-tuned); raise max_flops")
+
     def alive(self, rows) -> list[int]:
         """The rows whose candidate has not failed, in order."""
         return [row for row in rows if self.models[row] not in self.failed]
 
     def cost_per_example(self) -> dict[int, float]:
-        """Row -> FLOPs per example of its last fine-tuning run (rows not fine-tuned yet left out)."""
-        return dict(self._per_example)
+        """Row -> FLOPs per example of its last fine-tuning run, or the expected cost before one
+        (rows with neither left out)."""
+        return {**self._expected, **self._per_example}
 
     def next_column(self, row: int) -> int | None:
         """The column after the row's largest bought loss, or None when the sizes ran out."""

@@ -108,6 +108,7 @@ def select_halving(
     max_flops: float | None = None,
     params: Sequence[float] | None = None,
     runs: Mapping[str, RunInfo] | None = None,
+    flops_per_example: Mapping[str, float] | None = None,
 ) -> AdaptiveResult:
     """Rank ``models`` for ``target`` examples by successive halving on the predicted loss.
 
@@ -127,6 +128,8 @@ def select_halving(
         runs: what each candidate's run records say (the NTK probe, warnings; see
             :func:`lensllm_hf.method.run_info`), read at every round: a caller may update the
             mapping as runs are bought.
+        flops_per_example: candidate -> FLOPs per training example expected before any of its
+            runs (the selector's estimate), so that ``max_flops`` holds from the first column.
 
     Returns:
         The final ranking, the sizes bought per candidate, the FLOPs spent and the rounds run.
@@ -134,14 +137,14 @@ def select_halving(
     models = list(models)
     sizes = sorted(int(s) for s in sizes)
     _check(models, sizes, target, method, level, max_flops)
-    ledger = Ledger(models, sizes, buy, max_flops)
+    ledger = Ledger(models, sizes, buy, max_flops, flops_per_example)
     positive = [col for col, size in enumerate(sizes) if size > 0]
     first = positive[min(MIN_START_SIZES, len(positive)) - 1]
 
     # Every candidate gets the smallest sizes; their costs, in the order of the first ranking,
     # set the start size.
     for col in range(first + 1):
-        ledger.buy([(row, col) for row in ledger.alive(range(len(models)))])
+        ledger.buy(ledger.affordable([(row, col) for row in ledger.alive(range(len(models)))]))
     table = ledger.table(params, "halving")
     running = ledger.alive(range(len(models)))
     first_ranking = rank(table, target, method, level, runs=runs)
@@ -171,9 +174,7 @@ def select_halving(
         ledger.buy(wanted)
         alive = ledger.alive(alive)
 
-    for candidate in ranking.candidates:
-        if candidate.model in ledger.failed:
-            candidate.status, candidate.error = "failed", ledger.failed[candidate.model]
+    ledger.explain_failures(ranking.candidates)
     return AdaptiveResult(ranking=Ranking(target, f"halving-{method}", ranking.candidates),
                           bought=ledger.bought, flops=ledger.flops, rounds=rounds)
 

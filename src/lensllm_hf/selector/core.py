@@ -176,9 +176,14 @@ class LensLLMSelector(SelectionParams):
         """
         ready = self._prepare()
         runner: Runner = ready["runner"]
-        context = StrategyContext(plan=ready["plan"], names=self._trained(), target_size=self.target_size_,
+        names = self._trained()
+        # With a FLOPs budget, the strategy projects each run's cost before it has measured one.
+        expected = {} if self.params_.max_flops is None or not names else \
+            self.estimate_cost(only=names).flops_per_example()
+        context = StrategyContext(plan=ready["plan"], names=names, target_size=self.target_size_,
                                   method=self.method, level=self.params_.level, metric=ready["metric"],
-                                  max_flops=self.params_.max_flops, failures=runner.failures)
+                                  max_flops=self.params_.max_flops, failures=runner.failures,
+                                  flops_per_example=expected)
         strategy = make_strategy(self.strategy)
         total = len(context.names) * len(self.run_sizes_)
         with self._progress(total) as bar:

@@ -153,6 +153,17 @@ class SelectionCost:
     def full_flops(self) -> float:
         return float(sum(self.full.values()))
 
+    def flops_per_example(self) -> dict[str, float]:
+        """Candidate -> estimated FLOPs per training example of its fine-tuning runs (what an
+        adaptive strategy projects a run's cost from before it has measured one)."""
+        flops: dict[str, float] = {}
+        examples: dict[str, int] = {}
+        for run in self.runs:
+            if run.size > 0:
+                flops[run.model] = flops.get(run.model, 0.0) + run.estimated_flops
+                examples[run.model] = examples.get(run.model, 0) + run.size
+        return {model: flops[model] / examples[model] for model in flops}
+
     def summary(self, *, gpu: str | None = None, flops_per_second: float | None = None) -> str:
         """One line: the runs' FLOPs (GPU-hours when a device is given) beside fine-tuning all on the target."""
         def hours(flops: float) -> str:

@@ -7,7 +7,8 @@ candidates itself, the ranking.
 
 - :class:`GridStrategy`: every candidate on every size, in one batch.
 - :class:`LoopStrategy`: an engine loop with the shape of :func:`lensllm_hf.adaptive.select_adaptive`
-  (``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs) -> AdaptiveResult``);
+  (``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs, flops_per_example)
+  -> AdaptiveResult``);
   ``adaptive`` (:func:`lensllm_hf.adaptive.select_adaptive`) and ``halving``
   (:func:`lensllm_hf.halving.select_halving`) are two. The loop asks for each start column and
   each round's runs as one batch, which goes to ``buy`` as it is, so a parallel backend runs
@@ -49,6 +50,8 @@ class StrategyContext:
         target_size, method, level, max_flops: of the selection.
         metric: the number ranked per run.
         failures: candidate -> error, filled while runs are bought.
+        flops_per_example: candidate -> FLOPs per training example estimated before any run
+            (with ``max_flops``: the budget holds from the first column).
     """
 
     plan: RunPlan
@@ -59,6 +62,7 @@ class StrategyContext:
     metric: Metric
     max_flops: float | None = None
     failures: Mapping[str, str] = field(default_factory=dict)
+    flops_per_example: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,7 +106,8 @@ class LoopStrategy:
 
     Args:
         name: the strategy's name in results (``"adaptive"``).
-        loop: ``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs) -> result``
+        loop: ``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs,
+            flops_per_example) -> result``
             with ``result.ranking`` and ``result.bought``; ``buy_runs`` is a
             :data:`lensllm_hf.adaptive.Buy`, and ``runs`` the candidates' :class:`RunInfo`, updated
             after every batch, so each round's ranking sees the probe as the grid's does.
@@ -131,7 +136,8 @@ class LoopStrategy:
         if not context.names:
             return Bought({}, {}, Ranking(context.target_size, f"{self.name}-{context.method}", []))
         result = self.loop(context.names, context.plan.run_sizes, context.target_size, buy_runs,
-                           method=context.method, level=context.level, max_flops=context.max_flops, runs=infos)
+                           method=context.method, level=context.level, max_flops=context.max_flops, runs=infos,
+                           flops_per_example=context.flops_per_example)
         sizes = {name: sorted(int(s) for s in bought) for name, bought in result.bought.items()}
         return Bought(recs, sizes, result.ranking)
 
