@@ -68,6 +68,18 @@ def test_ray_params_are_checked_where_they_enter(models, data, tmp_path):
 # -- Ray ------------------------------------------------------------------------------------------
 
 
+def test_one_planned_run_needs_no_ray_cluster(models, data, tmp_path):
+    """A line of `lensllm plan` (one run) with backend ray trains in its own process, as the
+    cluster array task it is, without starting a Ray cluster of its own."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray cluster is already up in this process")
+    selector = LensLLMSelector([models["small"]], *data, output_dir=tmp_path, backend="ray", **COMMON)
+    (rec,) = selector.train(sizes=8)
+    assert rec.status == "complete" and rec.train_size == 8
+    assert not ray.is_initialized()
+
+
 def test_ray_ranks_like_serial_and_a_failed_candidate_stays_failed(ray_cluster, models, data, tmp_path):
     candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"},
                   {"model": models["small"], "name": "diverges", "training_args": {"learning_rate": 1e12}},

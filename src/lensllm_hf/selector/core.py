@@ -207,7 +207,8 @@ class LensLLMSelector(SelectionParams):
         ready = self._prepare()
         keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
         with self._progress(len(keys)) as bar:
-            made = self._buyer(bar)(keys)
+            # One run (a line of `lensllm plan`, a cluster array task) needs no Ray cluster of its own.
+            made = self._buyer(bar, parallel=len(keys) > 1)(keys)
         return [rec for rec in made if rec is not None]
 
     def from_store(self) -> SelectionResult:
@@ -268,8 +269,9 @@ class LensLLMSelector(SelectionParams):
         published = self._prepare()["published"]
         return [c.name for c in self.candidates_ if c.name not in published]
 
-    def _buyer(self, bar):
-        """``buy(keys) -> records``: the backend runs them, the bar follows each run."""
+    def _buyer(self, bar, parallel: bool = True):
+        """``buy(keys) -> records``: the backend runs them (in this process unless ``parallel``),
+        the bar follows each run."""
         runner: Runner = self._prepare()["runner"]
 
         def attempt(key: RunKey):
@@ -283,14 +285,14 @@ class LensLLMSelector(SelectionParams):
             bar.set_postfix_str(f"waiting: {deferred[0].describe()}"
                                 + (f" (+{len(deferred) - 1} more)" if len(deferred) > 1 else ""), refresh=True)
 
-        if self.params_.backend == "ray":
+        if self.params_.backend == "ray" and parallel:
             # The runs execute in Ray workers: the runner's own method is sent (a bar cannot be
             # pickled), and the bar here follows each run as it finishes.
             records.require_persistent(self.store_)
             ray_backend = make_backend("ray", address=self.params_.ray_address, num_gpus=self.params_.ray_num_gpus,
                                        on_done=lambda key: bar.update(1))
             return lambda keys: ray_backend.run(keys, runner.attempt)
-        backend = make_backend(self.params_.backend, on_wait=waiting)
+        backend = make_backend(self.params_.backend if parallel else "serial", on_wait=waiting)
 
         def buy(keys: list[RunKey]) -> list[RunRecord | None]:
             return backend.run(keys, attempt)
