@@ -257,6 +257,37 @@ def test_each_run_logs_to_its_own_tensorboard_run_in_one_group(models, data, tmp
     assert "TENSORBOARD_LOGGING_DIR" not in os.environ
 
 
+def test_each_run_logs_to_its_own_mlflow_run_tagged_with_the_selection(models, data, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local folder: no server, no network
+    training = {**TRAINING, "report_to": ["mlflow"], "logging_strategy": "steps", "logging_steps": 1}
+    LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
+                    **{**COMMON, "training_args": training}).run()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert sorted(r.info.run_name for r in runs) == [f"tiny/small-D{d}" for d in (0, 16, 32, 8)]
+    assert {r.data.tags.get("lensllm.selection") for r in runs} == {"lensllm-sel"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all("train_loss" in r.data.metrics for r in runs if not r.info.run_name.endswith("-D0"))
+    assert "MLFLOW_TAGS" not in os.environ
+
+
+def test_each_run_logs_to_its_own_wandb_run_in_one_group(models, data, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+    training = {**TRAINING, "report_to": ["wandb"]}
+    LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
+                    **{**COMMON, "training_args": training}).run()
+    # One offline run per Trainer run (W&B would otherwise log them all into the first), each
+    # holding its own name and the selection's group (W&B's offline log stores them as text).
+    logs = [next(run.glob("run-*.wandb")).read_bytes() for run in (tmp_path / "wandb").glob("offline-run-*")]
+    names = sorted(f"tiny/small-D{d}" for d in (0, 8, 16, 32))
+    assert sorted(next(n for n in names if n.encode() in log) for log in logs) == names
+    assert all(b"lensllm-sel" in log for log in logs)
+    assert "WANDB_RUN_GROUP" not in os.environ
+
+
 def _has_torch_tensorboard() -> bool:
     try:
         import torch.utils.tensorboard  # noqa: F401
