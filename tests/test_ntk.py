@@ -117,6 +117,38 @@ def test_probe_leaves_model_rng_and_grads_as_they_were(gpt2_path, lm_batch):
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
+def test_a_kernel_torch_func_cannot_transform_falls_back_to_plain_autograd(gpt2_path, lm_batch):
+    """An autograd Function without setup_context (as flash-attention's kernels are written)
+    cannot run under vmap or grad: the probe takes plain autograd, one example at a time."""
+
+    class OldStyleScale(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    class Kernel(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **inputs):
+            out = self.inner(**inputs)
+            out.loss = OldStyleScale.apply(out.loss)
+            return out
+
+    model = Kernel(load_gpt2(gpt2_path))
+    probe = empirical_ntk(model, lm_batch)
+    theta, r = reference(model, lm_batch)
+    assert probe.method == "loop"
+    np.testing.assert_allclose(probe.gram, theta, rtol=1e-4, atol=1e-4 * np.abs(theta).max())
+    np.testing.assert_allclose(probe.r, r, rtol=1e-5)
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_seq2seq_t5(tmp_path, tok):
     from transformers import AutoModelForSeq2SeqLM
 

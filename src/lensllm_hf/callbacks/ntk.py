@@ -4,7 +4,8 @@ At the start of fine-tuning, on ``k`` probe examples, :func:`empirical_ntk` buil
 neural tangent kernel ``Theta`` (k x k): the Gram matrix of the per-example loss gradients with
 respect to the trainable parameters (only the adapter's for a PEFT model), and keeps the initial
 per-example losses ``r``. Per-example gradients come from ``torch.func`` (``functional_call`` and
-``vmap(grad)``), a chunk of examples at a time; when ``k x parameters`` would not fit the memory
+``vmap(grad)``), a chunk of examples at a time, or, for a model ``torch.func`` cannot transform,
+from plain autograd one example at a time; when ``k x parameters`` would not fit the memory
 budget, each gradient goes through a random sign sketch to ``projection_dim`` numbers first, so
 memory stays bounded whatever the model size. At the end of training :func:`ntk_F` evaluates F
 for the run's learning rate and number of optimizer steps from the eigendecomposition of Theta.
@@ -48,8 +49,9 @@ class NTKProbe:
         r: the initial per-example losses.
         n_params: number of trainable parameters the gradients were taken with respect to.
         projection_dim: sketch width, or None when Theta is exact.
-        method: ``"vmap"`` (batched per-example gradients) or ``"loop"`` (one example at a time,
-            for models whose forward pass has data-dependent control flow under vmap).
+        method: ``"vmap"`` (batched per-example gradients, ``torch.func``) or ``"loop"`` (one
+            example at a time with plain autograd, for models that ``torch.func`` cannot
+            transform: data-dependent control flow such as SDPA's masks, custom kernels).
         seconds: wall time of the probe.
         zero_gradient_parameters: trainable tensors whose gradient was exactly zero on every
             probe example (a fresh LoRA's ``lora_A``, because ``lora_B`` starts at zero).
@@ -155,11 +157,7 @@ def empirical_ntk(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
 
     def loss_of(p: dict[str, torch.Tensor], example: dict[str, torch.Tensor]) -> torch.Tensor:
         one = {key: value.unsqueeze(0) for key, value in example.items()}
-        loss = functional_call(model, p, args=(), kwargs=one).loss
-        if loss is None:
-            raise ValueError("the model returned no loss on the probe examples; they need labels "
-                             "(the Trainer's data collator should add them)")
-        return loss
+        return _loss(functional_call(model, p, args=(), kwargs=one))
 
     grad_loss = grad_and_value(loss_of)
     sketch = _Sketch(params, projection_dim, seed) if projection_dim else None
@@ -175,12 +173,13 @@ def empirical_ntk(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
                 if method == "vmap":
                     grads, loss = vmap(grad_loss, in_dims=(None, 0))(params, chunk)
                 else:
-                    grads, loss = _loop(grad_loss, params, chunk)
-            except RuntimeError as error:
-                if method == "loop" or "vmap" not in str(error):
+                    grads, loss = _loop(model, chunk)
+            except Exception:
+                if method == "loop":
                     raise
-                # Some forward passes branch on tensor values (e.g. T5's padding-mask check);
-                # vmap cannot trace those, one example at a time can.
+                # Some forward passes branch on tensor values (SDPA's mask helpers, T5's padding
+                # check) or run kernels torch.func cannot transform; plain autograd, one example
+                # at a time, handles every model.
                 method = "loop"
                 continue
             for name, g in grads.items():
@@ -208,11 +207,26 @@ def empirical_ntk(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
     )
 
 
-def _loop(grad_loss, params, chunk):
-    outs = [grad_loss(params, {key: value[i] for key, value in chunk.items()})
-            for i in range(next(iter(chunk.values())).shape[0])]
-    grads = {name: torch.stack([g[name] for g, _ in outs]) for name in params}
-    return grads, torch.stack([loss for _, loss in outs])
+def _loss(output) -> torch.Tensor:
+    if output.loss is None:
+        raise ValueError("the model returned no loss on the probe examples; they need labels "
+                         "(the Trainer's data collator should add them)")
+    return output.loss
+
+
+def _loop(model: torch.nn.Module, chunk: Mapping[str, torch.Tensor]):
+    """Per-example gradients with plain autograd, one example at a time (``.grad`` untouched)."""
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    grads: dict[str, list[torch.Tensor]] = {name: [] for name in trainable}
+    losses = []
+    with torch.enable_grad():
+        for i in range(next(iter(chunk.values())).shape[0]):
+            loss = _loss(model(**{key: value[i:i + 1] for key, value in chunk.items()}))
+            got = torch.autograd.grad(loss, list(trainable.values()), allow_unused=True)
+            for (name, p), g in zip(trainable.items(), got):
+                grads[name].append(torch.zeros_like(p) if g is None else g.detach())
+            losses.append(loss.detach())
+    return {name: torch.stack(g) for name, g in grads.items()}, torch.stack(losses)
 
 
 def _gram(G: torch.Tensor, block: int = 1 << 20) -> np.ndarray:
@@ -294,8 +308,3 @@ def set_rng_state(state: tuple) -> None:
     random.setstate(state[2])
     if state[3] is not None:
         torch.cuda.set_rng_state_all(state[3])
-
-
-def _base_model(model: torch.nn.Module) -> torch.nn.Module:
-    get_base = getattr(model, "get_base_model", None)  # PEFT
-    return get_base() if callable(get_base) else model
