@@ -99,3 +99,6 @@ def test_an_expected_cost_keeps_the_budget_from_the_first_column(loop):
                   flops_per_example={name: 10.0 for name in scales})
     assert 0 < told.flops <= cap and told.flops == pytest.approx(sum(10.0 * s for _, s in log))
     assert len(told.ranking.candidates) == 3  # too little data to rank is reported, not raised
+    nonsense = select(list(scales), SIZES, TARGET, make_buy(scales, []), method="ats", max_flops=cap,
+                      flops_per_example={name: float("nan") for name in scales})
+    assert nonsense.flops == blind.flops  # an estimate that is no number is no estimate

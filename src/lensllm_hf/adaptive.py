@@ -9,7 +9,8 @@ and ``lensllm bench``, where a curve table stands in for training: buying reveal
 Runs are bought in batches through one :data:`Buy` function: each start column, and each
 round's runs, is one call, so a parallel backend (Ray) trains them together. Which of a
 batch's runs fit ``max_flops`` is decided before it is bought, in order, each run's cost
-projected from its candidate's FLOPs per example so far (:class:`Ledger`, shared with
+projected from its candidate's FLOPs per example so far, or before its first run from the
+caller's estimate (``flops_per_example``; :class:`Ledger`, shared with
 :mod:`lensllm_hf.halving`). :func:`one_by_one` turns a one-run ``buy(model, size)`` into a
 :data:`Buy`.
 
@@ -167,8 +168,9 @@ class Ledger:
     def __init__(self, models: list[str], sizes: list[int], buy: Buy, max_flops: float | None,
                  flops_per_example: Mapping[str, float] | None = None) -> None:
         self.models, self.sizes, self._buy, self.max_flops = models, sizes, buy, max_flops
+        # An estimate that is no number is no estimate (the run then costs 0 until measured).
         self._expected = {row: float(flops_per_example[m]) for row, m in enumerate(models)
-                          if flops_per_example and m in flops_per_example}
+                          if flops_per_example and _cost(flops_per_example.get(m)) is not None}
         self.losses = np.full((len(models), len(sizes)), np.nan)
         self.bought: dict[str, list[int]] = {m: [] for m in models}
         self.failed: dict[str, str] = {}
@@ -215,15 +217,17 @@ class Ledger:
             self.losses[row, col] = loss
 
     def explain_failures(self, candidates: Sequence[CandidateFit]) -> None:
-        """Give the loop's own reasons to a final ranking: a failed run, or a candidate the
-        budget left with too few runs to fit (the method alone would only say "too few points")."""
+        """Give the loop's own reasons to a final ranking: a failed run replaces the method's
+        error; a candidate whose runs the budget refused says so beside it (the method alone
+        would only say "too few points")."""
         for c in candidates:
             row = self.models.index(c.model) if c.model in self.models else None
             if c.model in self.failed:
                 c.status, c.error = "failed", self.failed[c.model]
             elif c.status == "failed" and row in self._refused:
-                c.error = (f"max_flops ({self.max_flops:.3g}) ran out before it had enough runs to fit "
-                           f"({len([s for s in self.bought[c.model] if s > 0])} fine-tuned); raise max_flops")
+                fine_tuned = len([s for s in self.bought[c.model] if s > 0])
+                c.error = (f"{c.error} (max_flops {self.max_flops:.3g} refused its next run after "
+                           f"{fine_tuned} fine-tuned; raise max_flops)")
 
     def alive(self, rows) -> list[int]:
         """The rows whose candidate has not failed, in order."""
@@ -244,6 +248,13 @@ class Ledger:
         """A live view: later purchases fill the same loss array."""
         return CurveTable(list(self.models), np.asarray(self.sizes), self.losses,
                           params=None if params is None else np.asarray(params, dtype=float), source=source)
+
+
+def _cost(value) -> float | None:
+    """``value`` as a finite FLOPs count >= 0, else None."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
 
 
 #: A candidate stays a contender (gets more data) while its P(best) is at least this.

@@ -7,7 +7,8 @@ starts well flattens, a small one that starts badly keeps falling), so halving o
 observed loss drops the eventual winners.
 
 The loop
-    1. Every candidate is fine-tuned on the smallest sizes, up to the *start size* (below).
+    1. Every candidate is fine-tuned on the smallest sizes, up to the *start size* (below), as
+       far as ``max_flops`` allows.
     2. Each round the method ranks every candidate at the target. The candidates that can
        still win, best first, keep running:
        - with ``p_best`` on the ranking rows: the smallest set holding ``level`` of the
@@ -30,7 +31,8 @@ The start size (the one schedule setting)
 
     - the two finalists would reach the largest size (more data than that cannot be bought),
     - the whole schedule fits ``max_flops``, projected from each candidate's measured cost
-      per example, round ``r`` training the ``ceil(n / 2**r)`` leaders of the first ranking;
+      per example (or its estimate, ``flops_per_example``, before a run is measured), round
+      ``r`` training the ``ceil(n / 2**r)`` leaders of the first ranking;
 
     and never fewer than ``MIN_START_SIZES`` fine-tuned sizes (a slope and its residual need
     three points). Nothing else is set: the halving rate is the algorithm's, the level is

@@ -17,7 +17,7 @@ Example:
 
 from .candidates import Candidate, as_candidates
 from .core import LensLLMSelector
-from .data import evaluate_metric, token_accuracy
+from .data import aligned_argmax, evaluate_metric, token_accuracy
 from .formats import TaskFormat
 from .loading import load_candidate
 from .params import SelectionParams
@@ -25,4 +25,4 @@ from .plan import PlannedRun
 from .result import SelectionResult
 
 __all__ = ["Candidate", "LensLLMSelector", "PlannedRun", "SelectionParams", "SelectionResult", "TaskFormat",
-           "as_candidates", "evaluate_metric", "load_candidate", "token_accuracy"]
+           "aligned_argmax", "as_candidates", "evaluate_metric", "load_candidate", "token_accuracy"]

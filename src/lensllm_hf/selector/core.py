@@ -207,8 +207,9 @@ class LensLLMSelector(SelectionParams):
         ready = self._prepare()
         keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
         with self._progress(len(keys)) as bar:
-            # One run (a line of `lensllm plan`, a cluster array task) needs no Ray cluster of its own.
-            made = self._buyer(bar, parallel=len(keys) > 1)(keys)
+            # One run (a line of `lensllm plan`, a cluster array task) needs no local Ray cluster of
+            # its own; with a ray_address it still goes to that cluster (not the login node).
+            made = self._buyer(bar, parallel=len(keys) > 1 or self.params_.ray_address is not None)(keys)
         return [rec for rec in made if rec is not None]
 
     def from_store(self) -> SelectionResult:

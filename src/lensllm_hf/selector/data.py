@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import LensLLMError
 
-__all__ = ["content_fingerprint", "default_preprocess", "geometric_sizes", "split_eval", "subset_pool",
-           "token_accuracy", "evaluate_metric"]
+__all__ = ["aligned_argmax", "content_fingerprint", "default_preprocess", "evaluate_metric", "geometric_sizes",
+           "split_eval", "subset_pool", "token_accuracy"]
 
 
 def geometric_sizes(min_size: int, budget: int) -> list[int]:
@@ -165,5 +165,6 @@ def _aligned(eval_pred) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(eval_pred.label_ids)
     if predictions.shape != labels.shape:
         raise LensLLMError(f"token metrics take predicted ids aligned with the labels (shape {labels.shape}), got "
-                           f"{predictions.shape}; pass preprocess_logits_for_metrics=aligned_argmax(...)")
+                           f"{predictions.shape}; in a Trainer of your own, pass preprocess_logits_for_metrics="
+                           "lensllm_hf.selector.aligned_argmax(model.config.is_encoder_decoder)")
     return predictions, labels
