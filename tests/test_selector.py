@@ -158,6 +158,16 @@ def test_a_flops_budget_holds_from_the_first_run(models, data, tmp_path):
     assert large.status == "failed" and "max_flops" in large.error and "raise max_flops" in large.error
 
 
+def test_a_candidate_without_a_cost_estimate_is_named_when_there_is_a_budget(models, data, tmp_path):
+    candidates = [{"model": models["small"], "name": "small"},
+                  {"model": models["large"], "name": "odd", "tokenizer": str(tmp_path / "no-tokenizer")}]
+    selector = LensLLMSelector(candidates, *data, output_dir=tmp_path, **{**COMMON, "strategy": "adaptive",
+                                                                         "max_flops": 1e12})
+    with pytest.warns(UserWarning, match="max_flops: no cost estimate for odd"):
+        result = selector.run()
+    assert result.best == "small"
+
+
 def test_halving_ranks_with_the_probe_of_its_runs(models, data, tmp_path):
     """The loop strategies' rankings see the NTK probe that the records carry, as the grid's do."""
     from lensllm_hf.laws.rectified import NO_PROBE_WARNING

@@ -96,6 +96,20 @@ def test_prompt_completion_ranks_a_causal_and_an_encoder_decoder_candidate(folde
     for model in arch:
         losses = {r.train_size: r.final_eval_loss for r in recs if r.model["id"] == model}
         assert losses[16] < losses[0]
+    assert_plan_estimates_what_the_runs_recorded(config(folder, "mixed"), tmp_path, recs)
+
+
+def assert_plan_estimates_what_the_runs_recorded(path: Path, out: Path, recs) -> None:
+    """`lensllm plan` tokenises task data as each candidate's Trainer does (TRL's SFT for a causal
+    LM, the prompt for an encoder-decoder): its estimates land within 10 % of total_flos."""
+    assert main(["plan", str(path), "--output-dir", str(out), "--all", "--json", str(out / "plan.json")]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["not_estimated"] == {}
+    estimated = {(r["model"], r["size"]): r["estimated_flops"] for r in plan["runs"]}
+    fine_tuned = [r for r in recs if r.train_size]
+    assert {r.model["id"] for r in fine_tuned} == {"models/gpt2", "models/t5"}
+    for r in fine_tuned:
+        assert 0.9 < estimated[(r.model["id"], r.train_size)] / r.total_flos < 1.1, (r.model["id"], r.train_size)
 
 
 def test_conversations_take_the_chat_template_from_the_config(folder, tmp_path, capsys):
@@ -108,6 +122,8 @@ def test_conversations_take_the_chat_template_from_the_config(folder, tmp_path, 
     assert select(path, tmp_path / "out") == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "out" / "selection.json").read_text())
     assert {c["model"] for c in data["ranking"] if c["status"] == "complete"} == {"models/gpt2", "models/t5"}
+    assert_plan_estimates_what_the_runs_recorded(path, tmp_path / "out",
+                                                 [read_record(p) for p in list_records(tmp_path / "out" / "store")])
     # Another template is another setup: its runs never share records with these.
     other = config(folder, "chat2", data="chat", chat_template=CHAT_TEMPLATE.replace("assistant ", "bot "))
     assert select(other, tmp_path / "out", "--only", "models/gpt2", "--size", "0") == 0

@@ -20,10 +20,12 @@ import dataclasses
 import gc
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from .. import records
+from .._utils import display
 from ..errors import LensLLMError
 from ..method import run_info
 from ..methods import rank
@@ -178,8 +180,14 @@ class LensLLMSelector(SelectionParams):
         runner: Runner = ready["runner"]
         names = self._trained()
         # With a FLOPs budget, the strategy projects each run's cost before it has measured one.
-        expected = {} if self.params_.max_flops is None or not names else \
-            self.estimate_cost(only=names).flops_per_example()
+        expected: dict[str, float] = {}
+        if self.params_.max_flops is not None and names:
+            cost = self.estimate_cost(only=names)
+            expected = cost.flops_per_example()
+            if cost.errors:
+                warnings.warn(f"max_flops: no cost estimate for {', '.join(map(display, sorted(cost.errors)))} "
+                              f"({display(next(iter(cost.errors.values())))}); their first runs are bought before "
+                              "their cost is known", stacklevel=2)
         context = StrategyContext(plan=ready["plan"], names=names, target_size=self.target_size_,
                                   method=self.method, level=self.params_.level, metric=ready["metric"],
                                   max_flops=self.params_.max_flops, failures=runner.failures,
@@ -360,7 +368,5 @@ LensLLMSelector.__doc__ = (LensLLMSelector.__doc__ or "").rstrip() + "\n\n" + "\
 
 
 def _short(name: str, width: int = 32) -> str:
-    from .._utils import display
-
     name = display(name)
     return name if len(name) <= width else "…" + name[-(width - 1):]

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import LensLLMError
 
 __all__ = ["GPU_BF16_FLOPS", "UTILISATION", "RunCost", "SelectionCost", "count_parameters", "estimate_run_flops",
-           "estimate_selection", "gpu_hours", "padded_tokens"]
+           "estimate_selection", "gpu_hours", "model_config", "padded_tokens"]
 
 #: Dense bf16 (fp16 where the card has no bf16) tensor throughput in FLOP/s, from the datasheets.
 GPU_BF16_FLOPS: dict[str, float] = {
@@ -88,19 +88,27 @@ def estimate_run_flops(parameters: int, lengths: Sequence[int], *, batch_size: i
     return tokens, 6.0 * parameters * tokens
 
 
-def count_parameters(model_id: str, *, model_kwargs: Mapping[str, Any] | None = None, peft_config: Any = None) -> int:
-    """Parameters as Trainer counts them (no embeddings), from the config alone: no weights are loaded."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+def model_config(model_id: str, *, revision: str | None = None):
+    """The candidate's ``transformers`` config (no weights), or a one-line error naming it."""
+    from transformers import AutoConfig
 
-    kwargs = dict(model_kwargs or {})
     try:
-        config = AutoConfig.from_pretrained(model_id, revision=kwargs.get("revision"))
+        return AutoConfig.from_pretrained(model_id, revision=revision)
     except Exception as error:  # a missing folder, no network: the plan names the candidate
         from .._utils import one_line
 
         raise LensLLMError(f"cannot read the config of {model_id!r} to estimate its cost ({one_line(error, 200)}); "
                            "check the Hub ID or path") from None
+
+
+def count_parameters(model_id: str, *, model_kwargs: Mapping[str, Any] | None = None, peft_config: Any = None,
+                     config: Any = None) -> int:
+    """Parameters as Trainer counts them (no embeddings), from the config alone: no weights are loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    kwargs = dict(model_kwargs or {})
+    config = config if config is not None else model_config(model_id, revision=kwargs.get("revision"))
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     with torch.device("meta"):
         model = auto.from_config(config)
@@ -213,17 +221,26 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
     for name, model_keys in by_model.items():
         c = plan.candidate(model_keys[0])
         try:
-            parameters = count_parameters(c.model, model_kwargs=c.model_kwargs, peft_config=c.build_peft_config())
+            config = model_config(c.model, revision=c.model_kwargs.get("revision"))
+            parameters = count_parameters(c.model, model_kwargs=c.model_kwargs, peft_config=c.build_peft_config(),
+                                          config=config)
             tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.model, revision=c.model_kwargs.get("revision"))
             if getattr(tokenizer, "pad_token", "") is None:
                 tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-            train, _ = runner.features(c, tokenizer)
+            fmt = runner.format
+            if runner.params.preprocess is None and (fmt.layout != "text" or config.is_encoder_decoder):
+                # Task data: tokenised as the candidate's Trainer (SFT or seq2seq) will see it.
+                fmt.prepare_tokenizer(tokenizer, name)
+                lengths = fmt.input_lengths(runner.pool, tokenizer,
+                                            encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)))
+            else:
+                train, _ = runner.features(c, tokenizer)
+                lengths = [len(ids) for ids in train["input_ids"]]
         except Exception as error:  # LensLLMError from the config, a tokenizer that will not load, bad data
             errors[name] = one_line(error, 200)
             continue
         args = TrainingArguments(**{**RUN_DEFAULTS, **user_args(runner.params.training_args, c),
                                     "output_dir": tempfile.gettempdir()})
-        lengths = [len(ids) for ids in train["input_ids"]]
         shape = dict(batch_size=args.train_batch_size, epochs=args.num_train_epochs, max_steps=args.max_steps,
                      gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed)
         for key in model_keys:

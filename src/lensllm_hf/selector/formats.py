@@ -152,6 +152,27 @@ class TaskFormat:
         features["labels"] = tokenizer(text_target=completions, truncation=True, max_length=self.max_length)["input_ids"]
         return Dataset.from_dict(dict(features))
 
+    def input_lengths(self, rows, tokenizer, *, encoder_decoder: bool) -> list[int]:
+        """Input tokens per row, as the Trainer counts them for FLOPs (``6 x parameters x
+        input_ids``): an encoder-decoder's prompt; a causal LM's text, or prompt and completion
+        as TRL's SFT tokenises them (the EOS appended, conversations through the chat template),
+        cut at ``max_length``. What ``lensllm plan`` estimates a run's cost from."""
+        if encoder_decoder:
+            return [len(ids) for ids in self.seq2seq_features(rows, tokenizer)["input_ids"]]
+        if self.layout == "text":
+            return [len(ids) for ids in _lm_features(self)(rows, tokenizer)["input_ids"]]
+        sft = self.sft_rows(rows)
+        eos = getattr(tokenizer, "eos_token", None) or ""
+        lengths = []
+        for prompt, completion in zip(sft["prompt"], sft["completion"]):
+            if self.layout == "messages":
+                ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
+            else:
+                text = prompt + completion
+                ids = tokenizer(text if text.endswith(eos) else text + eos)["input_ids"]
+            lengths.append(min(len(ids), self.max_length) if self.max_length else len(ids))
+        return lengths
+
     # -- the Trainer ----------------------------------------------------------------------------
 
     def trainer(self, *, model, tokenizer, args: Mapping[str, Any], train, evalset,
