@@ -582,6 +582,12 @@ def test_two_processes_write_exactly_one_record(gpt2_path, tmp_path):
                 callbacks=[LensLLMCallback(store=store, probe_examples=4)]).train()
         sys.stdout.write(f"process {args.process_index} of {args.world_size}\\n")  # one write: no interleaving
         sys.stdout.flush()
+        # A clean shutdown: a process that exits with its process group alive may abort in
+        # gloo's threads ("terminate called without an active exception") while the other writes.
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as sock:  # a free port: other test runs on this machine may hold 29500
