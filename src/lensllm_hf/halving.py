@@ -126,12 +126,9 @@ def select_halving(
         method: a method that predicts the loss at the target (see ``lensllm_hf.methods``).
         level: probability (with ``p_best``) or interval level (without) that decides who can still win.
         max_flops: never start a run that would take the total past this (None: no cap).
-        params: parameter counts (kept in the ranking's table, used by ``modelsize``).
-        runs: what each candidate's run records say (the NTK probe, warnings; see
-            :func:`lensllm_hf.method.run_info`), read at every round: a caller may update the
-            mapping as runs are bought.
-        flops_per_example: candidate -> FLOPs per training example expected before any of its
-            runs (the selector's estimate), so that ``max_flops`` holds from the first column.
+        params, runs, flops_per_example: as for :func:`lensllm_hf.adaptive.select_adaptive`
+            (parameter counts; the records' NTK probe and warnings, read every round; the
+            expected FLOPs per example before a candidate's first run).
 
     Returns:
         The final ranking, the sizes bought per candidate, the FLOPs spent and the rounds run.
