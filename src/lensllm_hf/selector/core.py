@@ -164,8 +164,15 @@ class LensLLMSelector(SelectionParams):
 
         ready = self._prepare()
         keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
-        with quiet_logs(self.verbose):
-            return estimate_selection(ready["plan"], ready["runner"], target_size=self.target_size_, keys=keys)
+        # `lensllm select` prints the estimate and a budgeted run() needs it again: tokenise once.
+        memo = ready.setdefault("costs", {})
+        wanted = frozenset(k.name for k in keys)
+        if wanted not in memo:
+            with quiet_logs(self.verbose):
+                memo[wanted] = estimate_selection(ready["plan"], ready["runner"], target_size=self.target_size_,
+                                                  keys=keys)
+        cost = memo[wanted]
+        return dataclasses.replace(cost, runs=list(cost.runs), full=dict(cost.full), errors=dict(cost.errors))
 
     # -- running ------------------------------------------------------------------------------
 
