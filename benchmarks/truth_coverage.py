@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,10 @@ def main() -> None:
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("-v", "--verbose", action="store_true", help="print every candidate")
     args = parser.parse_args()
+    if not (Path(args.cache) / "problems").is_dir():
+        print(f"truth_coverage: no truth-suite cache in {args.cache}; "
+              f"run python benchmarks/truth_suite.py --cache {args.cache} first (about 5 min)", file=sys.stderr)
+        sys.exit(2)
     cases = [(name, load_table(store), truth, bests) for name, store, truth, bests in problems(Path(args.cache))]
     for method in args.methods.split(","):
         held = counted = right = 0

@@ -12,6 +12,8 @@ from lensllm_hf.curves import CurveTable
 from lensllm_hf.default import BANDWIDTHS, DefaultMethod, choose_bandwidth
 import json
 
+import yaml
+
 from lensllm_hf.fit import Fit
 from lensllm_hf.methods import METHODS, rank
 
@@ -140,16 +142,21 @@ def test_the_spread_comes_from_the_table_and_short_tables_backtest_two_point_lin
     from lensllm_hf.default import EXPONENT_MARGIN, PRIOR_GROWTH, extrapolation_spread
 
     table, _ = _synthetic(n=12, noise=0.01)
-    k, far, p = extrapolation_spread(table, math.inf)
-    assert 0 < k < 0.1 and far >= 0 and 1.0 <= p <= 3.0
+    spread = extrapolation_spread(table, math.inf)
+    k, p = spread["extrapolation_sd_per_doubling"], spread["extrapolation_exponent"]
+    assert 0 < k < 0.1 and spread["extrapolation_sd_far"] >= 0 and 1.0 <= p <= 3.0
+    assert 0 < spread["extrapolation_sd_per_doubling_below"] < 0.1  # long table: each side measured
     # Three fine-tuned sizes: the backtest predicts the third from lines through the first two,
-    # and the growth of the errors with the distance is the prior's.
-    short_k, _, short_p = extrapolation_spread(table.up_to(800), math.inf)
-    assert short_k > 0 and short_p == PRIOR_GROWTH + EXPONENT_MARGIN
+    # the growth of the errors with the distance is the prior's, and the spread is symmetric.
+    short = extrapolation_spread(table.up_to(800), math.inf)
+    assert short["extrapolation_sd_per_doubling"] > 0
+    assert short["extrapolation_exponent"] == PRIOR_GROWTH + EXPONENT_MARGIN
+    assert not any(name.endswith("_below") for name in short)
     # Noisier curves get wider intervals, short tables included.
     noisy, _ = _synthetic(n=12, noise=0.05)
-    assert extrapolation_spread(noisy, math.inf)[0] > k
-    assert extrapolation_spread(noisy.up_to(800), math.inf)[0] > short_k
+    for side in ("", "_below"):
+        assert extrapolation_spread(noisy, math.inf)[f"extrapolation_sd_per_doubling{side}"] > spread[f"extrapolation_sd_per_doubling{side}"]
+    assert extrapolation_spread(noisy.up_to(800), math.inf)["extrapolation_sd_per_doubling"] > short["extrapolation_sd_per_doubling"]
 
 
 def test_a_table_without_any_backtest_gets_the_prior_spread_widened() -> None:
@@ -158,9 +165,10 @@ def test_a_table_without_any_backtest_gets_the_prior_spread_widened() -> None:
     from scipy import stats
 
     table, _ = _synthetic(n=12, noise=0.01)
-    k, far, p = extrapolation_spread(table.up_to(400), math.inf)  # two fine-tuned sizes: nothing to hold out
+    spread = extrapolation_spread(table.up_to(400), math.inf)  # two fine-tuned sizes: nothing to hold out
     widen = stats.t.ppf(0.95, PRIOR_LINES) / stats.norm.ppf(0.95)
-    assert (k, far, p) == pytest.approx((EXTRAPOLATION_SD_PER_DOUBLING * widen, 0.0, 1.0))
+    assert spread == pytest.approx({"extrapolation_sd_per_doubling": EXTRAPOLATION_SD_PER_DOUBLING * widen,
+                                    "extrapolation_exponent": 1.0})
 
 
 def test_the_spread_is_wider_when_it_rests_on_fewer_candidates() -> None:
@@ -171,10 +179,10 @@ def test_the_spread_is_wider_when_it_rests_on_fewer_candidates() -> None:
     table, _ = _synthetic(n=5, noise=0.005, seed=3)
     table = CurveTable(table.models, table.sizes[[0, 3, 4, 5, 6]], table.losses[:, [0, 3, 4, 5, 6]])  # power phase
     many = CurveTable([f"m{i}" for i in range(40)], table.sizes, np.tile(table.losses, (8, 1)))
-    few_k, few_far, few_p = extrapolation_spread(table, math.inf)
-    many_k, many_far, many_p = extrapolation_spread(many, math.inf)
-    assert few_p == many_p
-    assert few_k > many_k and few_far >= many_far
+    few, many = extrapolation_spread(table, math.inf), extrapolation_spread(many, math.inf)
+    assert few.keys() == many.keys() and few["extrapolation_exponent"] == many["extrapolation_exponent"]
+    assert few["extrapolation_sd_per_doubling"] > many["extrapolation_sd_per_doubling"]
+    assert few["extrapolation_sd_far"] >= many["extrapolation_sd_far"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -202,3 +210,57 @@ def test_empty_columns_are_not_evidence() -> None:
     short = table.up_to(1600)
     padded = CurveTable(short.models, table.sizes, np.hstack([short.losses, np.full((6, 4), np.nan)]))
     assert extrapolation_spread(padded, math.inf) == extrapolation_spread(short, math.inf)
+
+
+def _bending(curvature: float, n: int = 12, seed: int = 0) -> CurveTable:
+    """Curves whose log-log slope changes by ``curvature`` per doubling squared (negative: they
+    steepen, positive: they flatten), seen at 200 .. 25,600 with a little noise."""
+    rng = np.random.default_rng(seed)
+    x = np.log2(SIZES[1:] / 200.0)
+    a, b = rng.uniform(1.0, 2.0, n), rng.uniform(-0.12, -0.05, n)
+    log_losses = a[:, None] + b[:, None] * x + curvature * x**2 + 0.003 * rng.standard_normal((n, x.size))
+    return CurveTable([f"m{i}" for i in range(n)], SIZES, np.hstack([np.full((n, 1), 9.0), np.exp(log_losses)]))
+
+
+@pytest.mark.parametrize("curvature", [-0.004, 0.004])
+def test_the_interval_is_wider_on_the_side_the_curves_bend_to(curvature: float) -> None:
+    """Lines through curves that steepen under-predict the fall, so the truth lies below them: the
+    backtest sees it and widens the lower side (the upper for curves that flatten), and the
+    fit, its interval and its card entry all carry the two sides."""
+    from lensllm_hf.default import extrapolation_spread
+    from lensllm_hf.hub_cards import CardFit
+
+    table = _bending(curvature)
+    spread = extrapolation_spread(table, choose_bandwidth(table))
+    below, above = spread["extrapolation_sd_per_doubling_below"], spread["extrapolation_sd_per_doubling"]
+    assert (below > 2 * above) if curvature < 0 else (above > 2 * below)
+    c = rank(table, TARGET, "default").ranked[0]
+    lo, hi = (math.log(v) for v in c.interval)
+    centre = math.log(c.predicted_loss)
+    assert (centre - lo > 2 * (hi - centre)) if curvature < 0 else (hi - centre > 2 * (centre - lo))
+    card = CardFit.from_candidate(c, target_size=TARGET, level=0.9, dataset="bend")
+    back = CardFit.from_dict(yaml.safe_load(yaml.safe_dump(card.to_dict())))
+    assert back.fit == c.fit and back.to_candidate_fit().interval == c.interval
+
+
+def test_a_bend_every_candidate_shares_widens_the_intervals_but_not_the_doubt_about_the_pick() -> None:
+    """Parallel curves that steepen alike: their 90 % intervals at the target overlap, because
+    the bend carries them all far below their lines, but it carries them together, so P(best)
+    (from the spread of each candidate's error about the others') stays sure of the lowest."""
+    from lensllm_hf.ranking import p_best
+
+    rng = np.random.default_rng(1)
+    x = np.log2(SIZES[1:] / 200.0)
+    a = 1.0 + 0.08 * np.arange(6)
+    log_losses = a[:, None] - 0.08 * x - 0.004 * x**2 + 0.003 * rng.standard_normal((a.size, x.size))
+    table = CurveTable([f"m{i}" for i in range(a.size)], SIZES,
+                       np.hstack([np.full((a.size, 1), 9.0), np.exp(log_losses)]))
+    ranking = rank(table, TARGET, "default")
+    first, second = ranking.ranked[:2]
+    assert first.model == "m0" and first.interval[1] > second.interval[0]  # the intervals overlap
+    assert first.p_best > 0.9
+    # Taken apart, the same marginal distributions would leave the pick in doubt.
+    fits = [c.fit for c in ranking.ranked]
+    below, above = np.array([[float(sd[0]) for sd in f.log_sds([TARGET])] for f in fits]).T
+    marginal = p_best([float(f.log_predict([TARGET])[0]) for f in fits], below, above)
+    assert marginal[0] < 0.6

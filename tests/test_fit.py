@@ -47,8 +47,43 @@ def test_the_far_term_takes_over_beyond_the_short_range():
     base = line_fit(k=0.01)
     far = line_fit(k=0.01, extrapolation_sd_far=0.002, extrapolation_exponent=2.0)
     near, distant = [1600.0], [800.0 * 2**9]
-    assert far.log_sd(near)[0] == base.log_sd(near)[0]  # 0.01 * 1 > 0.002 * 1
-    assert far.log_sd(distant)[0] == pytest.approx(math.sqrt(1e-4 + (0.002 * 81) ** 2))
+    assert far.log_sds(near)[1][0] == base.log_sds(near)[1][0]  # 0.01 * 1 > 0.002 * 1
+    assert far.log_sds(distant)[1][0] == pytest.approx(math.sqrt(1e-4 + (0.002 * 81) ** 2))
+    assert far.log_sds(distant)[0][0] == far.log_sds(distant)[1][0]  # no _below terms: symmetric
+
+
+def test_a_split_fit_has_its_own_spread_below_and_leaves_a_tail_on_each_side():
+    fit = line_fit(k=0.01, extrapolation_sd_per_doubling_below=0.03, extrapolation_sd_far=0.002,
+                   extrapolation_sd_far_below=0.001, extrapolation_exponent=2.0)
+    below, above = fit.log_sds([6400.0, 800.0 * 2**9])
+    assert below.tolist() == pytest.approx([math.sqrt(1e-4 + 0.09**2), math.sqrt(1e-4 + 0.27**2)])
+    assert above.tolist() == pytest.approx([math.sqrt(1e-4 + 0.03**2), math.sqrt(1e-4 + (0.002 * 81) ** 2)])
+    lo, hi = fit.predict_interval([6400], 0.8)
+    centre, z = float(fit.log_predict([6400])[0]), stats.norm.ppf(0.9)
+    assert (math.log(lo[0]), math.log(hi[0])) == pytest.approx((centre - z * below[0], centre + z * above[0]))
+    # Relative to the other candidates: the _relative terms, symmetric; the full spreads without them.
+    assert [sd.tolist() for sd in fit.log_sds([6400.0], relative=True)] == [below[:1].tolist(), above[:1].tolist()]
+    shared = line_fit(k=0.01, extrapolation_sd_per_doubling_below=0.03, extrapolation_sd_per_doubling_relative=0.005)
+    assert shared.log_sds([6400.0], relative=True)[0][0] == pytest.approx(math.sqrt(1e-4 + 0.015**2))
+    with pytest.raises(FitError, match="must be >= 0"):
+        line_fit(extrapolation_sd_per_doubling_below=-0.01)
+    with pytest.raises(FitError, match="must be >= 0"):
+        line_fit(extrapolation_sd_far_relative=-0.01)
+
+
+def test_p_best_of_split_distributions_matches_quadrature():
+    """Each loss a split normal in log space (median, spread below, spread above): P(best) by
+    brute-force quadrature of the density of one times the survival of the others."""
+    mu, below, above = np.array([0.0, 0.05, -0.02]), np.array([0.3, 0.05, 0.1]), np.array([0.1, 0.4, 0.1])
+    x = np.linspace(-4, 4, 400_001)
+
+    def cdf(i):
+        return stats.norm.cdf((x - mu[i]) / np.where(x < mu[i], below[i], above[i]))
+
+    cdfs = [cdf(i) for i in range(3)]
+    exact = [np.sum(np.diff(cdfs[i]) * np.prod([1 - cdfs[j][1:] for j in range(3) if j != i], axis=0)) for i in range(3)]
+    assert p_best(mu, below, above).tolist() == pytest.approx(exact, abs=1e-4)
+    assert p_best(mu, below, below).tolist() == p_best(mu, below).tolist()
 
 
 @pytest.mark.parametrize("method", ["default", "ats", "rectified", "power", "lensllm"])

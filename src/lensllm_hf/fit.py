@@ -4,8 +4,9 @@ Every law (``lensllm_hf.laws``) and the ``default`` method produce a :class:`Fit
 ``fit --json``, ``selection.json``, the plot and the model cards carry it and rebuild it with
 :meth:`Fit.from_dict`, so every re-prediction agrees exactly with the first one.
 
-The predictive distribution of the loss at a size D is log-normal: the centre is the law's curve,
-and the variance of log L is the sum of three terms, all stored in :attr:`Fit.terms`:
+The predictive distribution of log L at a size D has the law's curve as its median, and on each
+side of it the shape of a normal whose variance is the sum of three terms, all stored in
+:attr:`Fit.terms`:
 
 - ``noise_var``: the residual variance of one point in log space;
 - the parameter spread: ``cov.<i>.<j>``, the covariance of the law's coordinates (see
@@ -13,6 +14,16 @@ and the variance of log L is the sum of three terms, all stored in :attr:`Fit.te
 - extrapolation: at d doublings of D beyond ``largest_size``, the larger of
   ``extrapolation_sd_per_doubling`` * d and ``extrapolation_sd_far`` * d ** ``extrapolation_exponent``
   (0 and 1 when absent): a curve's residuals cannot say how it bends beyond its last point.
+  Below the median these two spreads are ``extrapolation_sd_per_doubling_below`` and
+  ``extrapolation_sd_far_below`` when the fit has them: curves of one task tend to bend one way
+  (fine-tuning curves steepen), so the truth is likelier to fall on one side of a line. Their
+  ``_relative`` twins, where present, are the spread of one candidate's error about the others'
+  (what is left of the bend when the part they all share is taken out); P(best) uses them
+  (:meth:`Fit.log_sds`).
+
+With no ``_below`` terms the distribution is log-normal; with them it is a split log-normal
+(each half a normal's, of its own spread, and P(below the median) = 1/2), and a ``level``
+interval leaves (1 - level) / 2 on either side.
 
 Example:
     >>> fit = Fit(law="ats", params={"a": 1.5, "b": -0.1}, sizes=(200.0, 400.0, 800.0),
@@ -128,6 +139,9 @@ FORMS: Mapping[str, Form] = MappingProxyType({
 
 #: Terms every fit carries (besides ``cov.<i>.<j>`` for each pair of its form's coordinates).
 REQUIRED_TERMS = ("noise_var", "largest_size", "extrapolation_sd_per_doubling")
+#: The extrapolation spreads, which cannot be negative (the ``_below`` pair is optional).
+_SPREAD_TERMS = tuple(f"extrapolation_sd_{name}{side}" for side in ("", "_below", "_relative")
+                      for name in ("per_doubling", "far"))
 
 
 def check_level(level: Any, where: str = "level") -> float:
@@ -194,8 +208,10 @@ class Fit:
             raise FitError(f"fit value {bad[0]!r} is not a finite number")
         if self.terms["noise_var"] < 0 or self.terms["extrapolation_sd_per_doubling"] < 0:
             raise FitError("a fit's noise_var and extrapolation_sd_per_doubling must be >= 0")
-        if self.terms.get("extrapolation_sd_far", 0.0) < 0 or not 0.0 < self.terms.get("extrapolation_exponent", 1.0) <= 4.0:
-            raise FitError("a fit's extrapolation_sd_far must be >= 0 and its extrapolation_exponent in (0, 4]")
+        if any(self.terms.get(t, 0.0) < 0 for t in _SPREAD_TERMS):
+            raise FitError(f"a fit's {', '.join(_SPREAD_TERMS)} must be >= 0")
+        if not 0.0 < self.terms.get("extrapolation_exponent", 1.0) <= 4.0:
+            raise FitError("a fit's extrapolation_exponent must be in (0, 4]")
         n = len(form.coords)
         cov = np.zeros((n, n))
         for a in range(n):
@@ -220,22 +236,45 @@ class Fit:
         return np.exp(self.log_predict(sizes))
 
     def log_predict(self, sizes) -> np.ndarray:
-        """log of :meth:`predict` (the centre of the log-normal predictive distribution)."""
+        """log of :meth:`predict`: the median of log L at each size."""
         return FORMS[self.law].log_curve(self._coords, _sizes(sizes))
 
-    def log_sd(self, sizes) -> np.ndarray:
-        """Standard deviation of log L at each size: noise, parameter spread and extrapolation."""
+    def log_sds(self, sizes, relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(below, above): the spread of log L at each size on either side of the median (the
+        module docstring): noise, parameter spread and extrapolation, equal on a symmetric fit.
+
+        ``relative=True``: the spread of this candidate's loss relative to the other candidates'
+        of its table, symmetric, with the ``_relative`` extrapolation terms (the part of the bend
+        that all candidates share left out); the full spreads where the fit has none.
+        :attr:`~lensllm_hf.ranking.CandidateFit.p_best` uses it.
+
+        Example:
+            >>> fit = Fit("ats", {"a": 1.0, "b": -0.1}, (100.0, 200.0, 400.0), (1.7, 1.6, 1.5),
+            ...           (True, True, True), {"noise_var": 0.0, "largest_size": 400.0,
+            ...           "extrapolation_sd_per_doubling": 0.01,
+            ...           "extrapolation_sd_per_doubling_below": 0.03})
+            >>> [round(float(sd[0]), 6) for sd in fit.log_sds([1600])]   # 2 doublings ahead
+            [0.06, 0.02]
+        """
         sizes = _sizes(sizes)
         g = self._gradient(sizes)
         spread = np.einsum("ij,jk,ik->i", g, self._cov, g) if self._cov.any() else np.zeros(sizes.shape)
+        base = self.terms["noise_var"] + np.clip(spread, 0.0, None)
         doublings = np.maximum(np.log2(np.maximum(sizes, 1.0) / max(self.terms["largest_size"], 1.0)), 0.0)
-        extra = np.maximum(self.terms["extrapolation_sd_per_doubling"] * doublings,
-                           self.terms.get("extrapolation_sd_far", 0.0)
-                           * doublings ** self.terms.get("extrapolation_exponent", 1.0))
-        return np.sqrt(self.terms["noise_var"] + np.clip(spread, 0.0, None) + extra**2)
+        bent = doublings ** self.terms.get("extrapolation_exponent", 1.0)
+        linear, far = self.terms["extrapolation_sd_per_doubling"], self.terms.get("extrapolation_sd_far", 0.0)
+        if relative and "extrapolation_sd_per_doubling_relative" in self.terms:
+            own = np.maximum(self.terms["extrapolation_sd_per_doubling_relative"] * doublings,
+                             self.terms.get("extrapolation_sd_far_relative", 0.0) * bent)
+            return np.sqrt(base + own**2), np.sqrt(base + own**2)
+        above = np.maximum(linear * doublings, far * bent)
+        below = np.maximum(self.terms.get("extrapolation_sd_per_doubling_below", linear) * doublings,
+                           self.terms.get("extrapolation_sd_far_below", far) * bent)
+        return np.sqrt(base + below**2), np.sqrt(base + above**2)
 
     def predict_interval(self, sizes, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """A central ``level`` interval for the loss at each size (log-normal).
+        """A central ``level`` interval for the loss at each size: (1 - level) / 2 of the
+        predictive distribution lies below it, as much above.
 
         Example:
             >>> fit = Fit("ats", {"a": 1.0, "b": -0.1}, (100.0, 200.0, 400.0), (1.7, 1.6, 1.5),
@@ -247,9 +286,9 @@ class Fit:
         """
         z = level_z(level)
         centre = self.log_predict(sizes)
-        sd = self.log_sd(sizes)
+        below, above = self.log_sds(sizes)
         with np.errstate(over="ignore"):  # a bound past the float range is infinite, and says so
-            return np.exp(centre - z * sd), np.exp(centre + z * sd)
+            return np.exp(centre - z * below), np.exp(centre + z * above)
 
     @property
     def transition_size(self) -> float | None:

@@ -2,7 +2,9 @@
 
 A row's predicted loss and interval are computed from its fit at the ranking's target and
 level, never stored beside it; ``p_best`` is the probability that the row has the lowest loss
-at the target under the fits' predictive (log-normal) distributions. ``lensllm fit --json``
+at the target under the fits' predictive distributions, each taken relative to the others
+(``Fit.log_sds(relative=True)``: a bend every candidate shares moves none past another, so it is
+in the intervals but not in P(best)). ``lensllm fit --json``
 and the selector's ``selection.json`` write this shape, and :meth:`Ranking.from_dict` rebuilds
 the same fits from it::
 
@@ -51,33 +53,46 @@ __all__ = ["NEAR_TIE_P", "CandidateFit", "Ranking", "p_best"]
 NEAR_TIE_P = 0.1
 #: Most rows a ranking read from a file may hold.
 MAX_ROWS = 10_000
-#: Grid of the P(best) integral: each candidate contributes points at its mean +- this many sds.
-_GRID = np.linspace(-8.0, 8.0, 81)
+#: Grid of the P(best) integral: each candidate contributes points at its median +- this many
+#: spreads (its own on each side).
+_GRID = np.linspace(-8.0, 8.0, 161)
 
 
-def p_best(log_means, log_sds) -> np.ndarray:
-    """P(candidate i has the lowest loss) for independent log-normal losses, summing to 1.
+def p_best(log_means, log_sds, log_sds_above=None) -> np.ndarray:
+    """P(candidate i has the lowest loss) for independent losses, summing to 1.
 
-    ``P_i = integral of P(L_i in dx) * prod_{j != i} P(L_j > x)``, computed on a fixed grid made of
-    81 points across each candidate's own distribution (mean +- 8 sds): in each cell, the exact
-    probability mass of L_i times the others' survival at the cell's middle. Deterministic, within 1e-4 of
-    the exact integral whatever the spreads (checked against a 200,001-point quadrature), and normalised so that the probabilities sum to 1.
+    log L_i has median ``log_means[i]`` and, on either side, a normal's shape of spread
+    ``log_sds[i]`` below and ``log_sds_above[i]`` above (``log_sds`` when None: log-normal);
+    see :mod:`lensllm_hf.fit`. ``P_i = integral of P(L_i in dx) * prod_{j != i} P(L_j > x)``,
+    computed on a fixed grid made of 161 points across each candidate's own distribution
+    (median +- 8 spreads): in each cell, the exact probability mass of L_i times the others'
+    survival at the cell's middle. Deterministic, within 1e-4 of the exact integral whatever the
+    spreads (checked against a 200,001-point quadrature), and normalised so that the
+    probabilities sum to 1.
 
     Example:
         >>> p_best([0.0, 0.0], [0.1, 0.1]).tolist()
         [0.5, 0.5]
         >>> p_best([0.0, 0.5], [0.1, 0.1]).round(3).tolist()
         [1.0, 0.0]
+        >>> p_best([0.0, 0.0], [0.3, 0.1], [0.1, 0.1]).round(2).tolist()   # the first: longer tail below
+        [0.57, 0.43]
     """
     mu = np.asarray(log_means, dtype=float)
-    sd = np.maximum(np.asarray(log_sds, dtype=float), 1e-9)
+    below = np.maximum(np.asarray(log_sds, dtype=float), 1e-9)
+    above = below if log_sds_above is None else np.maximum(np.asarray(log_sds_above, dtype=float), 1e-9)
     if mu.size <= 1:
         return np.ones(mu.size)
-    edges = np.unique((mu[:, None] + sd[:, None] * _GRID[None, :]).ravel())
+
+    def standard(x: np.ndarray) -> np.ndarray:  # (x - median) / the spread of x's side
+        dx = x - mu[:, None]
+        return dx / np.where(dx < 0, below[:, None], above[:, None])
+
+    edges = np.unique(np.concatenate([mu[:, None] + below[:, None] * _GRID[None, _GRID < 0],
+                                      mu[:, None] + above[:, None] * _GRID[None, _GRID >= 0]], axis=1).ravel())
     middle = 0.5 * (edges[1:] + edges[:-1])
-    z_edges = (edges[None, :] - mu[:, None]) / sd[:, None]  # (k, cells + 1)
-    mass = np.diff(special.ndtr(z_edges), axis=1)  # P(L_i in cell)
-    log_sf = special.log_ndtr(-(middle[None, :] - mu[:, None]) / sd[:, None])  # log P(L_j > middle)
+    mass = np.diff(special.ndtr(standard(edges[None, :])), axis=1)  # P(L_i in cell), (k, cells)
+    log_sf = special.log_ndtr(-standard(middle[None, :]))  # log P(L_j > middle)
     others = np.exp(log_sf.sum(axis=0)[None, :] - log_sf)
     p = np.sum(mass * others, axis=1)
     total = p.sum()
@@ -202,8 +217,8 @@ class Ranking:
     def _set_p_best(self, ok: list[CandidateFit]) -> None:
         if ok and all(c.fit is not None for c in ok):
             mu = np.array([float(c.fit.log_predict([self.target])[0]) for c in ok])
-            sd = np.array([float(c.fit.log_sd([self.target])[0]) for c in ok])
-            for c, p in zip(ok, p_best(mu, sd)):
+            below, above = np.array([[float(sd[0]) for sd in c.fit.log_sds([self.target], relative=True)] for c in ok]).T
+            for c, p in zip(ok, p_best(mu, below, above)):
                 c.p_best = float(p)
         else:
             for c in ok:
