@@ -264,3 +264,21 @@ def test_a_bend_every_candidate_shares_widens_the_intervals_but_not_the_doubt_ab
     below, above = np.array([[float(sd[0]) for sd in f.log_sds([TARGET])] for f in fits]).T
     marginal = p_best([float(f.log_predict([TARGET])[0]) for f in fits], below, above)
     assert marginal[0] < 0.6
+
+
+def test_a_candidate_seen_alone_at_a_size_says_nothing_of_the_others():
+    """An adaptive loop's table: one candidate bought on past 3,200, the others not. Its errors
+    at those sizes have nobody to be compared with, so the spreads P(best) uses are those of the
+    table without its lone columns (before, they counted as zero and shrank them by 10 %)."""
+    from lensllm_hf.default import extrapolation_spread
+
+    rng = np.random.default_rng(0)
+    x = np.log2(SIZES[1:] / 200.0)
+    log_losses = (rng.uniform(1, 2, (8, 1)) + rng.uniform(-0.12, -0.05, (8, 1)) * x - 0.003 * x**2
+                  + 0.02 * rng.standard_normal((8, x.size)))  # noisy enough that the prior hardly counts
+    losses = np.hstack([np.full((8, 1), 9.0), np.exp(log_losses)])
+    losses[1:, 6:] = np.nan
+    ragged = CurveTable([f"m{i}" for i in range(8)], SIZES, losses)
+    alone, together = extrapolation_spread(ragged, math.inf), extrapolation_spread(ragged.up_to(3200), math.inf)
+    for term in ("extrapolation_sd_per_doubling_relative", "extrapolation_sd_far_relative"):
+        assert alone[term] == pytest.approx(together[term], rel=0.05)

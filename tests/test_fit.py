@@ -238,3 +238,34 @@ def test_p_best_is_accurate_when_spreads_differ_a_lot():
 
     exact = [integrate.quad(density, -3, 3, args=(i,), points=list(mu), limit=400)[0] for i in range(3)]
     assert p_best(mu, sd).tolist() == pytest.approx(exact, abs=2e-4)
+
+
+def test_p_best_uses_relative_spreads_only_when_every_row_has_them():
+    """A fresh fit (shared bend left out) beside a card's fit without relative spreads would be
+    compared on unequal terms: then every row uses its full spreads."""
+    shared = {"extrapolation_sd_per_doubling_relative": 0.001, "extrapolation_sd_far_relative": 0.0}
+    fresh = [line_fit(a=1.0, k=0.05, **shared), line_fit(a=1.05, k=0.05, **shared)]
+    mixed = [fresh[0], line_fit(a=1.05, k=0.05)]
+    size = 800.0 * 2**6
+
+    def ranking(fits):
+        return Ranking(size, "default", [CandidateFit(f"m{i}", fit=f, score=float(f.predict([size])[0]))
+                                         for i, f in enumerate(fits)])
+
+    sure, unsure = ranking(fresh).ranked[0].p_best, ranking(mixed).ranked[0].p_best
+    assert sure > 0.95
+    mu = [float(f.log_predict([size])[0]) for f in mixed]
+    assert unsure == pytest.approx(p_best(mu, [float(f.log_sds([size])[0][0]) for f in mixed])[0], abs=1e-12)
+    assert unsure < 0.7
+
+
+def test_an_absurd_spread_from_a_hostile_card_means_anything_not_a_uniform_p_best():
+    """A spread of 1e200 per doubling overflows to inf; P(best) treats it as 'anything', so the
+    wide row wins half the time and the sure rows share the rest by their own distributions."""
+    size = 800.0 * 2**6
+    fits = [line_fit(a=1.0, k=0.01), line_fit(a=1.5, k=0.01), line_fit(a=1.2, k=1e200)]
+    with np.errstate(over="ignore"):
+        rows = Ranking(size, "default", [CandidateFit(f"m{i}", fit=f, score=float(f.predict([size])[0]))
+                                         for i, f in enumerate(fits)])
+    p = {c.model: c.p_best for c in rows.ranked}
+    assert p["m2"] == pytest.approx(0.5, abs=0.01) and p["m0"] == pytest.approx(0.5, abs=0.01) and p["m1"] < 1e-6

@@ -239,6 +239,11 @@ class Fit:
         """log of :meth:`predict`: the median of log L at each size."""
         return FORMS[self.law].log_curve(self._coords, _sizes(sizes))
 
+    @property
+    def has_relative_spread(self) -> bool:
+        """Whether the fit carries ``_relative`` spreads (see :meth:`log_sds`)."""
+        return "extrapolation_sd_per_doubling_relative" in self.terms
+
     def log_sds(self, sizes, relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(below, above): the spread of log L at each size on either side of the median (the
         module docstring): noise, parameter spread and extrapolation, equal on a symmetric fit.
@@ -263,7 +268,7 @@ class Fit:
         doublings = np.maximum(np.log2(np.maximum(sizes, 1.0) / max(self.terms["largest_size"], 1.0)), 0.0)
         bent = doublings ** self.terms.get("extrapolation_exponent", 1.0)
         linear, far = self.terms["extrapolation_sd_per_doubling"], self.terms.get("extrapolation_sd_far", 0.0)
-        if relative and "extrapolation_sd_per_doubling_relative" in self.terms:
+        if relative and self.has_relative_spread:
             own = np.maximum(self.terms["extrapolation_sd_per_doubling_relative"] * doublings,
                              self.terms.get("extrapolation_sd_far_relative", 0.0) * bent)
             return np.sqrt(base + own**2), np.sqrt(base + own**2)

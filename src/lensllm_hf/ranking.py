@@ -3,8 +3,8 @@
 A row's predicted loss and interval are computed from its fit at the ranking's target and
 level, never stored beside it; ``p_best`` is the probability that the row has the lowest loss
 at the target under the fits' predictive distributions, each taken relative to the others
-(``Fit.log_sds(relative=True)``: a bend every candidate shares moves none past another, so it is
-in the intervals but not in P(best)). ``lensllm fit --json``
+(``Fit.log_sds(relative=True)``, where every row's fit has such spreads: a bend every candidate
+shares moves none past another, so it is in the intervals but not in P(best)). ``lensllm fit --json``
 and the selector's ``selection.json`` write this shape, and :meth:`Ranking.from_dict` rebuilds
 the same fits from it::
 
@@ -79,8 +79,9 @@ def p_best(log_means, log_sds, log_sds_above=None) -> np.ndarray:
         [0.57, 0.43]
     """
     mu = np.asarray(log_means, dtype=float)
-    below = np.maximum(np.asarray(log_sds, dtype=float), 1e-9)
-    above = below if log_sds_above is None else np.maximum(np.asarray(log_sds_above, dtype=float), 1e-9)
+    # Spreads past 1e100 (a hostile card's) would turn the grid into inf * 0; they mean "anything".
+    below = np.clip(np.asarray(log_sds, dtype=float), 1e-9, 1e100)
+    above = below if log_sds_above is None else np.clip(np.asarray(log_sds_above, dtype=float), 1e-9, 1e100)
     if mu.size <= 1:
         return np.ones(mu.size)
 
@@ -217,7 +218,10 @@ class Ranking:
     def _set_p_best(self, ok: list[CandidateFit]) -> None:
         if ok and all(c.fit is not None for c in ok):
             mu = np.array([float(c.fit.log_predict([self.target])[0]) for c in ok])
-            below, above = np.array([[float(sd[0]) for sd in c.fit.log_sds([self.target], relative=True)] for c in ok]).T
+            # Relative spreads only when every row has them (a card's fit from a short table may
+            # not): one row's shared bend left out and another's kept would favour the first.
+            relative = all(c.fit.has_relative_spread for c in ok)
+            below, above = np.array([[float(sd[0]) for sd in c.fit.log_sds([self.target], relative)] for c in ok]).T
             for c, p in zip(ok, p_best(mu, below, above)):
                 c.p_best = float(p)
         else:
