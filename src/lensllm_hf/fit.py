@@ -139,7 +139,7 @@ FORMS: Mapping[str, Form] = MappingProxyType({
 
 #: Terms every fit carries (besides ``cov.<i>.<j>`` for each pair of its form's coordinates).
 REQUIRED_TERMS = ("noise_var", "largest_size", "extrapolation_sd_per_doubling")
-#: The extrapolation spreads, which cannot be negative (the ``_below`` pair is optional).
+#: The extrapolation spreads, which cannot be negative (all but the first are optional).
 _SPREAD_TERMS = tuple(f"extrapolation_sd_{name}{side}" for side in ("", "_below", "_relative")
                       for name in ("per_doubling", "far"))
 
@@ -206,10 +206,9 @@ class Fit:
         bad = [k for k, v in {**self.params, **self.terms}.items() if not math.isfinite(v)]
         if bad:
             raise FitError(f"fit value {bad[0]!r} is not a finite number")
-        if self.terms["noise_var"] < 0 or self.terms["extrapolation_sd_per_doubling"] < 0:
-            raise FitError("a fit's noise_var and extrapolation_sd_per_doubling must be >= 0")
-        if any(self.terms.get(t, 0.0) < 0 for t in _SPREAD_TERMS):
-            raise FitError(f"a fit's {', '.join(_SPREAD_TERMS)} must be >= 0")
+        negative = [t for t in ("noise_var", *_SPREAD_TERMS) if self.terms.get(t, 0.0) < 0]
+        if negative:
+            raise FitError(f"a fit's {negative[0]} must be >= 0")
         if not 0.0 < self.terms.get("extrapolation_exponent", 1.0) <= 4.0:
             raise FitError("a fit's extrapolation_exponent must be in (0, 4]")
         n = len(form.coords)
