@@ -212,13 +212,13 @@ def test_empty_columns_are_not_evidence() -> None:
     assert extrapolation_spread(padded, math.inf) == extrapolation_spread(short, math.inf)
 
 
-def _bending(curvature: float, n: int = 12, seed: int = 0) -> CurveTable:
+def _bending(curvature: float, n: int = 12, seed: int = 0, noise: float = 0.003) -> CurveTable:
     """Curves whose log-log slope changes by ``curvature`` per doubling squared (negative: they
-    steepen, positive: they flatten), seen at 200 .. 25,600 with a little noise."""
+    steepen, positive: they flatten), seen at 200 .. 25,600 with ``noise`` in log-loss."""
     rng = np.random.default_rng(seed)
     x = np.log2(SIZES[1:] / 200.0)
     a, b = rng.uniform(1.0, 2.0, n), rng.uniform(-0.12, -0.05, n)
-    log_losses = a[:, None] + b[:, None] * x + curvature * x**2 + 0.003 * rng.standard_normal((n, x.size))
+    log_losses = a[:, None] + b[:, None] * x + curvature * x**2 + noise * rng.standard_normal((n, x.size))
     return CurveTable([f"m{i}" for i in range(n)], SIZES, np.hstack([np.full((n, 1), 9.0), np.exp(log_losses)]))
 
 
@@ -282,3 +282,23 @@ def test_a_candidate_seen_alone_at_a_size_says_nothing_of_the_others():
     alone, together = extrapolation_spread(ragged, math.inf), extrapolation_spread(ragged.up_to(3200), math.inf)
     for term in ("extrapolation_sd_per_doubling_relative", "extrapolation_sd_far_relative"):
         assert alone[term] == pytest.approx(together[term], rel=0.05)
+
+
+
+@pytest.mark.parametrize("curvature", [-0.004, 0.004])
+def test_the_interval_as_used_leaves_its_share_of_the_backtest_beyond(curvature: float) -> None:
+    """The interval takes the larger of a linear and a far spread, each calibrated on the
+    backtest errors of its side: together they must leave (1 - level) / 2 of those errors
+    beyond the side the curves bend to, not fewer (calibrated apart and then combined, they
+    left 2-3 % here, and 1-2 % below FLAN's lines)."""
+    from lensllm_hf.default import backtest, extrapolation_spread
+
+    table = _bending(curvature, n=30, noise=0.01)
+    bandwidth = choose_bandwidth(table)
+    spread, errors = extrapolation_spread(table, bandwidth, level=0.9), backtest(table, bandwidth)
+    # The spread alone at each distance ahead: a fit with nothing else, whose last point is at 1.
+    bare = Fit("ats", {"a": 0.0, "b": 0.0}, (1.0,), (1.0,), (True,), {"noise_var": 0.0, "largest_size": 1.0, **spread})
+    below, above = bare.log_sds(2.0 ** errors["ahead"].to_numpy())
+    edge = 1.6448536 * np.sqrt(errors["fit_sd"].to_numpy() ** 2 + (below if curvature < 0 else above) ** 2)
+    beyond = np.mean(-errors["error"] > edge) if curvature < 0 else np.mean(errors["error"] > edge)
+    assert 0.04 <= beyond <= 0.055
