@@ -284,7 +284,6 @@ def test_a_candidate_seen_alone_at_a_size_says_nothing_of_the_others():
         assert alone[term] == pytest.approx(together[term], rel=0.05)
 
 
-
 @pytest.mark.parametrize("curvature", [-0.004, 0.004])
 def test_the_interval_as_used_leaves_its_share_of_the_backtest_beyond(curvature: float) -> None:
     """The interval takes the larger of a linear and a far spread, each calibrated on the
@@ -302,3 +301,18 @@ def test_the_interval_as_used_leaves_its_share_of_the_backtest_beyond(curvature:
     edge = 1.6448536 * np.sqrt(errors["fit_sd"].to_numpy() ** 2 + (below if curvature < 0 else above) ** 2)
     beyond = np.mean(-errors["error"] > edge) if curvature < 0 else np.mean(errors["error"] > edge)
     assert 0.04 <= beyond <= 0.055
+
+
+def test_the_backtest_counts_rows_not_names_and_refuses_a_bad_bandwidth() -> None:
+    """Two candidates may share a name (a table built in code, an adaptive loop's models): the
+    backtest lines are one per row and cut, so the spreads do not depend on the names."""
+    from lensllm_hf.default import backtest, extrapolation_spread
+    from lensllm_hf.errors import LensLLMError
+
+    table = _bending(-0.004)
+    same = CurveTable(["same"] * len(table.models), table.sizes, table.losses)
+    assert extrapolation_spread(same.up_to(800), math.inf) == extrapolation_spread(table.up_to(800), math.inf)
+    assert backtest(same, math.inf)["row"].nunique() == len(table.models)
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(LensLLMError, match="bandwidth must be a positive number"):
+            backtest(table, bad)

@@ -319,9 +319,10 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     max(k * d, k_far * d**p) above the line, and the same with k and k_far of their own below it.
 
     The errors are :func:`backtest`'s: every column of the table predicted from each earlier cut
-    with the shrunk lines the method uses. Their growth with the distance gives the exponent p: the slope of log RMS error against
-    log d (over whole doublings with five errors or more; at least two of them, and lines of
-    ``MIN_LINE_POINTS``, else ``PRIOR_GROWTH``), plus ``EXPONENT_MARGIN``, within [1, 3]. k is
+    with the shrunk lines the method uses. Their growth with the distance gives the exponent p:
+    the slope of log RMS error against log d (over whole doublings with five errors or more; at
+    least two of them, and lines of ``MIN_LINE_POINTS``, else ``PRIOR_GROWTH``), plus
+    ``EXPONENT_MARGIN``, within [1, 3]. k is
     the linear spread that leaves (1 - level) / 2 of the backtest predictions beyond that side of
     their intervals (right at the short distances the backtest sees); k_far the same with the
     shape d**p, times ``SPREAD_SCALE`` (the far distances it cannot see); then both are scaled
@@ -368,10 +369,14 @@ def backtest(table: CurveTable, bandwidth: float) -> pd.DataFrame:
 
     The lines have at least ``MIN_LINE_POINTS`` fine-tuned sizes, or two on tables of four sizes
     or fewer (the lines their candidates' own slopes rest on are that short too). One row per
-    prediction: ``model``, ``cut`` (the largest size the line saw), ``size`` (the column it
-    predicts), ``ahead`` (doublings past the line's last point), ``error`` (log observed minus
-    log predicted: negative where the loss fell further than the line said) and ``fit_sd`` (the
+    prediction: ``row`` (of ``table``) and ``model``, ``cut`` (the size the table was cut at),
+    ``size`` (the column predicted), ``ahead`` (doublings past the line's last point, which is
+    below the cut where the candidate has no loss at it), ``error`` (log observed minus log
+    predicted: negative where the loss fell further than the line said) and ``fit_sd`` (the
     line's own spread of log L there: noise, intercept and slope).
+
+    ``bandwidth`` is the lines' (see :data:`BANDWIDTHS`): a positive number of doublings, or
+    ``math.inf`` for unweighted lines.
 
     Example:
         >>> sizes = np.array([0, 200, 400, 800, 1600, 3200])
@@ -381,6 +386,8 @@ def backtest(table: CurveTable, bandwidth: float) -> pd.DataFrame:
         >>> errors[["cut", "size", "ahead"]].drop_duplicates().values.tolist()
         [[800.0, 1600.0, 1.0], [800.0, 3200.0, 2.0], [1600.0, 3200.0, 1.0]]
     """
+    if not bandwidth > 0:  # NaN too
+        raise LensLLMError(f"backtest: bandwidth must be a positive number of doublings or math.inf, got {bandwidth!r}")
     positive = _fine_tuned_sizes(table)
     rows = []
     for cut in positive[_first_cut(positive):-1]:
@@ -390,10 +397,10 @@ def backtest(table: CurveTable, bandwidth: float) -> pd.DataFrame:
             for row, (log_pred, sd, ln, _, _) in _predict_log(lines, float(held)).items():
                 ahead = math.log2(float(held) / float(ln.sizes[-1]))
                 if np.isfinite(observed[row]) and observed[row] > 0 and ahead > 0:
-                    rows.append((table.models[row], float(cut), float(held), ahead,
+                    rows.append((row, table.models[row], float(cut), float(held), ahead,
                                  math.log(observed[row]) - log_pred, sd))
-    return pd.DataFrame(rows, columns=["model", "cut", "size", "ahead", "error", "fit_sd"]).astype(
-        {"cut": float, "size": float, "ahead": float, "error": float, "fit_sd": float})
+    return pd.DataFrame(rows, columns=["row", "model", "cut", "size", "ahead", "error", "fit_sd"]).astype(
+        {"row": int, "cut": float, "size": float, "ahead": float, "error": float, "fit_sd": float})
 
 
 def _fine_tuned_sizes(table: CurveTable) -> np.ndarray:
@@ -411,7 +418,7 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float) -> dict[
     errors = backtest(table, bandwidth)
     e, d = errors["error"].to_numpy(), errors["ahead"].to_numpy()
     v = errors["fit_sd"].to_numpy() ** 2
-    n = len(errors[["model", "cut"]].drop_duplicates())  # backtest lines
+    n = len(errors[["row", "cut"]].drop_duplicates())  # backtest lines
     z = float(stats.norm.ppf(0.5 + level / 2))
     inflate = float(stats.t.ppf(0.5 + level / 2, PRIOR_LINES + n)) / z
     if n == 0:
@@ -454,7 +461,7 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float) -> dict[
         ahead = d[kept]
         linear = float(np.quantile(needed / ahead, quantile))
         far = float(SPREAD_SCALE * np.quantile(needed / ahead**exponent, quantile)) if exponent > 1 else 0.0
-        if side != "_relative" and linear > 0:
+        if side != "_relative" and linear > 0 and far > 0:
             # The interval takes the larger of the two spreads, so two spreads calibrated apart
             # leave fewer of the backtest's errors beyond it than each alone: scale both until the
             # interval as used leaves its share. (P(best) keeps its spreads as they are: scaled
