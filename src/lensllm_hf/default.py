@@ -322,11 +322,11 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     with the shrunk lines the method uses. Their growth with the distance gives the exponent p:
     the slope of log RMS error against log d (over whole doublings with five errors or more; at
     least two of them, and lines of ``MIN_LINE_POINTS``, else ``PRIOR_GROWTH``), plus
-    ``EXPONENT_MARGIN``, within [1, 3]. k is
-    the linear spread that leaves (1 - level) / 2 of the backtest predictions beyond that side of
-    their intervals (right at the short distances the backtest sees); k_far the same with the
-    shape d**p, times ``SPREAD_SCALE`` (the far distances it cannot see); then both are scaled
-    until the larger of the two leaves that share of the errors beyond it. Each side is calibrated
+    ``EXPONENT_MARGIN``, within [1, 3]. k is the linear spread that leaves (1 - level) / 2 of the
+    backtest predictions beyond that side of their intervals (right at the short distances the
+    backtest sees); k_far the same with the shape d**p, times ``SPREAD_SCALE`` (the far distances
+    it cannot see); then both are scaled until the larger of the two leaves that share of the
+    errors beyond it. Each side is calibrated
     on its own errors, because the curves of one task bend alike: the lines of FLAN's and
     Gigaword's backtests under-predict the fall far more often than they over-predict it. Where
     the growth is not measured (two-point lines), neither is the side, and the spread is
