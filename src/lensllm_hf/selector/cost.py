@@ -228,11 +228,11 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
             if getattr(tokenizer, "pad_token", "") is None:
                 tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
             fmt = runner.format
-            if runner.params.preprocess is None and (fmt.layout != "text" or config.is_encoder_decoder):
+            encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+            if runner.params.preprocess is None and (fmt.layout != "text" or encoder_decoder):
                 # Task data: tokenised as the candidate's Trainer (SFT or seq2seq) will see it.
                 fmt.prepare_tokenizer(tokenizer, name)
-                lengths = fmt.input_lengths(runner.pool, tokenizer,
-                                            encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)))
+                lengths = fmt.input_lengths(runner.pool, tokenizer, encoder_decoder=encoder_decoder)
             else:
                 train, _ = runner.features(c, tokenizer)
                 lengths = [len(ids) for ids in train["input_ids"]]
