@@ -88,7 +88,7 @@ def truth(folder: Path) -> list[dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
     from transformers import TrainingArguments
 
-    from lensllm_hf.config import SelectConfig
+    from lensllm_hf.selector.config import SelectConfig
     from lensllm_hf.demo import DEMO_MODELS, DEMO_SELECTION, MAX_LENGTH
 
     torch.set_num_threads(1)

@@ -49,7 +49,7 @@ def read_once(path: str) -> None:
     """Child mode: read one table, print seconds, rows and peak memory as JSON."""
     import resource
 
-    from lensllm_hf.curves import CurveError, CurveTable
+    from lensllm_hf.engine.curves import CurveError, CurveTable
 
     start = time.perf_counter()
     try:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lensllm_hf.bench import DEFAULT_BUDGETS
-from lensllm_hf.curves import CurveTable
-from lensllm_hf.methods import METHODS
+from lensllm_hf.engine.protocol import DEFAULT_BUDGETS
+from lensllm_hf.engine.curves import CurveTable
+from lensllm_hf.engine.methods import METHODS
 
 CURVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "finetune-curves"
 

@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from lensllm_hf._utils import check_output_file
-from lensllm_hf.bench import DEFAULT_TARGET, run_bench
-from lensllm_hf.curves import CurveTable
+from lensllm_hf.engine.protocol import DEFAULT_TARGET, run_bench
+from lensllm_hf.engine.curves import CurveTable
 
 CURVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "finetune-curves"
 STRATEGIES = {  # method -> (label, colour, marker)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lensllm_hf.methods import rank
+from lensllm_hf.engine.methods import rank
 from lensllm_hf.records import Store, load_table
 
 #: Target size of every problem of the suite.

@@ -353,7 +353,7 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
         "methods": {},
         "seconds": {"selection": round(t_select, 1), "truth": round(t_truth, 1)},
     }
-    from lensllm_hf.methods import rank
+    from lensllm_hf.engine.methods import rank
 
     runs_info = _run_info(str(folder / "store"), table.models)
     for method in (*LAW_METHODS, *REFERENCE_METHODS):
@@ -375,7 +375,7 @@ def _run_info(store: str, models: Sequence[str]):
     """What the run records tell a method beyond the table (the probe spectrum the ``lensllm``
     law fits t along), by the table's row names."""
     from lensllm_hf import records
-    from lensllm_hf.method import run_info
+    from lensllm_hf.engine.methods.base import run_info
 
     return run_info(records.table_rows(records.Store(store).records()))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lensllm_hf.adaptive import one_by_one, select_adaptive
+from lensllm_hf.engine.adaptive import one_by_one, select_adaptive
 from lensllm_hf.errors import LensLLMError
 
 SIZES = [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
@@ -69,9 +69,9 @@ def test_bad_arguments():
 def test_every_round_ranks_with_the_probe_the_caller_gives(loop):
     """``runs`` (the NTK probe, warnings) reaches every ranking of the loop, as it reaches the
     grid's: the lensllm fits use the spectrum and carry the records' warnings."""
-    from lensllm_hf.halving import select_halving
-    from lensllm_hf.laws.rectified import NO_PROBE_WARNING
-    from lensllm_hf.method import RunInfo
+    from lensllm_hf.engine.halving import select_halving
+    from lensllm_hf.engine.laws.rectified import NO_PROBE_WARNING
+    from lensllm_hf.engine.methods.base import RunInfo
 
     select = {"adaptive": select_adaptive, "halving": select_halving}[loop]
     scales = {"a": 1.0, "b": 1.1, "c": 1.3}
@@ -87,7 +87,7 @@ def test_every_round_ranks_with_the_probe_the_caller_gives(loop):
 def test_an_expected_cost_keeps_the_budget_from_the_first_column(loop):
     """Before a candidate's first run its cost is unknown: without an estimate the first columns
     are bought whole and overshoot a small budget; with one, no run that would pass it starts."""
-    from lensllm_hf.halving import select_halving
+    from lensllm_hf.engine.halving import select_halving
 
     select = {"adaptive": select_adaptive, "halving": select_halving}[loop]
     scales = {"a": 1.0, "b": 1.1, "c": 1.3}

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from lensllm_hf.bench import run_bench, score_p_best, score_ranking, summarize
-from lensllm_hf.ranking import CandidateFit, Ranking
+from lensllm_hf.engine.protocol import run_bench, score_p_best, score_ranking, summarize
+from lensllm_hf.engine.ranking import CandidateFit, Ranking
 from lensllm_hf.cli import main
-from lensllm_hf.curves import CurveTable
+from lensllm_hf.engine.curves import CurveTable
 
 
 def test_scores_by_hand():

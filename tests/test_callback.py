@@ -118,7 +118,7 @@ def test_store_and_load_table(gpt2_path, tok, data, tmp_path):
     table = load_table(str(store))
     assert table.models == ["tiny"] and table.sizes.tolist() == [0, 16, 32]
     assert table.flops[0, 0] == 0 < table.flops[0, 1] < table.flops[0, 2]
-    from lensllm_hf.method import run_info
+    from lensllm_hf.engine.methods.base import run_info
 
     probe = run_info(table_rows(recs))["tiny"]  # the spectrum the lensllm law fits t along
     assert probe.eigenvalues and len(probe.eigenvalues) == len(probe.coefficients)

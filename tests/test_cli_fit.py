@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lensllm_hf.cli import main
-from lensllm_hf.ranking import Ranking
+from lensllm_hf.engine.ranking import Ranking
 
 HEADER = "config name,0,200,400,800,1600,3200,size,family"
 

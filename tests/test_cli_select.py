@@ -187,7 +187,7 @@ def test_sigkill_mid_selection_then_rerun_completes_and_skips_recorded_runs(tmp_
 RACE = """
 import json, sys, torch
 torch.set_num_threads(1)
-from lensllm_hf.config import SelectConfig
+from lensllm_hf.selector.config import SelectConfig
 config, out, store = sys.argv[1:4]
 selector = SelectConfig.from_yaml(config).selector(output_dir=out, store=store, progress=False)
 result = selector.run()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lensllm_hf.cli import main
-from lensllm_hf.config import SelectConfig
+from lensllm_hf.selector.config import SelectConfig
 from lensllm_hf.selector import runner
 from lensllm_hf.selector.params import SelectionParams, check_params, params_of
 
@@ -46,7 +46,7 @@ def loads(monkeypatch):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(runner, "load_candidate", no_model)
-    monkeypatch.setattr("lensllm_hf.config.DatasetConfig.load", lambda self: seen.append("data") or (_ for _ in ()).throw(
+    monkeypatch.setattr("lensllm_hf.selector.config.DatasetConfig.load", lambda self: seen.append("data") or (_ for _ in ()).throw(
         AssertionError("the data was loaded")))
     return seen
 

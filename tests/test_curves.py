@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from lensllm_hf.curves import MAX_SUBSET_SIZE, CurveError, CurveTable
+from lensllm_hf.engine.curves import MAX_SUBSET_SIZE, CurveError, CurveTable
 
 HEADER = "model,0,200,400,800,size,family"
 

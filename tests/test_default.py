@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from lensllm_hf.bench import run_bench, summarize
-from lensllm_hf.curves import CurveTable
-from lensllm_hf.default import BANDWIDTHS, DefaultMethod, choose_bandwidth
+from lensllm_hf.engine.protocol import run_bench, summarize
+from lensllm_hf.engine.curves import CurveTable
+from lensllm_hf.engine.methods.default import BANDWIDTHS, DefaultMethod, choose_bandwidth
 import json
 
 import yaml
 
-from lensllm_hf.fit import Fit
-from lensllm_hf.methods import METHODS, rank
+from lensllm_hf.engine.fit import Fit
+from lensllm_hf.engine.methods import METHODS, rank
 
 SIZES = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600])
 TARGET = 1_638_400
@@ -122,24 +122,24 @@ def test_matches_or_beats_ats_on_the_shared_tables(curves_dir) -> None:
 
 def test_one_way_imports_and_one_constant() -> None:
     """default.py never imports methods.py (methods registers default), and the extrapolation
-    constant lives in lensllm_hf.fit only."""
+    constant lives in lensllm_hf.engine.fit only."""
     import subprocess
     import sys
 
     import inspect
 
-    import lensllm_hf.default
-    import lensllm_hf.laws.base
-    import lensllm_hf.methods
+    import lensllm_hf.engine.methods.default
+    import lensllm_hf.engine.laws.base
+    import lensllm_hf.engine.methods
 
-    code = "import sys, lensllm_hf.default; assert 'lensllm_hf.methods' not in sys.modules"
+    code = "import sys, lensllm_hf.engine.methods.default; assert 'lensllm_hf.engine.methods' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
-    for module in (lensllm_hf.default, lensllm_hf.methods, lensllm_hf.laws.base):
+    for module in (lensllm_hf.engine.methods.default, lensllm_hf.engine.methods, lensllm_hf.engine.laws.base):
         assert "EXTRAPOLATION_SD_PER_DOUBLING =" not in inspect.getsource(module)
 
 
 def test_the_spread_comes_from_the_table_and_short_tables_backtest_two_point_lines() -> None:
-    from lensllm_hf.default import EXPONENT_MARGIN, PRIOR_GROWTH, extrapolation_spread
+    from lensllm_hf.engine.methods.default import EXPONENT_MARGIN, PRIOR_GROWTH, extrapolation_spread
 
     table, _ = _synthetic(n=12, noise=0.01)
     spread = extrapolation_spread(table, math.inf)
@@ -160,8 +160,8 @@ def test_the_spread_comes_from_the_table_and_short_tables_backtest_two_point_lin
 
 
 def test_a_table_without_any_backtest_gets_the_prior_spread_widened() -> None:
-    from lensllm_hf.default import PRIOR_LINES, extrapolation_spread
-    from lensllm_hf.fit import EXTRAPOLATION_SD_PER_DOUBLING
+    from lensllm_hf.engine.methods.default import PRIOR_LINES, extrapolation_spread
+    from lensllm_hf.engine.fit import EXTRAPOLATION_SD_PER_DOUBLING
     from scipy import stats
 
     table, _ = _synthetic(n=12, noise=0.01)
@@ -174,7 +174,7 @@ def test_a_table_without_any_backtest_gets_the_prior_spread_widened() -> None:
 def test_the_spread_is_wider_when_it_rests_on_fewer_candidates() -> None:
     """The same backtest errors, seen on 5 candidates or on 40 (four sizes each, so ten backtest
     lines or eighty): the estimate from ten is less sure, so it is wider."""
-    from lensllm_hf.default import extrapolation_spread
+    from lensllm_hf.engine.methods.default import extrapolation_spread
 
     table, _ = _synthetic(n=5, noise=0.005, seed=3)
     table = CurveTable(table.models, table.sizes[[0, 3, 4, 5, 6]], table.losses[:, [0, 3, 4, 5, 6]])  # power phase
@@ -204,7 +204,7 @@ def test_short_noisy_curves_get_intervals_that_hold_eight_doublings_ahead(seed: 
 
 def test_empty_columns_are_not_evidence() -> None:
     """An adaptive loop's table has columns nobody bought yet: the spread is the same as without them."""
-    from lensllm_hf.default import extrapolation_spread
+    from lensllm_hf.engine.methods.default import extrapolation_spread
 
     table, _ = _synthetic(n=6, noise=0.01)
     short = table.up_to(1600)
@@ -227,7 +227,7 @@ def test_the_interval_is_wider_on_the_side_the_curves_bend_to(curvature: float) 
     """Lines through curves that steepen under-predict the fall, so the truth lies below them: the
     backtest sees it and widens the lower side (the upper for curves that flatten), and the
     fit, its interval and its card entry all carry the two sides."""
-    from lensllm_hf.default import extrapolation_spread
+    from lensllm_hf.engine.methods.default import extrapolation_spread
     from lensllm_hf.hub_cards import CardFit
 
     table = _bending(curvature)
@@ -247,7 +247,7 @@ def test_a_bend_every_candidate_shares_widens_the_intervals_but_not_the_doubt_ab
     """Parallel curves that steepen alike: their 90 % intervals at the target overlap, because
     the bend carries them all far below their lines, but it carries them together, so P(best)
     (from the spread of each candidate's error about the others') stays sure of the lowest."""
-    from lensllm_hf.ranking import p_best
+    from lensllm_hf.engine.ranking import p_best
 
     rng = np.random.default_rng(1)
     x = np.log2(SIZES[1:] / 200.0)
@@ -270,7 +270,7 @@ def test_a_candidate_seen_alone_at_a_size_says_nothing_of_the_others():
     """An adaptive loop's table: one candidate bought on past 3,200, the others not. Its errors
     at those sizes have nobody to be compared with, so the spreads P(best) uses are those of the
     table without its lone columns (before, they counted as zero and shrank them by 10 %)."""
-    from lensllm_hf.default import extrapolation_spread
+    from lensllm_hf.engine.methods.default import extrapolation_spread
 
     rng = np.random.default_rng(0)
     x = np.log2(SIZES[1:] / 200.0)
@@ -290,7 +290,7 @@ def test_the_interval_as_used_leaves_its_share_of_the_backtest_beyond(curvature:
     backtest errors of its side: together they must leave (1 - level) / 2 of those errors
     beyond the side the curves bend to, not fewer (calibrated apart and then combined, they
     left 2-3 % here, and 1-2 % below FLAN's lines)."""
-    from lensllm_hf.default import backtest, extrapolation_spread
+    from lensllm_hf.engine.methods.default import backtest, extrapolation_spread
 
     table = _bending(curvature, n=30, noise=0.01)
     bandwidth = choose_bandwidth(table)
@@ -306,7 +306,7 @@ def test_the_interval_as_used_leaves_its_share_of_the_backtest_beyond(curvature:
 def test_the_backtest_counts_rows_not_names_and_refuses_a_bad_bandwidth() -> None:
     """Two candidates may share a name (a table built in code, an adaptive loop's models): the
     backtest lines are one per row and cut, so the spreads do not depend on the names."""
-    from lensllm_hf.default import backtest, extrapolation_spread
+    from lensllm_hf.engine.methods.default import backtest, extrapolation_spread
     from lensllm_hf.errors import LensLLMError
 
     table = _bending(-0.004)

@@ -51,7 +51,7 @@ def test_demo_prints_the_ranking_and_where_the_files_are(demo):
 def test_demo_curves_feed_fit_and_bench(demo, capsys):
     """README's fit and bench commands run on the table the demo writes (no outside data needed)."""
     from lensllm_hf.cli import main
-    from lensllm_hf.curves import CurveTable
+    from lensllm_hf.engine.curves import CurveTable
 
     out, done, _ = demo
     table = CurveTable.read_csv(out / "curves.csv")

@@ -10,10 +10,10 @@ import pytest
 from scipy import stats
 
 from lensllm_hf.errors import LensLLMError
-from lensllm_hf.fit import FORMS, Fit, FitError
-from lensllm_hf.methods import METHODS, rank
-from lensllm_hf.curves import CurveTable
-from lensllm_hf.ranking import CandidateFit, Ranking, p_best
+from lensllm_hf.engine.fit import FORMS, Fit, FitError
+from lensllm_hf.engine.methods import METHODS, rank
+from lensllm_hf.engine.curves import CurveTable
+from lensllm_hf.engine.ranking import CandidateFit, Ranking, p_best
 
 SIZES = np.array([0, 200, 400, 800, 1600, 3200, 6400])
 TARGET = 409_600
@@ -194,7 +194,7 @@ def test_every_form_has_what_a_fit_needs():
 
 
 def test_records_warnings_and_probe_reach_the_fit():
-    from lensllm_hf.method import RunInfo
+    from lensllm_hf.engine.methods.base import RunInfo
 
     t = table(3)
     runs = {"m0": RunInfo(eigenvalues=(0.01, 0.1, 1.0), coefficients=(1.0, 1.0, 1.0),
@@ -211,7 +211,7 @@ def test_records_warnings_and_probe_reach_the_fit():
 def test_run_info_takes_the_probe_of_the_largest_complete_run_and_every_warning():
     from types import SimpleNamespace
 
-    from lensllm_hf.method import run_info
+    from lensllm_hf.engine.methods.base import run_info
 
     def rec(model, size, eig, status="complete", warnings=(), config_hash="h1"):
         ntk = {"eigenvalues": eig, "coefficients": [1.0] * len(eig)} if eig else None

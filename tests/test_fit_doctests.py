@@ -1,7 +1,7 @@
 """The engine's docstring examples run and show what they print (``python -m doctest`` style).
 
 Run by the default suite; the same modules can be checked with
-``pytest --doctest-modules src/lensllm_hf/fit.py src/lensllm_hf/laws ...``.
+``pytest --doctest-modules src/lensllm_hf/engine/fit.py src/lensllm_hf/laws ...``.
 """
 
 from __future__ import annotations
@@ -12,22 +12,22 @@ import importlib
 import pytest
 
 ENGINE_MODULES = [
-    "lensllm_hf.fit",
-    "lensllm_hf.ranking",
-    "lensllm_hf.method",
-    "lensllm_hf.methods",
-    "lensllm_hf.default",
-    "lensllm_hf.bench",
-    "lensllm_hf.adaptive",
-    "lensllm_hf.halving",
-    "lensllm_hf.curves",
+    "lensllm_hf.engine.fit",
+    "lensllm_hf.engine.ranking",
+    "lensllm_hf.engine.methods.base",
+    "lensllm_hf.engine.methods",
+    "lensllm_hf.engine.methods.default",
+    "lensllm_hf.engine.protocol",
+    "lensllm_hf.engine.adaptive",
+    "lensllm_hf.engine.halving",
+    "lensllm_hf.engine.curves",
     "lensllm_hf._utils",
-    "lensllm_hf.laws",
-    "lensllm_hf.laws.base",
-    "lensllm_hf.laws.ats",
-    "lensllm_hf.laws.power",
-    "lensllm_hf.laws.rectified",
-    "lensllm_hf.laws.phases",
+    "lensllm_hf.engine.laws",
+    "lensllm_hf.engine.laws.base",
+    "lensllm_hf.engine.laws.ats",
+    "lensllm_hf.engine.laws.power",
+    "lensllm_hf.engine.laws.rectified",
+    "lensllm_hf.engine.laws.phases",
     "lensllm_hf.cli.fit",
     "lensllm_hf.cli.bench",
 ]

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from lensllm_hf.bench import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench
-from lensllm_hf.curves import CurveTable
+from lensllm_hf.engine.protocol import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench
+from lensllm_hf.engine.curves import CurveTable
 from lensllm_hf.errors import LensLLMError
-from lensllm_hf.adaptive import one_by_one, select_adaptive
-from lensllm_hf.halving import grid_flops, select_halving, table_buyer
-from lensllm_hf.ranking import CandidateFit, Ranking
+from lensllm_hf.engine.adaptive import one_by_one, select_adaptive
+from lensllm_hf.engine.halving import grid_flops, select_halving, table_buyer
+from lensllm_hf.engine.ranking import CandidateFit, Ranking
 
 SIZES = [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200]
 TARGET = 1_638_400
@@ -113,7 +113,7 @@ def test_bad_input_is_one_line_error():
 
 
 def test_p_best_decides_the_survivors_when_rows_carry_it():
-    from lensllm_hf.halving import _survivors
+    from lensllm_hf.engine.halving import _survivors
 
     ranking = Ranking(1e6, "default", [CandidateFit(model=m, score=loss)
                                        for m, loss in [("a", 1.0), ("b", 1.1), ("c", 1.2), ("d", 1.3)]])

@@ -46,11 +46,11 @@ from lensllm_hf.hub_cards import (
     push_to_hub_with_fits,
     write_card,
 )
-from lensllm_hf.curves import CurveTable
+from lensllm_hf.engine.curves import CurveTable
 from lensllm_hf.hub_cards import published_candidate
-from lensllm_hf.laws import LAWS, RectifiedLaw
-from lensllm_hf.methods import rank
-from lensllm_hf.ranking import CandidateFit, Ranking
+from lensllm_hf.engine.laws import LAWS, RectifiedLaw
+from lensllm_hf.engine.methods import rank
+from lensllm_hf.engine.ranking import CandidateFit, Ranking
 
 ALICE, BOB = "hf_alice_secret_token", "hf_bob_secret_token"
 SIZES = [0, 200, 400, 800, 1600, 3200]

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lensllm_hf.fit import Fit
-from lensllm_hf.laws import LAWS, AtSLaw, FitError, LensLLMLaw, PowerLaw, RectifiedLaw, detect_transition, spectrum_F
+from lensllm_hf.engine.fit import Fit
+from lensllm_hf.engine.laws import LAWS, AtSLaw, FitError, LensLLMLaw, PowerLaw, RectifiedLaw, detect_transition, spectrum_F
 
 SIZES = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200], dtype=float)
 TARGET = 1_638_400.0
@@ -195,7 +195,7 @@ def test_predict_before_fit_says_what_to_do():
 
 
 def test_engine_does_not_import_torch():
-    code = ("import sys, lensllm_hf.laws, lensllm_hf.fit, lensllm_hf.ranking, lensllm_hf.methods, lensllm_hf.bench, lensllm_hf.adaptive, lensllm_hf.cli; "
+    code = ("import sys, lensllm_hf.engine.laws, lensllm_hf.engine.fit, lensllm_hf.engine.ranking, lensllm_hf.engine.methods, lensllm_hf.engine.protocol, lensllm_hf.engine.adaptive, lensllm_hf.cli; "
             "lensllm_hf.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

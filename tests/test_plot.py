@@ -12,8 +12,8 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 
-from lensllm_hf.curves import CurveTable
-from lensllm_hf.methods import rank
+from lensllm_hf.engine.curves import CurveTable
+from lensllm_hf.engine.methods import rank
 from lensllm_hf.plotting import curve_of, plot_ranking, plot_selection
 from lensllm_hf.selector.result import SelectionResult
 
@@ -143,7 +143,7 @@ def test_more_candidates_than_drawn_says_so_and_long_names_are_cut(curves_dir):
 @pytest.mark.parametrize("case", ["baseline", "empty", "failed"])
 def test_rankings_without_fits_still_plot_their_points(curves_dir, case):
     """A baseline (ZeroShot: no fits), no candidates, or only failed fits: points from the table, no crash."""
-    from lensllm_hf.ranking import CandidateFit, Ranking
+    from lensllm_hf.engine.ranking import CandidateFit, Ranking
 
     table = _table(curves_dir, 3)
     if case == "baseline":

@@ -15,11 +15,11 @@ import pytest
 
 from lensllm_hf.cli import main
 from lensllm_hf.cli.predict import predict
-from lensllm_hf.curves import CurveTable
+from lensllm_hf.engine.curves import CurveTable
 from lensllm_hf.errors import LensLLMError
 from lensllm_hf.hub_cards import fits_from_ranking, write_card
-from lensllm_hf.methods import rank
-from lensllm_hf.ranking import Ranking
+from lensllm_hf.engine.methods import rank
+from lensllm_hf.engine.ranking import Ranking
 from lensllm_hf.selector.result import SelectionResult
 
 TARGET = 1_638_400

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lensllm_hf import records
-from lensllm_hf.curves import CurveError
+from lensllm_hf.engine.curves import CurveError
 from lensllm_hf.errors import LensLLMError
 from lensllm_hf.records import (Evaluation, RecordError, RecordWarning, RunKey, RunRecord, SchemaError, check_writable,
                                 config_hash, has_record, list_records, load_table, read_record, record_name,
@@ -290,7 +290,7 @@ def test_load_table_builds_the_engine_table(tmp_path):
 
 
 def test_load_table_feeds_the_scaling_laws(tmp_path):
-    from lensllm_hf.laws import LensLLMLaw, RectifiedLaw
+    from lensllm_hf.engine.laws import LensLLMLaw, RectifiedLaw
 
     for size in (200, 400, 800, 1600):
         write_record(make_record("a", size, loss=2.0 + 50 / (10 + size ** 0.6), F=3.0, zero_shot=None), tmp_path)

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from lensllm_hf import LensLLMSelector, SelectionResult  # noqa: E402
 from lensllm_hf.errors import LensLLMError  # noqa: E402
-from lensllm_hf.ranking import Ranking  # noqa: E402
+from lensllm_hf.engine.ranking import Ranking  # noqa: E402
 from lensllm_hf.records import list_records, read_record  # noqa: E402
 from lensllm_hf.selector.data import subset_pool  # noqa: E402
 
@@ -170,7 +170,7 @@ def test_a_candidate_without_a_cost_estimate_is_named_when_there_is_a_budget(mod
 
 def test_halving_ranks_with_the_probe_of_its_runs(models, data, tmp_path):
     """The loop strategies' rankings see the NTK probe that the records carry, as the grid's do."""
-    from lensllm_hf.laws.rectified import NO_PROBE_WARNING
+    from lensllm_hf.engine.laws.rectified import NO_PROBE_WARNING
 
     candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}]
     result = LensLLMSelector(candidates, *data, output_dir=tmp_path,

@@ -1,6 +1,6 @@
 """lensllm_hf: pick the open LLM to fine-tune before paying for it.
 
-The scaling-law engine (:mod:`lensllm_hf.laws`) is pure numpy/scipy; the Trainer-facing parts
+The scaling-law engine (:mod:`lensllm_hf.engine.laws`) is pure numpy/scipy; the Trainer-facing parts
 (:class:`LensLLMCallback`, :class:`LensLLMSelector`) import torch and transformers lazily, on
 first use, so ``import lensllm_hf`` stays light.
 """

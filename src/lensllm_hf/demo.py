@@ -246,7 +246,7 @@ def run_demo(output_dir: str | os.PathLike = "lensllm_out/demo", *, progress: bo
     """Build the demo (if needed) and run its selection; returns the :class:`SelectionResult`."""
     import torch
 
-    from .config import SelectConfig
+    from .selector.config import SelectConfig
 
     # Models this small gain nothing from intra-op threads, and on a busy machine OpenMP's
     # spinning threads make each step up to 100x slower: one thread, restored afterwards.

@@ -1,6 +1,6 @@
 """The selection plot: test loss against training-subset size D, log-log, one style per candidate.
 
-Everything drawn for a candidate comes from the one :class:`~lensllm_hf.fit.Fit` its ranking row
+Everything drawn for a candidate comes from the one :class:`~lensllm_hf.engine.fit.Fit` its ranking row
 carries: the line is ``fit.predict``, the band ``fit.predict_interval`` at the ranking's level,
 both on a grid that ends exactly at the target, so the band's two ends at the target are the
 ranking's interval (the bar beside it), number for number. The points are the fit's own:
@@ -65,7 +65,7 @@ def curve_of(fit: Any, target: float, level: float, points: int = _GRID_POINTS) 
     ``(curve.low[-1], curve.high[-1])`` is the ranking's interval at the target.
 
     Example:
-        >>> from lensllm_hf.laws import PowerLaw
+        >>> from lensllm_hf.engine.laws import PowerLaw
         >>> fit = PowerLaw().fit([100, 200, 400, 800], [2.0, 1.8, 1.65, 1.55]).to_fit()
         >>> curve = curve_of(fit, 10_000, 0.9)
         >>> curve.sizes[-1] == 10_000 and (curve.low[-1], curve.high[-1]) == tuple(
@@ -97,7 +97,7 @@ def plot_selection(result: Any, path: str | Path | None = None, *, title: str | 
 
 def plot_ranking(ranking: Any, path: str | Path | None = None, *, table: Any = None, metric: str = "eval_loss",
                  title: str | None = None, subtitle: str | None = None, max_candidates: int = 20, dpi: int = 150):
-    """Draw a :class:`~lensllm_hf.ranking.Ranking` (what ``lensllm fit --json`` writes); save it when ``path`` is given.
+    """Draw a :class:`~lensllm_hf.engine.ranking.Ranking` (what ``lensllm fit --json`` writes); save it when ``path`` is given.
 
     Args:
         ranking: the ranking; each complete row with a Fit gets its points, line, band and bar.

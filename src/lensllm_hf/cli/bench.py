@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from .._utils import atomic_write_text, check_output_file, display, json_safe
-from ..bench import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench, summarize
-from ..curves import CurveTable
+from ..engine.protocol import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench, summarize
+from ..engine.curves import CurveTable
 from ..errors import LensLLMError
-from ..methods import METHODS
+from ..engine.methods import METHODS
 
 
 def add_parser(subparsers) -> None:

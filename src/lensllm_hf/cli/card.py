@@ -16,7 +16,7 @@ import json
 
 from .._utils import display
 from ..errors import LensLLMError
-from ..ranking import Ranking
+from ..engine.ranking import Ranking
 
 __all__ = ["add_parser", "run"]
 

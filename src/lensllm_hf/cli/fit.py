@@ -9,10 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from .._utils import check_output_file, display
-from ..curves import CurveTable
+from ..engine.curves import CurveTable
 from ..errors import LensLLMError
-from ..method import RunInfo, run_info
-from ..methods import LEVEL, METHODS, rank
+from ..engine.methods.base import RunInfo, run_info
+from ..engine.methods import LEVEL, METHODS, rank
 
 
 def add_parser(subparsers) -> None:

@@ -4,7 +4,7 @@
 
 SOURCE is a selection or fit JSON (what ``lensllm select`` and ``lensllm fit --json`` write) or
 a model card (a model folder or its README.md, see ``lensllm card``). The prediction comes from
-the very :class:`~lensllm_hf.fit.Fit` the ranking made, so at the ranking's target and level it
+the very :class:`~lensllm_hf.engine.fit.Fit` the ranking made, so at the ranking's target and level it
 is the ranking's number, exactly. The JSON written with ``--json``::
 
     {"model": "gpt2", "at": 1638400, "predicted_loss": 2.31, "interval": [2.2, 2.43], "level": 0.9,
@@ -104,8 +104,8 @@ def predict(source: str | Path, model: str, at: float, *, level: float | None = 
         >>> predict("selection.json", "gpt2", 1_638_400).interval  # doctest: +SKIP
         (2.2, 2.43)
     """
-    from ..fit import check_level
-    from ..method import extrapolation_warnings
+    from ..engine.fit import check_level
+    from ..engine.methods.base import extrapolation_warnings
 
     fit, source_level, name = _find(Path(source), model, dataset=dataset, config=config, split=split, adapter=adapter)
     level = source_level if level is None else check_level(level)
@@ -146,7 +146,7 @@ def _json_or_none(path: Path) -> Any:
 
 
 def _from_ranking(path: Path, data: Any, model: str, card_filters: dict[str, str | None]):
-    from ..ranking import Ranking
+    from ..engine.ranking import Ranking
 
     given = [f"--{k}" for k, v in card_filters.items() if v is not None]
     if given:

@@ -43,7 +43,7 @@ def load_config(args: argparse.Namespace):
     """(config, flags given): the config file with the command line's flags over it, all checked before any
     data or model loads."""
     from .. import records
-    from ..config import SelectConfig
+    from ..selector.config import SelectConfig
     from ..selector.params import cli_values
 
     config = SelectConfig.from_yaml(args.config)

@@ -1,14 +1,14 @@
 """Fitted scaling laws as Hugging Face model-card metadata: written, pushed and read back.
 
 A card's YAML gets a ``lensllm`` key holding a list of entries, each the ranking's one
-:class:`~lensllm_hf.fit.Fit` with dataset, metric, adapter, target, level, version and date
+:class:`~lensllm_hf.engine.fit.Fit` with dataset, metric, adapter, target, level, version and date
 (see :mod:`.metadata` for the layout),
 one per (dataset, config, split, metric, adapter); the observed losses also go into the
 card's standard ``model-index``. Everything goes through ``huggingface_hub``'s ``ModelCard``,
 ``ModelCardData``, ``EvalResult`` and ``metadata_update``.
 
 Example:
-    >>> from lensllm_hf.ranking import Ranking
+    >>> from lensllm_hf.engine.ranking import Ranking
     >>> from lensllm_hf.hub_cards import fits_from_ranking, write_card, push_fits, load_fits, find_fit
     >>> ranking = Ranking.read_json("fit.json")  # doctest: +SKIP
     >>> fits = fits_from_ranking(ranking, "gpt2", dataset="imdb", split="test")  # doctest: +SKIP

@@ -1,7 +1,7 @@
 """One fit as model-card metadata: :class:`CardFit` and the ``lensllm`` block of the YAML.
 
 A card's ``lensllm`` key holds a list of entries, one per (dataset, config, split, metric,
-adapter). Each carries the one :class:`~lensllm_hf.fit.Fit` value the ranking made, as
+adapter). Each carries the one :class:`~lensllm_hf.engine.fit.Fit` value the ranking made, as
 ``Fit.to_dict()`` writes it, so a fit read back from a card predicts and gives intervals
 exactly as the ranking did; :meth:`CardFit.to_dict` writes one entry (``None`` values left out)::
 
@@ -46,8 +46,8 @@ from huggingface_hub import EvalResult
 
 from .. import __version__
 from ..errors import LensLLMError
-from ..fit import Fit, FitError, check_level
-from ..ranking import CandidateFit, Ranking
+from ..engine.fit import Fit, FitError, check_level
+from ..engine.ranking import CandidateFit, Ranking
 from .errors import CardError, CardMetadataError
 
 __all__ = [
@@ -82,7 +82,7 @@ def _today() -> str:
 
 @dataclass(eq=False)
 class CardFit:
-    """One entry of a card's ``lensllm`` block: a :class:`~lensllm_hf.fit.Fit` with what it was fitted on.
+    """One entry of a card's ``lensllm`` block: a :class:`~lensllm_hf.engine.fit.Fit` with what it was fitted on.
 
     Attributes:
         fit: the fit, exactly as the ranking had it; ``card_fit.predict(...)`` and
@@ -126,7 +126,7 @@ class CardFit:
 
     def __post_init__(self) -> None:
         if not isinstance(self.fit, Fit):
-            raise CardError(f"CardFit.fit must be a lensllm_hf.fit.Fit, got {type(self.fit).__name__}")
+            raise CardError(f"CardFit.fit must be a lensllm_hf.engine.fit.Fit, got {type(self.fit).__name__}")
         self.level = check_level(self.level)
 
     @property
@@ -165,7 +165,7 @@ class CardFit:
     def from_candidate(cls, candidate: CandidateFit, *, target_size: float | None, level: float, dataset: str,
                        config: str | None = None, split: str | None = None, metric: str = "eval_loss",
                        adapter: str | None = None) -> CardFit:
-        """A card entry from one row of a :class:`~lensllm_hf.ranking.Ranking`: the row's own Fit."""
+        """A card entry from one row of a :class:`~lensllm_hf.engine.ranking.Ranking`: the row's own Fit."""
         if candidate.status != "complete":
             raise CardError(f"{candidate.model}: its fit failed ({candidate.error}); there is no fit to write")
         if candidate.fit is None:
@@ -179,7 +179,7 @@ class CardFit:
 
         This is how a selector uses a published fit instead of training the candidate: the row
         carries this very Fit, so its prediction and interval are the ones the card's ranking
-        had (at the same target and level) and a :class:`~lensllm_hf.ranking.Ranking` of it
+        had (at the same target and level) and a :class:`~lensllm_hf.engine.ranking.Ranking` of it
         computes them again the same way.
         """
         target = self.target_size if target_size is None else float(target_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..ranking import CandidateFit
+from ..engine.ranking import CandidateFit
 from .errors import CardError, CardMetadataError, HubError
 from .hub import load_fits
 from .metadata import find_fit
@@ -19,7 +19,7 @@ def published_candidate(model: str, *, name: str, dataset: str, config: str | No
     The card of ``model`` (a Hub repo ID or a local model folder) is read with
     :func:`~lensllm_hf.hub_cards.load_fits`, and the fit for exactly this dataset, config,
     split, metric and adapter is taken (:func:`~lensllm_hf.hub_cards.find_fit`). The row carries
-    that very :class:`~lensllm_hf.fit.Fit`: at the card's own target and level its prediction
+    that very :class:`~lensllm_hf.engine.fit.Fit`: at the card's own target and level its prediction
     and interval are the ones the publishing ranking had, bit for bit.
 
     Args:

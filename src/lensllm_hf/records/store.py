@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import atomic_write_text, display
-from ..curves import CurveTable
+from ..engine.curves import CurveTable
 from .schema import (DEFAULT_RECORD_NAME, STATUSES, STORE_SUFFIX, RecordError, RecordWarning, RunKey, RunRecord,
                      SchemaError, legacy_record_name)
 
@@ -685,7 +685,7 @@ def load_table(store: str | os.PathLike | Store | Iterable[RunRecord], *, zero_s
     reported and left out, never averaged in as another seed). A cell is the mean
     ``final_eval_loss`` over seeds, ``flops`` the mean of their ``total_flos``; ``params`` is each
     model's parameter count (the NTK probe reaches the ``lensllm`` law through
-    :func:`lensllm_hf.method.run_info`, from the records themselves). Rows are model
+    :func:`lensllm_hf.engine.methods.base.run_info`, from the records themselves). Rows are model
     IDs; a model run with several training configurations gives one row per configuration,
     named ``model#config_hash`` (plus ``@revision`` / ``+adapter`` when only those differ). A
     model with no usable point at some size carries a ``problems`` entry naming it, as

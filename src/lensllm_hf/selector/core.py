@@ -27,9 +27,9 @@ from typing import Any
 from .. import records
 from .._utils import display
 from ..errors import LensLLMError
-from ..method import run_info
-from ..methods import rank
-from ..ranking import CandidateFit, Ranking
+from ..engine.methods.base import run_info
+from ..engine.methods import rank
+from ..engine.ranking import CandidateFit, Ranking
 from ..records import RunKey, RunRecord
 from .candidates import as_candidates, peft_summary
 from .data import check_text_column, content_fingerprint, split_eval, subset_pool

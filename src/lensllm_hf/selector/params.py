@@ -5,7 +5,7 @@ Each field of :class:`SelectionParams` is a parameter of :class:`~lensllm_hf.Len
 the scikit-learn way). Its annotation is the type, and its metadata (:func:`param`) the range,
 the choices, whether a YAML config may set it and which ``lensllm select`` / ``lensllm plan``
 flag overrides it. :func:`check_params` checks any mapping of them against that declaration;
-the selector, :class:`~lensllm_hf.config.SelectConfig` and the command line all go through it,
+the selector, :class:`~lensllm_hf.selector.config.SelectConfig` and the command line all go through it,
 so a bad value gets the same one-line error wherever it enters.
 
 Example:
@@ -29,7 +29,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from ..errors import LensLLMError
-from ..methods import LEVEL, METHODS
+from ..engine.methods import LEVEL, METHODS
 
 __all__ = ["BACKENDS", "GENERATION_KEYS", "STRATEGIES", "Param", "ParamError", "SelectionParams", "add_cli_flags",
            "check_generation", "check_params", "check_task", "cli_values", "param", "params_doc", "params_of",
@@ -112,7 +112,7 @@ class SelectionParams:
                           help="grid: every candidate on every size; adaptive: more data only where the decision "
                                "needs it; halving: successive halving on the predicted loss")
     method: str = param("default", choices=tuple(METHODS), cli="--method",
-                        help="the selection method (lensllm_hf.methods.METHODS)")
+                        help="the selection method (lensllm_hf.engine.methods.METHODS)")
     level: float = param(LEVEL, low=0, high=1, open_low=True, open_high=True, cli="--level",
                          example="0.9 for 90 % intervals", help="interval level of the predictions")
     backend: str = param("serial", choices=BACKENDS, cli="--backend",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..ranking import CandidateFit
+from ..engine.ranking import CandidateFit
 from .candidates import Candidate, peft_summary
 
 __all__ = ["published_rows"]

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import atomic_write_text, display, json_safe
-from ..curves import CurveTable
+from ..engine.curves import CurveTable
 from ..errors import LensLLMError
-from ..ranking import Ranking
+from ..engine.ranking import Ranking
 
 __all__ = ["SelectionResult"]
 
@@ -38,7 +38,7 @@ class SelectionResult:
     """The outcome of :meth:`LensLLMSelector.run`.
 
     Attributes:
-        fits: the :class:`~lensllm_hf.ranking.Ranking`: per candidate its :class:`~lensllm_hf.fit.Fit`,
+        fits: the :class:`~lensllm_hf.engine.ranking.Ranking`: per candidate its :class:`~lensllm_hf.engine.fit.Fit`,
             prediction, interval and P(best) at the target; the object behind ``ranking``, the
             plot and the cards. Its JSON is what ``lensllm fit --json`` writes.
         table: the observed losses, candidate x subset size (NaN: not run).

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import records
-from ..curves import CurveTable
-from ..ranking import Ranking
+from ..engine.curves import CurveTable
+from ..engine.ranking import Ranking
 from ..records import RunRecord
 from .data import evaluate_metric, token_accuracy
 from .result import SelectionResult

@@ -6,11 +6,11 @@ parallel, plus the progress bar). A strategy returns what it bought and, when it
 candidates itself, the ranking.
 
 - :class:`GridStrategy`: every candidate on every size, in one batch.
-- :class:`LoopStrategy`: an engine loop with the shape of :func:`lensllm_hf.adaptive.select_adaptive`
+- :class:`LoopStrategy`: an engine loop with the shape of :func:`lensllm_hf.engine.adaptive.select_adaptive`
   (``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs, flops_per_example)
   -> AdaptiveResult``);
-  ``adaptive`` (:func:`lensllm_hf.adaptive.select_adaptive`) and ``halving``
-  (:func:`lensllm_hf.halving.select_halving`) are two. The loop asks for each start column and
+  ``adaptive`` (:func:`lensllm_hf.engine.adaptive.select_adaptive`) and ``halving``
+  (:func:`lensllm_hf.engine.halving.select_halving`) are two. The loop asks for each start column and
   each round's runs as one batch, which goes to ``buy`` as it is, so a parallel backend runs
   them together; only the rounds follow one another (each depends on the fits before it).
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import LensLLMError
-from ..method import RunInfo, run_info
-from ..ranking import Ranking
+from ..engine.methods.base import RunInfo, run_info
+from ..engine.ranking import Ranking
 from ..records import RunKey, RunRecord
 from .plan import RunPlan
 from .scoring import Metric
@@ -109,7 +109,7 @@ class LoopStrategy:
         loop: ``loop(models, sizes, target, buy_runs, *, method, level, max_flops, runs,
             flops_per_example) -> result``
             with ``result.ranking`` and ``result.bought``; ``buy_runs`` is a
-            :data:`lensllm_hf.adaptive.Buy`, and ``runs`` the candidates' :class:`RunInfo`, updated
+            :data:`lensllm_hf.engine.adaptive.Buy`, and ``runs`` the candidates' :class:`RunInfo`, updated
             after every batch, so each round's ranking sees the probe as the grid's does.
     """
 
@@ -143,13 +143,13 @@ class LoopStrategy:
 
 
 def _adaptive() -> LoopStrategy:
-    from ..adaptive import select_adaptive
+    from ..engine.adaptive import select_adaptive
 
     return LoopStrategy("adaptive", select_adaptive)
 
 
 def _halving() -> LoopStrategy:
-    from ..halving import select_halving
+    from ..engine.halving import select_halving
 
     return LoopStrategy("halving", select_halving)
 

@@ -40,7 +40,7 @@ The start size (the one schedule setting)
 
 Each start column, and each round's runs, is one call of ``buy`` (a batch: a parallel
 backend trains it together); which runs fit ``max_flops`` is decided before the batch is
-bought (see :class:`lensllm_hf.adaptive.Ledger`).
+bought (see :class:`lensllm_hf.engine.adaptive.Ledger`).
 
 The final ranking is the method's ranking on every point bought. A candidate dropped early
 keeps its prediction from its fewer points (and its wider interval) and stays ``complete``,
@@ -86,8 +86,8 @@ import numpy as np
 
 from .adaptive import AdaptiveResult, Buy, Ledger, table_buyer
 from .curves import CurveTable
-from .errors import LensLLMError
-from .method import RunInfo
+from ..errors import LensLLMError
+from .methods.base import RunInfo
 from .methods import LEVEL, METHODS, rank
 from .ranking import CandidateFit, Ranking
 
@@ -120,14 +120,14 @@ def select_halving(
         sizes: the subset sizes that may be bought (0 = zero-shot evaluation); each size is
             about twice the last, as in the selector's plans.
         target: the full training size the ranking is for.
-        buy: fine-tunes a batch of (candidate, size) runs (see :data:`lensllm_hf.adaptive.Buy`;
+        buy: fine-tunes a batch of (candidate, size) runs (see :data:`lensllm_hf.engine.adaptive.Buy`;
             ``adaptive.one_by_one`` adapts a one-run function): each start column is one batch,
             each round's runs another. A run's :class:`LensLLMError` or non-finite loss fails
             that candidate only.
-        method: a method that predicts the loss at the target (see ``lensllm_hf.methods``).
+        method: a method that predicts the loss at the target (see ``lensllm_hf.engine.methods``).
         level: probability (with ``p_best``) or interval level (without) that decides who can still win.
         max_flops: never start a run that would take the total past this (None: no cap).
-        params, runs, flops_per_example: as for :func:`lensllm_hf.adaptive.select_adaptive`
+        params, runs, flops_per_example: as for :func:`lensllm_hf.engine.adaptive.select_adaptive`
             (parameter counts; the records' NTK probe and warnings, read every round; the
             expected FLOPs per example before a candidate's first run).
 
@@ -293,7 +293,7 @@ def score_on_table(table: CurveTable, target: int, budgets: Sequence[int], truth
         full_cost: FLOPs of fine-tuning every candidate on ``target`` (the compute fraction's denominator).
         method: the method that predicts the loss at the target.
     """
-    from .bench import score_row
+    from .protocol import score_row
 
     rows = []
     for budget in budgets:

@@ -27,8 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ._utils import atomic_write_text, display, one_line
-from .errors import LensLLMError
+from .._utils import atomic_write_text, display, one_line
+from ..errors import LensLLMError
 
 __all__ = ["MAX_SUBSET_SIZE", "CurveError", "CurveTable", "validate_points"]
 

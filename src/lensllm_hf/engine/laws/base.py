@@ -1,4 +1,4 @@
-"""What every scaling law shares: the scikit-learn shape, and the :class:`~lensllm_hf.fit.Fit` it produces."""
+"""What every scaling law shares: the scikit-learn shape, and the :class:`~lensllm_hf.engine.fit.Fit` it produces."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ class ScalingLaw:
     ``params_`` (a dict), ``sizes_``, ``losses_`` (every point given), ``used_`` (which of them the
     law used), ``residuals_`` (log-loss residuals of the used points) and ``transition_size_``
     (first size of the power phase, see :func:`detect_transition`). :meth:`to_fit` returns the
-    one serialisable :class:`~lensllm_hf.fit.Fit`; :meth:`predict` and :meth:`predict_interval`
+    one serialisable :class:`~lensllm_hf.engine.fit.Fit`; :meth:`predict` and :meth:`predict_interval`
     are its own.
 
     Example:
-        >>> from lensllm_hf.laws import RectifiedLaw
+        >>> from lensllm_hf.engine.laws import RectifiedLaw
         >>> law = RectifiedLaw().fit([0, 200, 400, 800, 1600], [4.0, 3.1, 3.0, 2.8, 2.6])
         >>> lo, hi = law.predict_interval([1_638_400], level=0.9)
         >>> bool(lo[0] < law.predict([1_638_400])[0] < hi[0])
@@ -43,7 +43,7 @@ class ScalingLaw:
     residuals_: np.ndarray
     transition_size_: float | None
 
-    #: Extra log-loss spread per doubling beyond the largest used size (see ``lensllm_hf.fit``).
+    #: Extra log-loss spread per doubling beyond the largest used size (see ``lensllm_hf.engine.fit``).
     extrapolation_sd_per_doubling: float = EXTRAPOLATION_SD_PER_DOUBLING
 
     def fit(self, sizes, losses) -> Self:
@@ -72,7 +72,7 @@ class ScalingLaw:
         return self.to_fit().predict(sizes)
 
     def predict_interval(self, sizes, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """A ``level`` interval for the loss at each size (log-normal, see ``lensllm_hf.fit``)."""
+        """A ``level`` interval for the loss at each size (log-normal, see ``lensllm_hf.engine.fit``)."""
         return self.to_fit().predict_interval(sizes, level)
 
     # -- for subclasses ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A ranking of candidate models at a target size: each row carries its :class:`~lensllm_hf.fit.Fit`.
+"""A ranking of candidate models at a target size: each row carries its :class:`~lensllm_hf.engine.fit.Fit`.
 
 A row's predicted loss and interval are computed from its fit at the ranking's target and
 level, never stored beside it; ``p_best`` is the probability that the row has the lowest loss
@@ -18,7 +18,7 @@ the same fits from it::
 Ranked (complete) candidates come first, best first; failed ones follow with their error.
 
 Example:
-    >>> from lensllm_hf.fit import Fit
+    >>> from lensllm_hf.engine.fit import Fit
     >>> def line(a):
     ...     return Fit("ats", {"a": a, "b": -0.1}, (200.0, 400.0, 800.0), (1.0, 0.95, 0.9),
     ...                (True, True, True), {"noise_var": 0.001, "largest_size": 800.0,
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from ._utils import atomic_write_text, display, json_safe
-from .errors import LensLLMError
+from .._utils import atomic_write_text, display, json_safe
+from ..errors import LensLLMError
 from .fit import MAX_ENTRIES, MAX_TEXT, Fit, FitError, check_level
 
 __all__ = ["NEAR_TIE_P", "CandidateFit", "Ranking", "p_best"]
@@ -63,7 +63,7 @@ def p_best(log_means, log_sds, log_sds_above=None) -> np.ndarray:
 
     log L_i has median ``log_means[i]`` and, on either side, a normal's shape of spread
     ``log_sds[i]`` below and ``log_sds_above[i]`` above (``log_sds`` when None: log-normal);
-    see :mod:`lensllm_hf.fit`. ``P_i = integral of P(L_i in dx) * prod_{j != i} P(L_j > x)``,
+    see :mod:`lensllm_hf.engine.fit`. ``P_i = integral of P(L_i in dx) * prod_{j != i} P(L_j > x)``,
     computed on a fixed grid made of 161 points across each candidate's own distribution
     (median +- 8 spreads): in each cell, the exact probability mass of L_i times the others'
     survival at the cell's middle. Deterministic, within 1e-4 of the exact integral whatever the

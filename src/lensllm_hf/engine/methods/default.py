@@ -37,7 +37,7 @@ the budgets 1/8 ... 1/512, PearCorr / RelAcc in %)
     family's extra parameters extrapolate 9 doublings badly from a few points.
 
 The fit
-    Each candidate's fit is a :class:`~lensllm_hf.fit.Fit` of the law ``local-loglog``
+    Each candidate's fit is a :class:`~lensllm_hf.engine.fit.Fit` of the law ``local-loglog``
     (log L = a + b log D, with the shrunk slope b), not ``ats``: the line is AtS's, but its
     weights and slope are this method's. The fit's terms record the ``bandwidth`` (-1 for inf,
     JSON has no infinity) and the unshrunk ``raw_slope``.
@@ -52,7 +52,7 @@ Intervals
     that fall on that side: the curves of one task bend alike, and on both shared tables the
     lines under-predict the fall far more often than they over-predict it, so the intervals
     reach further below the prediction than above it (the predictive distribution is a split
-    log-normal, :mod:`lensllm_hf.fit`). The two terms are calibrated together: the interval
+    log-normal, :mod:`lensllm_hf.engine.fit`). The two terms are calibrated together: the interval
     takes the larger of them, so two spreads each leaving (1 - level) / 2 of the backtest errors
     beyond them left fewer beyond their larger one (0.7-3.3 % below FLAN's lines, 2.8-4.0 %
     below Gigaword's, over the budgets), and both are scaled until the interval as used leaves
@@ -151,12 +151,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .curves import CurveTable
-from .errors import LensLLMError
-from .fit import EXTRAPOLATION_SD_PER_DOUBLING, Fit, cov_key
-from .laws import transition_index
-from .method import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
-from .ranking import CandidateFit, Ranking
+from ..curves import CurveTable
+from ...errors import LensLLMError
+from ..fit import EXTRAPOLATION_SD_PER_DOUBLING, Fit, cov_key
+from ..laws import transition_index
+from .base import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
+from ..ranking import CandidateFit, Ranking
 
 __all__ = ["BANDWIDTHS", "LAW", "DefaultMethod", "backtest", "choose_bandwidth", "extrapolation_spread"]
 
@@ -308,13 +308,13 @@ EXPONENT_MARGIN = 1.0
 PRIOR_GROWTH = 0.5
 #: Scale of the coverage-matched spread once the exponent is raised (benchmarks/interval_coverage.py).
 SPREAD_SCALE = 0.7
-#: Weight, in backtest lines, of the prior spread :data:`~lensllm_hf.fit.EXTRAPOLATION_SD_PER_DOUBLING`
+#: Weight, in backtest lines, of the prior spread :data:`~lensllm_hf.engine.fit.EXTRAPOLATION_SD_PER_DOUBLING`
 #: against the table's own, and the prior's degrees of freedom in the Student-t inflation.
 PRIOR_LINES = 2
 
 
 def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEVEL) -> dict[str, float]:
-    """The extrapolation terms of the intervals (:mod:`lensllm_hf.fit`), estimated from the
+    """The extrapolation terms of the intervals (:mod:`lensllm_hf.engine.fit`), estimated from the
     table's own backtest and as sure as its evidence: at d doublings ahead the spread is
     max(k * d, k_far * d**p) above the line, and the same with k and k_far of their own below it.
 
@@ -336,7 +336,7 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     How sure that estimate is depends on the evidence: n backtest lines (one per candidate and
     cut), few on a short table. Read as a variance with a scaled-inverse-chi-squared prior worth
     ``PRIOR_LINES`` lines of the measured constant k0 =
-    :data:`~lensllm_hf.fit.EXTRAPOLATION_SD_PER_DOUBLING`, each side's k becomes
+    :data:`~lensllm_hf.engine.fit.EXTRAPOLATION_SD_PER_DOUBLING`, each side's k becomes
     k^2 = (PRIOR_LINES * k0^2 + n * k^2) / (PRIOR_LINES + n) (the prior says nothing of k_far),
     and a new error follows a Student t with PRIOR_LINES + n degrees of freedom: every spread
     is multiplied by that t's ``level`` quantile over the normal's (x 1.15 for 5 lines, x 1.03
@@ -348,7 +348,7 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     errors seen alone at their cut and distance left out): what is left of the bend when the
     part every candidate shares is taken out, which P(best) uses.
 
-    Returns the terms by their :class:`~lensllm_hf.fit.Fit` names: ``extrapolation_sd_per_doubling``
+    Returns the terms by their :class:`~lensllm_hf.engine.fit.Fit` names: ``extrapolation_sd_per_doubling``
     and ``extrapolation_sd_far`` (above the line, or both sides), ``extrapolation_exponent``, and,
     where the sides were measured apart, the ``_below`` and ``_relative`` twins of the first two.
     """

@@ -1,6 +1,6 @@
 """The one fitted-law value: :class:`Fit` predicts, gives intervals and round-trips through JSON.
 
-Every law (``lensllm_hf.laws``) and the ``default`` method produce a :class:`Fit`; the ranking,
+Every law (``lensllm_hf.engine.laws``) and the ``default`` method produce a :class:`Fit`; the ranking,
 ``fit --json``, ``selection.json``, the plot and the model cards carry it and rebuild it with
 :meth:`Fit.from_dict`, so every re-prediction agrees exactly with the first one.
 
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .errors import LensLLMError
+from ..errors import LensLLMError
 
 __all__ = ["EXTRAPOLATION_SD_PER_DOUBLING", "FORMS", "Fit", "FitError", "Form", "check_level", "level_z"]
 
@@ -127,7 +127,7 @@ _RECTIFIED = Form(("B", "F", "beta", "E"), ("beta", "log_Dl", "E", "A"), _rectif
 #: Every law name a :class:`Fit` may carry, and the form of its curve.
 #: ``ats``: AtS's line log L = a + b log D through the power phase (Lin et al., 2024);
 #: ``local-loglog``: the ``default`` method's line (AtS's line fitted locally and shrunk, see
-#: ``lensllm_hf.default``); ``power``: B D^-beta + E; ``rectified``: B / (F + D^beta) + E;
+#: ``lensllm_hf.engine.methods.default``); ``power``: B D^-beta + E; ``rectified``: B / (F + D^beta) + E;
 #: ``lensllm``: the rectified form with F = F(Theta, t) from the NTK probe's spectrum.
 FORMS: Mapping[str, Form] = MappingProxyType({
     "ats": _LOGLINEAR,
@@ -250,7 +250,7 @@ class Fit:
         ``relative=True``: the spread of this candidate's loss relative to the other candidates'
         of its table, symmetric, with the ``_relative`` extrapolation terms (the part of the bend
         that all candidates share left out); the full spreads where the fit has none.
-        :attr:`~lensllm_hf.ranking.CandidateFit.p_best` uses it.
+        :attr:`~lensllm_hf.engine.ranking.CandidateFit.p_best` uses it.
 
         Example:
             >>> fit = Fit("ats", {"a": 1.0, "b": -0.1}, (100.0, 200.0, 400.0), (1.7, 1.6, 1.5),
@@ -341,7 +341,7 @@ class Fit:
             >>> Fit.from_dict({"law": "cubic"})
             Traceback (most recent call last):
             ...
-            lensllm_hf.fit.FitError: fit.law: unknown law 'cubic'; known laws: ats, lensllm, local-loglog, power, rectified
+            lensllm_hf.engine.fit.FitError: fit.law: unknown law 'cubic'; known laws: ats, lensllm, local-loglog, power, rectified
         """
         if not isinstance(data, Mapping):
             raise FitError(f"{where}: expected an object with law, params, sizes, losses, used, terms")

@@ -1,7 +1,7 @@
 """What every selection method shares: the :class:`Method` shape, run information, cost and warnings.
 
 A method turns a curve table (every candidate's points up to the budget) into a
-:class:`~lensllm_hf.ranking.Ranking`. The registry of methods is ``lensllm_hf.methods.METHODS``;
+:class:`~lensllm_hf.engine.ranking.Ranking`. The registry of methods is ``lensllm_hf.engine.methods.METHODS``;
 this module sits below it (``default`` and ``methods`` both import it, never each other).
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .curves import CurveTable
-from .fit import Fit
-from .ranking import Ranking
+from ..curves import CurveTable
+from ..fit import Fit
+from ..ranking import Ranking
 
 __all__ = ["LEVEL", "Method", "RunInfo", "extrapolation_warnings", "flops_spent", "run_info"]
 

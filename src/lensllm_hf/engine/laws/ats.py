@@ -20,7 +20,7 @@ class AtSLaw(ScalingLaw):
     Student's t for few points.
 
     Args:
-        k, delta: the phase-detection settings of :func:`~lensllm_hf.laws.phases.transition_index`
+        k, delta: the phase-detection settings of :func:`~lensllm_hf.engine.laws.phases.transition_index`
             (the published AtS uses k = 3, delta = 5).
         extrapolation_sd_per_doubling: extra log-loss spread per doubling beyond the data.
 

@@ -2,7 +2,7 @@
 
 A method sees only the columns a budget allows (``CurveTable.up_to``). Law methods fit each
 candidate on its own and predict the loss at the target; the baselines of DESIGN.md §2 rank
-by something observed. ``default`` is the method the selector uses (``lensllm_hf.default``).
+by something observed. ``default`` is the method the selector uses (``lensllm_hf.engine.methods.default``).
 
 Example:
     >>> import numpy as np
@@ -20,13 +20,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .curves import CurveError, CurveTable
+from ..curves import CurveError, CurveTable
 from .default import DefaultMethod
-from .errors import LensLLMError
-from .fit import check_level
-from .laws import AtSLaw, LensLLMLaw, PowerLaw, RectifiedLaw, ScalingLaw
-from .method import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
-from .ranking import CandidateFit, Ranking
+from ...errors import LensLLMError
+from ..fit import check_level
+from ..laws import AtSLaw, LensLLMLaw, PowerLaw, RectifiedLaw, ScalingLaw
+from .base import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
+from ..ranking import CandidateFit, Ranking
 
 __all__ = ["LEVEL", "METHODS", "LawMethod", "Method", "ObservedMethod", "rank"]
 
@@ -129,7 +129,7 @@ def _lensllm(table: CurveTable, row: int, info: RunInfo) -> ScalingLaw:
     return LensLLMLaw(eigenvalues=info.eigenvalues, coefficients=info.coefficients)
 
 
-#: Every selection method by name. ``default`` is DefaultMethod (``lensllm_hf.default``): AtS's
+#: Every selection method by name. ``default`` is DefaultMethod (``lensllm_hf.engine.methods.default``): AtS's
 #: line fitted locally and shrunk across candidates; its fits carry the law ``local-loglog``.
 METHODS: dict[str, Method] = {
     "lensllm": LawMethod("lensllm", _lensllm),
@@ -148,7 +148,7 @@ def rank(table: CurveTable, target: float, method: str = "default", level: float
     """Rank the candidates of ``table`` by ``method`` for fine-tuning on ``target`` examples.
 
     ``runs`` maps a row's model name to what its run records say (probe spectrum, warnings;
-    see :func:`lensllm_hf.method.run_info`).
+    see :func:`lensllm_hf.engine.methods.base.run_info`).
     """
     if method not in METHODS:
         raise LensLLMError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")

@@ -139,7 +139,7 @@ def score_p_best(ranking, models: Sequence[str], truth: np.ndarray) -> tuple[flo
     for the rest; a failed candidate has p = 0.
 
     Example:
-        >>> from lensllm_hf.ranking import CandidateFit, Ranking
+        >>> from lensllm_hf.engine.ranking import CandidateFit, Ranking
         >>> r = Ranking(1e5, "zeroshot", [CandidateFit("a", score=1.0), CandidateFit("b", score=2.0)])
         >>> score_p_best(r, ["a", "b"], np.array([1.5, 1.2]))
         (2.0, 1.0, 0.0)

@@ -11,7 +11,7 @@ round's runs, is one call, so a parallel backend (Ray) trains them together. Whi
 batch's runs fit ``max_flops`` is decided before it is bought, in order, each run's cost
 projected from its candidate's FLOPs per example so far, or before its first run from the
 caller's estimate (``flops_per_example``; :class:`Ledger`, shared with
-:mod:`lensllm_hf.halving`). :func:`one_by_one` turns a one-run ``buy(model, size)`` into a
+:mod:`lensllm_hf.engine.halving`). :func:`one_by_one` turns a one-run ``buy(model, size)`` into a
 :data:`Buy`.
 
 Example:
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .curves import CurveTable
-from .errors import LensLLMError
-from .method import RunInfo
+from ..errors import LensLLMError
+from .methods.base import RunInfo
 from .methods import LEVEL, rank
 from .ranking import CandidateFit, Ranking
 
@@ -102,7 +102,7 @@ def select_adaptive(
         buy: fine-tunes a batch of (candidate, size) runs (see :data:`Buy`; :func:`one_by_one`
             adapts a one-run function): each start column is one batch, each round's runs another.
             A run's :class:`LensLLMError` or NaN loss fails that candidate only.
-        method: the selection method fitted each round (see ``lensllm_hf.methods``).
+        method: the selection method fitted each round (see ``lensllm_hf.engine.methods``).
         level: interval level used to decide which candidates could still win.
         start_points: how many of the smallest sizes every candidate gets first.
         start_share: with ``max_flops``, every candidate keeps getting the next size while
@@ -110,7 +110,7 @@ def select_adaptive(
         max_flops: start no run whose projected cost takes the total past this (None: only sizes limit it).
         params: parameter counts (kept in the ranking's table, used by ``modelsize``).
         runs: what each candidate's run records say (the NTK probe, warnings; see
-            :func:`lensllm_hf.method.run_info`), read at every round: a caller may update the
+            :func:`lensllm_hf.engine.methods.base.run_info`), read at every round: a caller may update the
             mapping as runs are bought.
         flops_per_example: candidate -> FLOPs per training example expected before any of its
             runs (the selector's estimate), so that ``max_flops`` holds from the first column.

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._utils import display, one_line
-from .errors import LensLLMError
-from .selector.params import (Param, ParamError, SelectionParams, check_params, check_task, param, params_of,
+from .._utils import display, one_line
+from ..errors import LensLLMError
+from .params import (Param, ParamError, SelectionParams, check_params, check_task, param, params_of,
                               run_sizes, suggest)
 
 __all__ = ["ConfigError", "DatasetConfig", "SelectConfig"]
@@ -209,8 +209,8 @@ class SelectConfig:
 
     def check(self) -> None:
         """The rules between parameters and the training arguments (each candidate's TrainingArguments)."""
-        from .selector.candidates import as_candidates
-        from .selector.plan import check_training_args
+        from .candidates import as_candidates
+        from .plan import check_training_args
 
         where = self.path or "config"
         try:
@@ -227,8 +227,8 @@ class SelectConfig:
 
         ``output_dir`` and ``store`` override the file's; the store defaults to ``output_dir/store``.
         """
-        from .selector import LensLLMSelector
-        from .selector.runner import quiet_logs
+        from . import LensLLMSelector
+        from .runner import quiet_logs
 
         with quiet_logs(bool(overrides.get("verbose", self.params.get("verbose", False)))):
             train, evalset = self.dataset.load()
@@ -320,7 +320,7 @@ def _resolve_candidate(item: Any, base: Path) -> Any:
         item = dict(item)
         resolved = _maybe_local(item["model"], base)
         if resolved != item["model"]:
-            from .selector.candidates import Candidate
+            from .candidates import Candidate
 
             adapter = item.get("peft", item.get("peft_config"))
             item.setdefault("name", Candidate(item["model"], peft_config=adapter).name)

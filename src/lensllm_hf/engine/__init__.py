@@ -1,0 +1,2 @@
+"""The engine: curve tables, scaling laws, fits, selection methods, ranking and the replay
+protocol. numpy/scipy/pandas only (no torch), so it runs anywhere a table does."""
