@@ -12,40 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 torch = pytest.importorskip("torch")
 
 from lensllm_hf.cli import main  # noqa: E402
 from lensllm_hf.records import list_records, read_record  # noqa: E402
 
-from tiny_models import make_text_dataset, make_tiny_gpt2  # noqa: E402
+from tiny_models import write_select_config as write_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def write_config(folder: Path, *, epochs: int = 2, candidates=None, **extra) -> Path:
-    """A config with two tiny GPT-2s (given by paths relative to the config) and JSONL data."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "models" / "small").exists():
-        make_tiny_gpt2(folder / "models" / "small", n_layer=1, n_embd=16, seed=0)
-        make_tiny_gpt2(folder / "models" / "large", n_layer=2, n_embd=64, seed=1)
-        (folder / "data").mkdir(exist_ok=True)
-        make_text_dataset(200, seed=0).to_json(folder / "data" / "train.jsonl")
-        make_text_dataset(32, seed=1).to_json(folder / "data" / "eval.jsonl")
-    config = {
-        "candidates": candidates or ["models/small", {"model": "models/large", "name": "large"}],
-        "dataset": {"files": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"}, "text_column": "text"},
-        "target_size": 4000, "min_size": 8, "budget": 32, "max_length": 32,
-        "training_args": {"per_device_train_batch_size": 8, "num_train_epochs": epochs, "learning_rate": 3e-3},
-        **extra,
-    }
-    path = folder / "select.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 def test_select_writes_outputs_and_resumes(tmp_path, capsys):

@@ -186,9 +186,14 @@ def test_find_fit_matches_exactly_and_a_published_fit_ranks_like_a_trained_one()
     assert find_fit(fits, dataset="imdb", split="validation") is None
     assert find_fit(fits, dataset="imdb", split="test", model="opt") is None
     row = fits[0].to_candidate_fit(target_size=2 * TARGET)
+    assert row.prediction is None  # a row has no target or level of its own: its ranking's
+    (row,) = Ranking(2 * TARGET, "power", [row], level=0.5).candidates
     assert row.score == row.predicted_loss == float(fits[0].predict([2 * TARGET])[0])
     assert row.interval[0] < row.score < row.interval[1] and row.status == "complete" and row.fit is fits[0].fit
-    assert fits[0].to_candidate_fit().predicted_loss == fits[0].predicted_loss
+    low, high = fits[0].predict_interval([2 * TARGET], 0.5)  # at its ranking's level
+    assert row.interval == [float(low[0]), float(high[0])]
+    (own,) = Ranking(fits[0].target_size, "power", [fits[0].to_candidate_fit()], fits[0].level).candidates
+    assert (own.predicted_loss, tuple(own.interval)) == (fits[0].predicted_loss, fits[0].interval)
 
 
 def test_a_published_fit_ranks_exactly_as_the_ranking_that_made_it(tmp_path, hub, curves_dir):
@@ -205,10 +210,10 @@ def test_a_published_fit_ranks_exactly_as_the_ranking_that_made_it(tmp_path, hub
     push_fits("alice/first", load_fits(folders[first.model]))
 
     rows = [published_candidate(str(folders[c.model]), name=c.model, dataset="flan", config=None, split="test",
-                                metric="eval_loss", adapter=None, target=ranking.target, level=ranking.level)
+                                metric="eval_loss", adapter=None, target=ranking.target)
             for c in ranking.ranked]
     rows.append(published_candidate("alice/first", name="from the hub", dataset="flan", config=None, split="test",
-                                    metric="eval_loss", adapter=None, target=ranking.target, level=ranking.level))
+                                    metric="eval_loss", adapter=None, target=ranking.target))
     again = Ranking(ranking.target, ranking.method, rows, level=ranking.level)
     by_name = {c.model: c for c in again.ranked}
     for c in ranking.ranked:
@@ -225,7 +230,7 @@ def test_published_candidate_is_none_when_nothing_matches_or_the_hub_cannot_answ
     """Another dataset or adapter, no card, not a repo ID, Hub down, offline: None (train it); malformed: a warning."""
     write_card(tmp_path, _fit(split="test"))
     ask = {"name": "gpt2", "dataset": "imdb", "config": None, "split": "test", "metric": "eval_loss",
-           "adapter": None, "target": TARGET, "level": 0.9}
+           "adapter": None, "target": TARGET}
     assert published_candidate(str(tmp_path), **ask) is not None
     assert published_candidate(str(tmp_path), **{**ask, "dataset": "gigaword"}) is None
     assert published_candidate(str(tmp_path), **{**ask, "adapter": "lora r=8"}) is None
@@ -706,7 +711,7 @@ def test_long_and_unusual_candidate_names_get_their_own_card_folders(tmp_path):
 
     names = ["x" * 300, "org/A", "org--A", "модель/A", "模型/A", "A ", "A", "bad\x1bname",
              "EleutherAI/pythia-70m", "GPT2", "gpt2"]
-    result = SelectionResult(fits=_ranking(*names), table=None, target_size=TARGET)
+    result = SelectionResult(fits=_ranking(*names), table=None)
     written = result.write_cards(tmp_path / "cards")
     assert set(written) == set(names)
     # One folder each, on case-insensitive file systems (macOS, Windows) too.

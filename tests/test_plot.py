@@ -30,7 +30,7 @@ def _table(curves_dir, rows: int) -> CurveTable:
 def _result(curves_dir, rows=4, method="default", level=0.9) -> SelectionResult:
     table = _table(curves_dir, rows)
     ranking = rank(table, TARGET, method, level=level)
-    return SelectionResult(fits=ranking, table=table, target_size=TARGET, flops=1e15, full_flops=1e17)
+    return SelectionResult(fits=ranking, table=table, flops=1e15, full_flops=1e17)
 
 
 def _artists(fig, gid: str) -> list:

@@ -64,7 +64,7 @@ def test_fit_json_round_trip_predicts_the_ranking_numbers_exactly(curves_dir, tm
 
 def test_selection_json_round_trip_and_any_size_and_level(ranking, tmp_path):
     """SelectionResult.to_json -> predict: the ranking's numbers at its target; the Fit's own anywhere else."""
-    result = SelectionResult(fits=ranking, table=None, target_size=TARGET, flops=2e15, full_flops=1e17)
+    result = SelectionResult(fits=ranking, table=None, flops=2e15, full_flops=1e17)
     path = result.to_json(tmp_path / "selection.json")
     for c in ranking.ranked:
         at_target = predict(path, c.model, TARGET)
@@ -156,7 +156,7 @@ def test_bad_sources_are_one_line_exit_2(ranking, curves_dir, tmp_path, capsys, 
 
 def test_selection_json_has_the_fit_json_shape_and_is_written_atomically(ranking, tmp_path):
     """selection.json = the ranking JSON of 'lensllm fit --json' (same keys and rows) plus a 'selection' block."""
-    result = SelectionResult(fits=ranking, table=None, target_size=TARGET, strategy="adaptive", flops=2e15,
+    result = SelectionResult(fits=ranking, table=None, strategy="adaptive", flops=2e15,
                              full_flops=1e17, bought={ranking.ranked[0].model: [0, 200]})
     out = tmp_path / "out"
     path = result.to_json(out / "selection.json")
@@ -173,7 +173,7 @@ def test_selection_json_has_the_fit_json_shape_and_is_written_atomically(ranking
 
 def test_selection_table_and_markdown_show_p_best_and_the_pick(ranking):
     """The DataFrame has p_best per row (summing to 1); the Markdown ends with the pick statement."""
-    result = SelectionResult(fits=ranking, table=None, target_size=TARGET)
+    result = SelectionResult(fits=ranking, table=None)
     frame = result.ranking
     assert list(frame["p_best"]) == [c.p_best for c in ranking.candidates]
     assert frame["p_best"].sum() == pytest.approx(1.0)
@@ -181,9 +181,9 @@ def test_selection_table_and_markdown_show_p_best_and_the_pick(ranking):
     text = result.to_markdown()
     assert "| P(best) |" in text and text.splitlines()[-1] == f"**{ranking.pick_statement()}**"
     assert result.pick_statement() == ranking.pick_statement()
-    with pytest.warns(RuntimeWarning, match="differs from its ranking's"):
-        odd = SelectionResult(fits=ranking, table=None, target_size=TARGET, level=0.5)
-    assert odd.level == ranking.level  # the level the intervals were computed at
+    assert (result.target_size, result.level) == (ranking.target, ranking.level)  # the ranking's, not copies
+    with pytest.raises(TypeError):
+        SelectionResult(fits=ranking, table=None, level=0.5)  # no level of its own to disagree with
 
 
 def test_predict_function_errors_are_lensllm_errors(ranking, tmp_path):

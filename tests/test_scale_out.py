@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 torch = pytest.importorskip("torch")
 
@@ -26,7 +25,7 @@ from lensllm_hf.errors import LensLLMError  # noqa: E402
 from lensllm_hf.records import RunKey, Store, list_records, read_record  # noqa: E402
 from lensllm_hf.selector.loading import load_candidate  # noqa: E402
 
-from tiny_models import TINY_SELECTION as COMMON, TINY_TRAINING as TRAINING, make_text_dataset, make_tiny_gpt2  # noqa: E402
+from tiny_models import TINY_SELECTION as COMMON, TINY_TRAINING as TRAINING, write_select_config  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(lensllm_hf.__file__).resolve().parents[1]
@@ -198,25 +197,9 @@ def test_halving_runs_through_ray(ray_cluster, models, data, tmp_path):
 # -- cost before the run ------------------------------------------------------------------------
 
 
-def write_config(folder: Path, **extra) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    make_tiny_gpt2(folder / "models" / "small", n_layer=1, n_embd=16, seed=0)
-    make_tiny_gpt2(folder / "models" / "large", n_layer=2, n_embd=64, seed=1)
-    (folder / "data").mkdir(exist_ok=True)
-    make_text_dataset(200, seed=0).to_json(folder / "data" / "train.jsonl")
-    make_text_dataset(32, seed=1).to_json(folder / "data" / "eval.jsonl")
-    config = {"candidates": ["models/small", {"model": "models/large", "name": "large"}],
-              "dataset": {"files": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"}},
-              "target_size": 4000, "min_size": 8, "budget": 32, "max_length": 32,
-              "training_args": {"per_device_train_batch_size": 4, "num_train_epochs": 3, "learning_rate": 3e-3},
-              **extra}
-    path = folder / "select.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
 def test_plan_estimates_land_near_the_flops_the_runs_record(tmp_path, capsys):
-    config = write_config(tmp_path / "cfg")
+    config = write_select_config(tmp_path / "cfg",
+                                 training_args={**TRAINING, "per_device_train_batch_size": 4, "num_train_epochs": 3})
     out, estimates = tmp_path / "out", tmp_path / "plan.json"
     assert main(["plan", str(config), "--output-dir", str(out), "--json", str(estimates), "--gpu", "H100"]) == 0
     err = capsys.readouterr().err
@@ -294,3 +277,19 @@ def _has_torch_tensorboard() -> bool:
     except ImportError:
         return False
     return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["grid", "adaptive", "halving"])
+def test_the_level_reaches_a_ray_selection(ray_cluster, models, data, tmp_path_factory, strategy):
+    """``level`` under the Ray backend: the ranking, its intervals and selection.json are at that level."""
+    store = tmp_path_factory.getbasetemp() / "ray-level-store"  # shared: only the first selection trains
+    out = tmp_path_factory.mktemp("ray-level")
+    candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}]
+    result = LensLLMSelector(candidates, *data, output_dir=out, store=str(store), backend="ray", level=0.5,
+                             strategy=strategy, **COMMON).run()
+    assert result.level == 0.5 and len(result.fits.ranked) == 2
+    for c in result.fits.ranked:
+        low, high = c.fit.predict_interval([result.target_size], 0.5)
+        assert c.interval == [float(low[0]), float(high[0])]
+    assert json.loads(result.to_json(out / "selection.json").read_text())["level"] == 0.5

@@ -119,3 +119,28 @@ def seq2seq_collator(tokenizer, model=None):
     from transformers import DataCollatorForSeq2Seq
 
     return DataCollatorForSeq2Seq(tokenizer, model=model)
+
+
+def write_select_config(folder: str | Path, *, epochs: int = 2, candidates=None, **extra) -> Path:
+    """A ``lensllm select`` YAML config in ``folder``: two tiny GPT-2s given by paths relative to the
+    config (made once per folder) and JSONL data; ``extra`` keys replace the config's."""
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "models" / "small").exists():
+        make_tiny_gpt2(folder / "models" / "small", n_layer=1, n_embd=16, seed=0)
+        make_tiny_gpt2(folder / "models" / "large", n_layer=2, n_embd=64, seed=1)
+        (folder / "data").mkdir(exist_ok=True)
+        make_text_dataset(200, seed=0).to_json(folder / "data" / "train.jsonl")
+        make_text_dataset(32, seed=1).to_json(folder / "data" / "eval.jsonl")
+    config = {
+        "candidates": candidates or ["models/small", {"model": "models/large", "name": "large"}],
+        "dataset": {"files": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"}, "text_column": "text"},
+        "target_size": 4000, "min_size": 8, "budget": 32, "max_length": 32,
+        "training_args": {**TINY_TRAINING, "num_train_epochs": epochs},
+        **extra,
+    }
+    path = folder / "select.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path

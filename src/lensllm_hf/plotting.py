@@ -254,11 +254,10 @@ def _label(i: int, c: Any) -> str:
     name = name if len(name) <= _NAME_LIMIT else name[: _NAME_LIMIT - 1] + "…"
     if c.status != "complete":
         return f" -   {name}: failed"
-    value = c.predicted_loss if c.predicted_loss is not None else c.score
     interval = f" [{c.interval[0]:.3g}, {c.interval[1]:.3g}]" if c.interval else ""
     p_best = f"  {c.p_best:.2f}" if c.p_best is not None else ""
     source = " (published fit)" if c.source else ""
-    return f"{i + 1:>2}.  {name}: {value:.3g}{interval}{p_best}{source}"
+    return f"{i + 1:>2}.  {name}: {c.estimate:.3g}{interval}{p_best}{source}"
 
 
 def _zero_edge(ax: Any, x_zero: float, smallest: float) -> None:

@@ -22,23 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import atomic_write_text, check_output_file, display
+from ..engine.fit import Prediction
 from ..errors import LensLLMError
 
-__all__ = ["Prediction", "add_parser", "predict", "run"]
+__all__ = ["ModelPrediction", "add_parser", "predict", "run"]
 
 _SOURCE_HINT = "pass a selection or fit JSON ('lensllm select', 'lensllm fit --json') or a model folder / README.md"
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """One prediction of ``lensllm predict`` (its JSON is :meth:`to_dict`)."""
+class ModelPrediction(Prediction):
+    """One prediction of ``lensllm predict``: the Fit's :class:`~lensllm_hf.engine.fit.Prediction`
+    with the model and law it is for and what its reader must know (its JSON is :meth:`to_dict`)."""
 
-    model: str
-    at: float
-    predicted_loss: float
-    interval: tuple[float, float]
-    level: float
-    law: str
+    model: str = ""
+    law: str = ""
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict(source: str | Path, model: str, at: float, *, level: float | None = None, dataset: str | None = None,
-            config: str | None = None, split: str | None = None, adapter: str | None = None) -> Prediction:
+            config: str | None = None, split: str | None = None, adapter: str | None = None) -> ModelPrediction:
     """``model``'s predicted loss and ``level`` interval at ``at`` examples, from the Fit saved in ``source``.
 
     Args:
@@ -104,15 +102,12 @@ def predict(source: str | Path, model: str, at: float, *, level: float | None = 
         >>> predict("selection.json", "gpt2", 1_638_400).interval  # doctest: +SKIP
         (2.2, 2.43)
     """
-    from ..engine.fit import check_level
     from ..engine.methods.base import extrapolation_warnings
 
     fit, source_level, name = _find(Path(source), model, dataset=dataset, config=config, split=split, adapter=adapter)
-    level = source_level if level is None else check_level(level)
-    low, high = fit.predict_interval([at], level)
+    prediction = fit.prediction(at, source_level if level is None else level)
     notes = tuple(dict.fromkeys([*fit.warnings, *extrapolation_warnings(fit, at)]))
-    return Prediction(model=name, at=float(at), predicted_loss=float(fit.predict([at])[0]),
-                      interval=(float(low[0]), float(high[0])), level=level, law=fit.law, warnings=notes)
+    return ModelPrediction(**vars(prediction), model=name, law=fit.law, warnings=notes)
 
 
 def _find(path: Path, model: str, **card_filters: str | None):

@@ -48,7 +48,7 @@ from scipy import stats
 
 from ..errors import LensLLMError
 
-__all__ = ["EXTRAPOLATION_SD_PER_DOUBLING", "FORMS", "Fit", "FitError", "Form", "check_level", "level_z"]
+__all__ = ["EXTRAPOLATION_SD_PER_DOUBLING", "FORMS", "Fit", "FitError", "Form", "Prediction", "check_level", "level_z"]
 
 #: Extra log-loss spread per doubling of extrapolation beyond the largest fitted size, used when a
 #: method cannot estimate it from the table itself (see ``default.extrapolation_spread``). Measured
@@ -161,6 +161,19 @@ def cov_key(i: str, j: str) -> str:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """A fit's prediction at one size: the loss and its central ``level`` interval.
+
+    What a ranking row, a model card and ``lensllm predict`` report; made by :meth:`Fit.prediction`.
+    """
+
+    at: float
+    predicted_loss: float
+    interval: tuple[float, float]
+    level: float
+
+
+@dataclass(frozen=True)
 class Fit:
     """One fitted scaling law: it predicts, gives intervals, and is plain JSON.
 
@@ -233,6 +246,21 @@ class Fit:
             [1.4, 1.2]
         """
         return np.exp(self.log_predict(sizes))
+
+    def prediction(self, at: float, level: float = 0.9) -> Prediction:
+        """The loss at ``at`` examples and its ``level`` interval, as one value.
+
+        Example:
+            >>> fit = Fit("ats", {"a": 1.0, "b": -0.1}, (100.0, 200.0, 400.0), (1.7, 1.6, 1.5),
+            ...           (True, True, True), {"noise_var": 1e-4, "largest_size": 400.0,
+            ...           "extrapolation_sd_per_doubling": 0.02})
+            >>> p = fit.prediction(6400, level=0.5)
+            >>> p.interval[0] < p.predicted_loss < p.interval[1], p.level
+            (True, 0.5)
+        """
+        level = check_level(level)
+        low, high = self.predict_interval([at], level)
+        return Prediction(float(at), float(self.predict([at])[0]), (float(low[0]), float(high[0])), level)
 
     def log_predict(self, sizes) -> np.ndarray:
         """log of :meth:`predict`: the median of log L at each size."""

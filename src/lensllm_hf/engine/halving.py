@@ -175,7 +175,7 @@ def select_halving(
         alive = ledger.alive(alive)
 
     ledger.explain_failures(ranking.candidates)
-    return AdaptiveResult(ranking=Ranking(target, f"halving-{method}", ranking.candidates),
+    return AdaptiveResult(ranking=Ranking(target, f"halving-{method}", ranking.candidates, level),
                           bought=ledger.bought, flops=ledger.flops, rounds=rounds)
 
 
@@ -237,14 +237,10 @@ def _survivors(ranking: Ranking, alive: list[str], level: float, cap: int) -> li
             if mass >= level * total:
                 break
         return kept[:cap]
-    order = sorted(rows.values(), key=lambda c: _value(c))
+    order = sorted(rows.values(), key=lambda c: c.estimate)
     leader = order[0]
-    top = leader.interval[1] if leader.interval else _value(leader)
-    return [c.model for c in order if c is leader or (c.interval[0] if c.interval else _value(c)) <= top][:cap]
-
-
-def _value(candidate: CandidateFit) -> float:
-    return candidate.predicted_loss if candidate.predicted_loss is not None else candidate.score
+    top = leader.interval[1] if leader.interval else leader.estimate
+    return [c.model for c in order if c is leader or (c.interval[0] if c.interval else c.estimate) <= top][:cap]
 
 
 def _check(models: list[str], sizes: list[int], target: float, method: str, level: float,

@@ -1,7 +1,7 @@
 """A ranking of candidate models at a target size: each row carries its :class:`~lensllm_hf.engine.fit.Fit`.
 
-A row's predicted loss and interval are computed from its fit at the ranking's target and
-level, never stored beside it; ``p_best`` is the probability that the row has the lowest loss
+The ranking alone holds the target and the interval level: a row's prediction (loss and
+interval) is computed from its fit at its ranking's target and level, never stored beside it; ``p_best`` is the probability that the row has the lowest loss
 at the target under the fits' predictive distributions, each taken relative to the others
 (``Fit.log_sds(relative=True)``, where every row's fit has such spreads: a bend every candidate
 shares moves none past another, so it is in the intervals but not in P(best)). ``lensllm fit --json``
@@ -45,7 +45,7 @@ from scipy import special
 
 from .._utils import atomic_write_text, display, json_safe
 from ..errors import LensLLMError
-from .fit import MAX_ENTRIES, MAX_TEXT, Fit, FitError, check_level
+from .fit import MAX_ENTRIES, MAX_TEXT, Fit, FitError, Prediction, check_level
 
 __all__ = ["NEAR_TIE_P", "CandidateFit", "Ranking", "p_best"]
 
@@ -105,9 +105,9 @@ class CandidateFit:
     """One candidate's row: its fit (or why it failed), its score and P(best).
 
     ``score`` is what the ranking sorts on, lower is better: the predicted loss for laws, the
-    observed loss for ZeroShot/SubTuning, minus log(parameters) for ModelSize. ``target`` and
-    ``level`` are the ranking's (a :class:`Ranking` sets them); :attr:`predicted_loss` and
-    :attr:`interval` are computed from :attr:`fit` there.
+    observed loss for ZeroShot/SubTuning, minus log(parameters) for ModelSize. A row has no
+    target or level of its own: :attr:`prediction` is its fit's at the target and level of the
+    :class:`Ranking` it belongs to (None outside one).
     """
 
     model: str
@@ -119,27 +119,37 @@ class CandidateFit:
     flops: float | None = None
     source: str | None = None  # where the fit came from when not trained here (e.g. a Hub card)
     warnings: list[str] = field(default_factory=list)  # about this prediction (e.g. far extrapolation)
-    target: float | None = None
-    level: float = 0.9
+    _ranking: Ranking | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def failed(cls, model: str, error: str, **known: Any) -> CandidateFit:
         return cls(model=model, status="failed", error=error, **known)
 
     @property
-    def predicted_loss(self) -> float | None:
-        """The fit's prediction at the target, or None without a fit."""
-        if self.fit is None or self.target is None:
+    def prediction(self) -> Prediction | None:
+        """The fit's prediction at its ranking's target and level; None without a fit or a ranking."""
+        if self.fit is None or self._ranking is None:
             return None
-        return float(self.fit.predict([self.target])[0])
+        return self.fit.prediction(self._ranking.target, self._ranking.level)
+
+    @property
+    def predicted_loss(self) -> float | None:
+        """The loss of :attr:`prediction`, or None."""
+        prediction = self.prediction
+        return None if prediction is None else prediction.predicted_loss
 
     @property
     def interval(self) -> list[float] | None:
-        """The fit's ``level`` interval at the target, or None without a fit."""
-        if self.fit is None or self.target is None:
-            return None
-        lo, hi = self.fit.predict_interval([self.target], self.level)
-        return [float(lo[0]), float(hi[0])]
+        """The interval of :attr:`prediction` (at the ranking's level), or None."""
+        prediction = self.prediction
+        return None if prediction is None else list(prediction.interval)
+
+    @property
+    def estimate(self) -> float | None:
+        """The row's number at the target: the predicted loss, or the score of a row without a fit
+        (a baseline's observed loss). What tables, plots and the loop's policies show and compare."""
+        predicted = self.predicted_loss
+        return self.score if predicted is None else predicted
 
     @property
     def law(self) -> str | None:
@@ -188,13 +198,15 @@ class CandidateFit:
         return cls(model=model, status=status, fit=fit, warnings=list(warnings), **numbers, **texts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Ranking:
     """Candidates ranked by ``score`` (lower is better) for one target size, method and level.
 
-    On construction the rows are sorted, given the ranking's target and level, and every
-    complete row with a fit gets its ``p_best`` (None for methods that rank without a
-    predictive distribution, such as ZeroShot).
+    The one owner of the target and the level: on construction the rows are sorted, become this
+    ranking's (their predictions are at its target and level), and every complete row with a
+    fit gets its ``p_best`` (None for methods that rank without a predictive distribution, such
+    as ZeroShot). ``dataclasses.replace(ranking, candidates=rows)`` ranks other rows at the same
+    target and level.
     """
 
     target: float
@@ -203,16 +215,16 @@ class Ranking:
     level: float = 0.9
 
     def __post_init__(self) -> None:
-        self.level = check_level(self.level)
+        object.__setattr__(self, "level", check_level(self.level))
         ok = [c for c in self.candidates if c.status == "complete" and c.score is not None and math.isfinite(c.score)]
         rest = [c for c in self.candidates if c not in ok]
         for c in rest:
             if c.status == "complete":
                 c.status, c.error = "failed", c.error or "no finite score"
             c.p_best = None
-        self.candidates = sorted(ok, key=lambda c: c.score) + rest
+        object.__setattr__(self, "candidates", sorted(ok, key=lambda c: c.score) + rest)
         for c in self.candidates:
-            c.target, c.level = self.target, self.level
+            c._ranking = self
         self._set_p_best(self.candidates[: len(ok)])  # in ranked order, so a re-read gives the same bits
 
     def _set_p_best(self, ok: list[CandidateFit]) -> None:
@@ -285,7 +297,7 @@ class Ranking:
             if c.status != "complete":
                 lines.append(f"{'-':>3}  {model:<40} {'failed':>9}  {display(c.error)}")
                 continue
-            value = c.predicted_loss if c.predicted_loss is not None else c.score
+            value = c.estimate
             interval = c.interval
             shown = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "-"
             p = f"{c.p_best:.2f}" if c.p_best is not None else "-"

@@ -46,7 +46,7 @@ from huggingface_hub import EvalResult
 
 from .. import __version__
 from ..errors import LensLLMError
-from ..engine.fit import Fit, FitError, check_level
+from ..engine.fit import Fit, FitError, Prediction, check_level
 from ..engine.ranking import CandidateFit, Ranking
 from .errors import CardError, CardMetadataError
 
@@ -140,17 +140,19 @@ class CardFit:
         return self.fit.law
 
     @property
+    def prediction(self) -> Prediction | None:
+        """The fit's prediction at :attr:`target_size` and :attr:`level` (None without a target)."""
+        return None if self.target_size is None else self.fit.prediction(self.target_size, self.level)
+
+    @property
     def predicted_loss(self) -> float | None:
-        """The fit's loss at :attr:`target_size` (None without a target)."""
-        return None if self.target_size is None else float(self.fit.predict([self.target_size])[0])
+        """The loss of :attr:`prediction`, or None."""
+        return None if self.target_size is None else self.prediction.predicted_loss
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """The fit's :attr:`level` interval at :attr:`target_size` (None without a target)."""
-        if self.target_size is None:
-            return None
-        low, high = self.fit.predict_interval([self.target_size], self.level)
-        return (float(low[0]), float(high[0]))
+        """The interval of :attr:`prediction`, or None."""
+        return None if self.target_size is None else self.prediction.interval
 
     def predict(self, sizes) -> np.ndarray:
         """The fit's loss at each training-subset size."""
@@ -162,33 +164,35 @@ class CardFit:
 
     # -- building -----------------------------------------------------------------------
     @classmethod
-    def from_candidate(cls, candidate: CandidateFit, *, target_size: float | None, level: float, dataset: str,
-                       config: str | None = None, split: str | None = None, metric: str = "eval_loss",
-                       adapter: str | None = None) -> CardFit:
-        """A card entry from one row of a :class:`~lensllm_hf.engine.ranking.Ranking`: the row's own Fit."""
+    def from_candidate(cls, candidate: CandidateFit, *, dataset: str, config: str | None = None,
+                       split: str | None = None, metric: str = "eval_loss", adapter: str | None = None) -> CardFit:
+        """A card entry from one row of a :class:`~lensllm_hf.engine.ranking.Ranking`: the row's own Fit,
+        at its ranking's target and level."""
         if candidate.status != "complete":
             raise CardError(f"{candidate.model}: its fit failed ({candidate.error}); there is no fit to write")
         if candidate.fit is None:
             raise CardError(f"{candidate.model}: this ranking has no fitted law for it (a baseline such as ZeroShot "
                             "ranks without one); rank the candidates with a scaling law first")
+        prediction = candidate.prediction
+        if prediction is None:
+            raise CardError(f"{candidate.model}: the row belongs to no ranking, so it has no target or level; "
+                            "take it from a Ranking")
         return cls(fit=candidate.fit, dataset=dataset, dataset_config=config, dataset_split=split, metric=metric,
-                   adapter=adapter, model=candidate.model, target_size=target_size, level=level)
+                   adapter=adapter, model=candidate.model, target_size=prediction.at, level=prediction.level)
 
-    def to_candidate_fit(self, target_size: float | None = None, level: float | None = None) -> CandidateFit:
-        """The fit as a ranking row at ``target_size`` and ``level`` (default: the card's own).
+    def to_candidate_fit(self, target_size: float | None = None) -> CandidateFit:
+        """The fit as a ranking row scored at ``target_size`` (default: the card's own).
 
         This is how a selector uses a published fit instead of training the candidate: the row
-        carries this very Fit, so its prediction and interval are the ones the card's ranking
-        had (at the same target and level) and a :class:`~lensllm_hf.engine.ranking.Ranking` of it
-        computes them again the same way.
+        carries this very Fit, so in a :class:`~lensllm_hf.engine.ranking.Ranking` at the card's
+        target and level its prediction and interval are the ones the card's ranking had.
         """
         target = self.target_size if target_size is None else float(target_size)
         if target is None:
             raise CardError(f"{self.model or 'this fit'}: the card has no target size; pass target_size")
-        level = self.level if level is None else check_level(level)
-        return CandidateFit(model=self.model or "", fit=self.fit, score=float(self.fit.predict([target])[0]),
+        return CandidateFit(model=self.model or "", fit=self.fit, score=self.fit.prediction(target).predicted_loss,
                             flops=0.0, source=f"hub card {self.source}" if self.source else "hub card",
-                            warnings=list(self.fit.warnings), target=target, level=level)
+                            warnings=list(self.fit.warnings))
 
     # -- (de)serialising ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -310,8 +314,8 @@ def fits_from_ranking(ranking: Ranking | Mapping[str, Any], model: str, *, datas
     if not rows:
         known = ", ".join(repr(c.model) for c in ranking.candidates) or "no candidates"
         raise CardError(f"model {model!r} is not in this ranking (it has: {known}); pass one of those")
-    return [CardFit.from_candidate(row, target_size=ranking.target, level=ranking.level, dataset=dataset,
-                                   config=config, split=split, metric=metric, adapter=adapter) for row in rows]
+    return [CardFit.from_candidate(row, dataset=dataset, config=config, split=split, metric=metric, adapter=adapter)
+            for row in rows]
 
 
 def eval_results_for(fits: Iterable[CardFit]) -> list[EvalResult]:

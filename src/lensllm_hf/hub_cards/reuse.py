@@ -13,21 +13,21 @@ __all__ = ["published_candidate"]
 
 
 def published_candidate(model: str, *, name: str, dataset: str, config: str | None, split: str | None, metric: str,
-                        adapter: str | None, target: float, level: float) -> CandidateFit | None:
+                        adapter: str | None, target: float) -> CandidateFit | None:
     """The ranking row of ``model`` rebuilt from the fit its model card publishes, or None.
 
     The card of ``model`` (a Hub repo ID or a local model folder) is read with
     :func:`~lensllm_hf.hub_cards.load_fits`, and the fit for exactly this dataset, config,
     split, metric and adapter is taken (:func:`~lensllm_hf.hub_cards.find_fit`). The row carries
-    that very :class:`~lensllm_hf.engine.fit.Fit`: at the card's own target and level its prediction
-    and interval are the ones the publishing ranking had, bit for bit.
+    that very :class:`~lensllm_hf.engine.fit.Fit`: in a ranking at the card's own target and level
+    its prediction and interval are the ones the publishing ranking had, bit for bit.
 
     Args:
         model: where the card is: a Hub repo ID or a model folder (the candidate's model).
         name: the candidate's name in this selection (the row's ``model``).
         dataset, config, split, metric, adapter: what the fit must be for.
-        target: the selection's target size; the row predicts there.
-        level: the selection's interval level.
+        target: the selection's target size; the row is scored there (its interval is at the
+            level of the ranking it joins).
 
     Returns:
         The row (``source`` names the card, ``flops`` is 0: nothing was trained), or None when
@@ -37,9 +37,9 @@ def published_candidate(model: str, *, name: str, dataset: str, config: str | No
 
     Example:
         >>> row = published_candidate("alice/gpt2", name="gpt2", dataset="imdb", config=None, split="test",
-        ...                           metric="eval_loss", adapter=None, target=25_000, level=0.9)  # doctest: +SKIP
-        >>> row.predicted_loss, row.interval, row.source  # doctest: +SKIP
-        (2.31, [2.2, 2.43], 'hub card alice/gpt2')
+        ...                           metric="eval_loss", adapter=None, target=25_000)  # doctest: +SKIP
+        >>> row.score, row.source  # doctest: +SKIP
+        (2.31, 'hub card alice/gpt2')
     """
     try:
         fits = load_fits(model)
@@ -51,6 +51,6 @@ def published_candidate(model: str, *, name: str, dataset: str, config: str | No
     found = find_fit(fits, dataset=dataset, config=config, split=split, metric=metric, adapter=adapter)
     if found is None:
         return None
-    row = found.to_candidate_fit(target, level)
+    row = found.to_candidate_fit(target)
     row.model = name
     return row

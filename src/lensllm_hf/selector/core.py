@@ -207,8 +207,8 @@ class LensLLMSelector(SelectionParams):
             bar.refresh()
         if bought.ranking is None:
             return self._ranked(bought.records, bought.sizes, strategy=strategy.name)
-        ranking = Ranking(self.target_size_, bought.ranking.method,
-                          list(bought.ranking.candidates) + list(ready["published"].values()))
+        ranking = dataclasses.replace(bought.ranking, candidates=[*bought.ranking.candidates,
+                                                                  *ready["published"].values()])
         table = curve_table(bought.records, ready["metric"], source=self.store_)
         return self._result(ranking, table, bought.records, bought.sizes, strategy=strategy.name)
 
@@ -272,8 +272,8 @@ class LensLLMSelector(SelectionParams):
         if is_main_process():
             records.check_writable(self.store_)
         published = published_rows(self.candidates_, dataset=self._dataset_label(), config=self.dataset_config,
-                                   split=self.dataset_split, metric=metric.key, target=self.target_size_,
-                                   level=self.params_.level) if self.reuse_published else {}
+                                   split=self.dataset_split, metric=metric.key,
+                                   target=self.target_size_) if self.reuse_published else {}
         from .task_metrics import GenerationConfig
 
         runner = Runner(self.params_, plan, store, pool=pool, evalset=evalset, metric=metric, task_format=fmt,
@@ -334,7 +334,7 @@ class LensLLMSelector(SelectionParams):
                 reason = failures.get(name) or (f"no complete run in the store {self.store_}; run "
                                                 "'lensllm select' without --from-store first")
                 rows.append(CandidateFit.failed(name, reason))
-        ranking = Ranking(self.target_size_, self.method, rows + list(ready["published"].values()))
+        ranking = Ranking(self.target_size_, self.method, rows + list(ready["published"].values()), self.params_.level)
         return self._result(ranking, table, recs, sizes, strategy=strategy)
 
     def _result(self, ranking: Ranking, table, recs, sizes, *, strategy: str) -> SelectionResult:
@@ -344,9 +344,8 @@ class LensLLMSelector(SelectionParams):
                 "store": self.store_,
                 "made_here": [{"model": k.model, "size": k.train_size} for k in ready["runner"].made],
                 "adapters": {c.name: peft_summary(c.peft_config) for c in self.candidates_}}
-        return selection_result(ranking, table, recs, sizes, failures=ready["runner"].failures,
-                                target_size=self.target_size_, strategy=strategy, metric=ready["metric"],
-                                level=self.params_.level, info=info)
+        return selection_result(ranking, table, recs, sizes, failures=ready["runner"].failures, strategy=strategy,
+                                metric=ready["metric"], info=info)
 
     @contextlib.contextmanager
     def _progress(self, total: int):

@@ -2,7 +2,7 @@
 
 Example:
     >>> rows = published_rows(candidates, dataset="imdb", config=None, split="test", metric="eval_loss",
-    ...                       target=25_000, level=0.9)
+    ...                       target=25_000)
     >>> rows["gpt2"].source
     'hub card gpt2'
 """
@@ -18,7 +18,7 @@ __all__ = ["published_rows"]
 
 
 def published_rows(candidates: Sequence[Candidate], *, dataset: str, config: str | None, split: str | None,
-                   metric: str, target: float, level: float) -> dict[str, CandidateFit]:
+                   metric: str, target: float) -> dict[str, CandidateFit]:
     """Candidate name -> its ranking row from a matching published fit (candidates without one left out).
 
     Each row is :func:`lensllm_hf.hub_cards.published_candidate`'s: the card's own Fit, read from
@@ -30,7 +30,7 @@ def published_rows(candidates: Sequence[Candidate], *, dataset: str, config: str
     found = {}
     for c in candidates:
         row = published_candidate(c.model, name=c.name, dataset=dataset, config=config, split=split, metric=metric,
-                                  adapter=peft_summary(c.peft_config), target=target, level=level)
+                                  adapter=peft_summary(c.peft_config), target=target)
         if row is not None:
             found[c.name] = row
     return found

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import re
-import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,15 +41,15 @@ class SelectionResult:
             prediction, interval and P(best) at the target; the object behind ``ranking``, the
             plot and the cards. Its JSON is what ``lensllm fit --json`` writes.
         table: the observed losses, candidate x subset size (NaN: not run).
-        target_size: the dataset size the predictions are for (always the ranking's target).
-        strategy: ``"grid"`` or ``"adaptive"``.
+        strategy: the policy that chose the runs (``"grid"``, ``"adaptive"``, ``"halving"``).
         flops: FLOPs of the runs the decision used (the records' ``total_flos``).
         full_flops: FLOPs of fine-tuning every ranked candidate on ``target_size`` examples,
             extrapolated per candidate from its FLOPs per example.
         bought: per candidate, the subset sizes run (0 is the zero-shot evaluation).
         metric: what the losses are (``"eval_loss"`` or e.g. ``"1 - eval_accuracy"``).
-        level: the interval level (always the ranking's).
         info: dataset name, config and split, adapters per candidate (for model cards).
+
+    The target size and the interval level are the ranking's (:attr:`target_size`, :attr:`level`).
 
     Example:
         >>> result.best, f"{result.fraction_saved:.0%}"  # doctest: +SKIP
@@ -59,24 +58,22 @@ class SelectionResult:
 
     fits: Ranking
     table: CurveTable | None
-    target_size: float
     strategy: str = "grid"
     flops: float = 0.0
     full_flops: float | None = None
     bought: dict[str, list[int]] = field(default_factory=dict)
     metric: str = "eval_loss"
-    level: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # One target and one level: the ranking's, at which its intervals and P(best) were computed.
-        # A caller that built the ranking at other values gets told, and the result says what holds.
-        given = (self.target_size, self.level)
-        self.target_size, self.level = self.fits.target, self.fits.level
-        if float(given[0]) != self.target_size or given[1] not in (None, self.level):
-            warnings.warn(f"SelectionResult(target_size={given[0]}, level={given[1]}) differs from its ranking's "
-                          f"target {self.target_size:g} and level {self.level}; the ranking's are used (build the "
-                          "Ranking with the selection's target and level)", RuntimeWarning, stacklevel=2)
+    @property
+    def target_size(self) -> float:
+        """The dataset size the predictions are for: the ranking's target."""
+        return self.fits.target
+
+    @property
+    def level(self) -> float:
+        """The level of every interval: the ranking's."""
+        return self.fits.level
 
     def pick_statement(self) -> str:
         """The pick in one line, with its P(best) and the near-ties (``Ranking.pick_statement``)."""
@@ -109,9 +106,8 @@ class SelectionResult:
         rows = []
         for c in self.fits.candidates:
             interval = c.interval or [None, None]
-            rows.append([c.model, c.predicted_loss if c.predicted_loss is not None else c.score, interval[0],
-                         interval[1], c.p_best, c.law, c.transition_size, c.flops, c.status, c.source,
-                         "; ".join(c.warnings), c.error])
+            rows.append([c.model, c.estimate, interval[0], interval[1], c.p_best, c.law, c.transition_size, c.flops,
+                         c.status, c.source, "; ".join(c.warnings), c.error])
         frame = pd.DataFrame(rows, columns=COLUMNS)
         frame.index = pd.Index([i + 1 if s == "complete" else None for i, s in enumerate(frame["status"])],
                                name="rank", dtype="Int64")
@@ -151,11 +147,10 @@ class SelectionResult:
                 lines.append(f"| - | {_md(c.model)} | - | - | - | - | - | {_num(c.flops)} | "
                              f"failed: {_md(c.error or '')} |")
                 continue
-            value = c.predicted_loss if c.predicted_loss is not None else c.score
             interval = f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]" if c.interval else "-"
             p_best = f"{c.p_best:.2f}" if c.p_best is not None else "-"
             source = f" ({c.source})" if c.source else ""
-            lines.append(f"| {i} | {_md(c.model)} | {value:.4f} | {interval} | {p_best} | {_md(c.law or '-')} | "
+            lines.append(f"| {i} | {_md(c.model)} | {c.estimate:.4f} | {interval} | {p_best} | {_md(c.law or '-')} | "
                          f"{_num(c.transition_size)} | {_num(c.flops)} | complete{_md(source)} |")
         saved = self.fraction_saved
         lines.append("")

@@ -100,9 +100,9 @@ def full_cost(rs: Sequence[RunRecord], target: float) -> float:
 
 
 def selection_result(ranking: Ranking, table: CurveTable | None, recs: Mapping[str, Sequence[RunRecord]],
-                     bought: Mapping[str, list[int]], *, failures: Mapping[str, str], target_size: int,
-                     strategy: str, metric: Metric, level: float, info: dict[str, Any]) -> SelectionResult:
-    """The :class:`SelectionResult`: compute spent per candidate, against the cost of the target."""
+                     bought: Mapping[str, list[int]], *, failures: Mapping[str, str], strategy: str, metric: Metric,
+                     info: dict[str, Any]) -> SelectionResult:
+    """The :class:`SelectionResult`: compute spent per candidate, against the cost of the target (the ranking's)."""
     spent_by: dict[str, float] = {}
     full = 0.0
     for c in ranking.candidates:
@@ -111,10 +111,10 @@ def selection_result(ranking: Ranking, table: CurveTable | None, recs: Mapping[s
         spent_by[c.model] = float(sum(r.total_flos or 0.0 for r in rs))
         if c.status == "complete" and c.source is None:
             c.flops = spent_by[c.model]
-            full += full_cost(rs, target_size)
+            full += full_cost(rs, ranking.target)
     for c in ranking.candidates:
         if c.status != "complete" and c.model in failures:
             c.error = failures[c.model]  # the run's own error, not "too few points"
-    return SelectionResult(fits=ranking, table=table, target_size=target_size, strategy=strategy,
-                           flops=float(sum(spent_by.values())), full_flops=full or None,
-                           bought={k: list(v) for k, v in bought.items()}, metric=metric.label, level=level, info=info)
+    return SelectionResult(fits=ranking, table=table, strategy=strategy, flops=float(sum(spent_by.values())),
+                           full_flops=full or None, bought={k: list(v) for k, v in bought.items()},
+                           metric=metric.label, info=info)

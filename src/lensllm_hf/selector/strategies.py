@@ -134,7 +134,7 @@ class LoopStrategy:
             return results
 
         if not context.names:
-            return Bought({}, {}, Ranking(context.target_size, f"{self.name}-{context.method}", []))
+            return Bought({}, {}, Ranking(context.target_size, f"{self.name}-{context.method}", [], context.level))
         result = self.loop(context.names, context.plan.run_sizes, context.target_size, buy_runs,
                            method=context.method, level=context.level, max_flops=context.max_flops, runs=infos,
                            flops_per_example=context.flops_per_example)
