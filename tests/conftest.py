@@ -57,3 +57,26 @@ def memory_store():
     fs = fsspec.filesystem("memory")
     if fs.exists(url.removeprefix("memory:/")):
         fs.rm(url.removeprefix("memory:/"), recursive=True)
+
+
+class SmallThenLeader:
+    """A policy of one's own for the buying loop: every candidate on the ``start`` smallest sizes in
+    one batch, then the leader of each ranking on its next size, until the leader's sizes run out.
+    It keeps the books it saw after its first batch (``seen``) and the leaders it chose."""
+
+    name = "small-then-leader"
+
+    def __init__(self, start: int = 3):
+        self.start, self.seen, self.leaders = start, [], []
+
+    def runs(self, state):
+        yield [(m, s) for m in state.alive() for s in state.sizes[:self.start]]
+        self.seen.append({m: list(s) for m, s in state.bought.items()})  # the books are live
+        while (leader := state.ranking().best) is not None and state.next_size(leader) is not None:
+            self.leaders.append(leader)
+            yield [(leader, state.next_size(leader))]
+
+
+@pytest.fixture
+def small_then_leader() -> SmallThenLeader:
+    return SmallThenLeader()

@@ -1,4 +1,5 @@
-"""Successive halving on the predicted loss: on the shared curve tables and on synthetic ones."""
+"""Successive halving on the predicted loss (the halving policy in the buying loop): on the shared curve
+tables and on synthetic ones."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from lensllm_hf.engine.protocol import DEFAULT_BUDGETS, DEFAULT_TARGET, run_bench
 from lensllm_hf.engine.curves import CurveTable
-from lensllm_hf.errors import LensLLMError
-from lensllm_hf.engine.adaptive import one_by_one, select_adaptive
-from lensllm_hf.engine.halving import grid_flops, select_halving, table_buyer
+from lensllm_hf.engine.loop import one_by_one, run_loop
+from lensllm_hf.engine.policies import AdaptivePolicy, HalvingPolicy
+from lensllm_hf.engine.protocol import DEFAULT_BUDGETS, DEFAULT_TARGET, grid_flops, run_bench, table_buyer
 from lensllm_hf.engine.ranking import CandidateFit, Ranking
+from lensllm_hf.errors import LensLLMError
 
 SIZES = [0, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200]
 TARGET = 1_638_400
@@ -52,7 +53,7 @@ def test_crossing_curves_keep_the_late_winner_that_observed_loss_would_drop():
     table = crossing_table()
     seen = table.up_to(SIZES[-1])
     log = []
-    result = select_halving(seen.models, seen.sizes.tolist(), TARGET, buyer(seen, log))
+    result = run_loop(HalvingPolicy(), seen.models, seen.sizes.tolist(), TARGET, buyer(seen, log))
     # Halving on the observed loss would drop it at the first cut: it is the worst at every bought size.
     first_cut = max(s for m, s in log if m == "flat0" and sum(1 for _, t in log if t == s) == len(seen.models))
     observed = seen.column(first_cut)
@@ -65,7 +66,7 @@ def test_crossing_curves_keep_the_late_winner_that_observed_loss_would_drop():
 def test_halving_spends_less_than_the_grid_and_halves():
     table = crossing_table(n_flat=15)
     seen = table.up_to(SIZES[-1])
-    result = select_halving(seen.models, seen.sizes.tolist(), TARGET, buyer(seen))
+    result = run_loop(HalvingPolicy(), seen.models, seen.sizes.tolist(), TARGET, buyer(seen))
     grid = grid_flops(seen, SIZES[-1])
     assert result.flops < grid / 2
     at_largest = [m for m, sizes in result.bought.items() if SIZES[-1] in sizes]
@@ -80,7 +81,7 @@ def test_halving_spends_less_than_the_grid_and_halves():
 def test_the_budget_is_respected(fraction):
     seen = crossing_table().up_to(SIZES[-1])
     cap = fraction * grid_flops(seen, SIZES[-1])
-    result = select_halving(seen.models, seen.sizes.tolist(), TARGET, buyer(seen), max_flops=cap)
+    result = run_loop(HalvingPolicy(), seen.models, seen.sizes.tolist(), TARGET, buyer(seen), max_flops=cap)
     assert result.flops <= cap
     assert result.ranking.best is not None
 
@@ -89,7 +90,7 @@ def test_the_budget_is_respected(fraction):
 def test_a_failed_candidate_is_reported_and_not_bought_again(how):
     seen = crossing_table().up_to(SIZES[-1])
     log = []
-    result = select_halving(seen.models, seen.sizes.tolist(), TARGET, buyer(seen, log, fail={"late": how}))
+    result = run_loop(HalvingPolicy(), seen.models, seen.sizes.tolist(), TARGET, buyer(seen, log, fail={"late": how}))
     late = next(c for c in result.ranking.candidates if c.model == "late")
     assert late.status == "failed"
     assert ("out of memory" if how == "raise" else "gave loss nan") in late.error
@@ -101,19 +102,19 @@ def test_bad_input_is_one_line_error():
     seen = crossing_table().up_to(SIZES[-1])
     buy = buyer(seen)
     with pytest.raises(LensLLMError, match="predicts none"):
-        select_halving(seen.models, SIZES, TARGET, buy, method="zeroshot")
+        run_loop(HalvingPolicy(), seen.models, SIZES, TARGET, buy, method="zeroshot")
     with pytest.raises(LensLLMError, match="fine-tuned sizes"):
-        select_halving(seen.models, [0, 200, 400], TARGET, buy)
+        run_loop(HalvingPolicy(), seen.models, [0, 200, 400], TARGET, buy)
     with pytest.raises(LensLLMError, match="twice"):
-        select_halving(["a", "a"], SIZES, TARGET, buy)
+        run_loop(HalvingPolicy(), ["a", "a"], SIZES, TARGET, buy)
     with pytest.raises(LensLLMError, match="must exceed"):
-        select_halving(seen.models, SIZES, 1000, buy)
+        run_loop(HalvingPolicy(), seen.models, SIZES, 1000, buy)
     with pytest.raises(LensLLMError, match="max_flops"):
-        select_halving(seen.models, SIZES, TARGET, buy, max_flops=-1)
+        run_loop(HalvingPolicy(), seen.models, SIZES, TARGET, buy, max_flops=-1)
 
 
 def test_p_best_decides_the_survivors_when_rows_carry_it():
-    from lensllm_hf.engine.halving import _survivors
+    from lensllm_hf.engine.policies import _survivors
 
     ranking = Ranking(1e6, "default", [CandidateFit(model=m, score=loss)
                                        for m, loss in [("a", 1.0), ("b", 1.1), ("c", 1.2), ("d", 1.3)]])
@@ -145,7 +146,7 @@ def test_shared_tables_bench_rows(curves_dir):
 
 def test_a_single_candidate_gets_only_the_smallest_sizes():
     seen = crossing_table().up_to(SIZES[-1])
-    result = select_halving(["late"], SIZES, TARGET, buyer(seen))
+    result = run_loop(HalvingPolicy(), ["late"], SIZES, TARGET, buyer(seen))
     assert result.bought == {"late": [0, 200, 400, 800]}
     assert result.ranking.best == "late"
 
@@ -158,8 +159,8 @@ def near_ties() -> CurveTable:
     return CurveTable([f"m{i}" for i in range(6)], sizes, losses, params=np.full(6, 1e8))
 
 
-@pytest.mark.parametrize("loop", [select_halving, select_adaptive])
-def test_each_round_is_one_batch(loop):
+@pytest.mark.parametrize("policy", [HalvingPolicy, AdaptivePolicy])
+def test_each_round_is_one_batch(policy):
     seen = near_ties()
     reveal, calls = table_buyer(seen), []
 
@@ -167,13 +168,15 @@ def test_each_round_is_one_batch(loop):
         calls.append(list(runs))
         return reveal(runs)
 
-    result = loop(seen.models, seen.sizes.tolist(), TARGET, buy)
+    result = run_loop(policy(), seen.models, seen.sizes.tolist(), TARGET, buy)
     # The start: one call per column, holding every candidate (adaptive: its 4 start points).
     common = [size for size in SIZES if all(size in sizes for sizes in result.bought.values())]
-    start = common if loop is select_halving else SIZES[:4]
+    start = common if policy is HalvingPolicy else SIZES[:4]
     assert [sorted(call) for call in calls[:len(start)]] == [sorted((m, s) for m in seen.models) for s in start]
-    # Then one call per round that bought (the last round only decides to stop), one run per candidate.
-    assert result.rounds >= 3 and len(calls) == len(start) + result.rounds - 1
+    # Then one call per round that bought (the last round only decides to stop; halving's first
+    # ranking only sets the start size), one run per candidate.
+    first_ranking = 1 if policy is HalvingPolicy else 0
+    assert result.rounds >= 3 and len(calls) == len(start) + result.rounds - 1 - first_ranking
     assert all(len({m for m, _ in call}) == len(call) for call in calls)
     assert sorted(run for call in calls for run in call) == sorted(
         (m, s) for m, sizes in result.bought.items() for s in sizes)

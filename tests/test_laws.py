@@ -195,7 +195,7 @@ def test_predict_before_fit_says_what_to_do():
 
 
 def test_engine_does_not_import_torch():
-    code = ("import sys, lensllm_hf.engine.laws, lensllm_hf.engine.fit, lensllm_hf.engine.ranking, lensllm_hf.engine.methods, lensllm_hf.engine.protocol, lensllm_hf.engine.adaptive, lensllm_hf.cli; "
+    code = ("import sys, lensllm_hf.engine.laws, lensllm_hf.engine.fit, lensllm_hf.engine.ranking, lensllm_hf.engine.methods, lensllm_hf.engine.protocol, lensllm_hf.engine.policies, lensllm_hf.cli; "
             "lensllm_hf.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

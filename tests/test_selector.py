@@ -180,6 +180,19 @@ def test_halving_ranks_with_the_probe_of_its_runs(models, data, tmp_path):
     assert all(read_record(p).ntk for p in list_records(tmp_path / "store") if read_record(p).train_size)
 
 
+def test_a_policy_of_ones_own_runs_through_the_selector(grid, models, data, tmp_path, small_then_leader):
+    """run(policy=...) buys what the policy asks through the selector's backend (here: the grid's records)."""
+    selector, _, _ = grid
+    candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}]
+    again = LensLLMSelector(candidates, *data, output_dir=tmp_path, store=selector.store_, **{**COMMON, "level": 0.8})
+    result = again.run(policy=small_then_leader)
+    assert result.strategy == "small-then-leader" and result.level == 0.8 and small_then_leader.leaders
+    assert result.bought == {m: [0, 8, 16, 32][:3 + small_then_leader.leaders.count(m)] for m in ("small", "large")}
+    assert result.flops == pytest.approx(sum(c.flops for c in result.fits.ranked))
+    with pytest.raises(LensLLMError, match="is no Policy"):
+        again.run(policy="halving")
+
+
 def test_metric_accuracy_ranks_by_one_minus_accuracy(models, data, tmp_path):
     result = LensLLMSelector([{"model": models["large"], "name": "large"}], *data, output_dir=tmp_path,
                              metric="accuracy", **COMMON).run()

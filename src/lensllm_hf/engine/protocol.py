@@ -25,10 +25,12 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from .curves import CurveError, CurveTable
+from .loop import Buyer, Run, run_loop
 from .methods import METHODS, rank
+from .policies import AdaptivePolicy, HalvingPolicy
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "run_bench", "score_p_best", "score_ranking", "score_row",
-           "summarize"]
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "grid_flops", "run_bench", "score_p_best", "score_ranking",
+           "score_row", "summarize", "table_buyer"]
 
 DEFAULT_TARGET = 1_638_400
 DEFAULT_BUDGETS = (204_800, 102_400, 51_200, 25_600, 12_800, 6_400, 3_200)
@@ -82,20 +84,49 @@ def _bench_table(table: CurveTable, methods: list[str], target: int, budgets: Se
     if "adaptive" in methods:
         rows.append(_score_adaptive(table.up_to(max(budgets)), target, truth, full_cost))
     if "halving" in methods:
-        from .halving import score_on_table
-
-        rows.extend(score_on_table(table.up_to(max(budgets)), target, budgets, truth, full_cost))
+        rows.extend(_score_halving(table.up_to(max(budgets)), target, budgets, truth, full_cost))
     return rows
 
 
 def _score_adaptive(table: CurveTable, target: int, truth: np.ndarray, full_cost: float) -> dict:
-    """The adaptive loop with the table standing in for training: buying a size reveals its column."""
-    from .adaptive import select_adaptive, table_buyer
-
-    buy = table_buyer(table)
-    result = select_adaptive(table.models, table.sizes.tolist(), target, buy,
-                             max_flops=ADAPTIVE_FLOPS_FRACTION * full_cost, params=table.params)
+    """The adaptive policy in the buying loop, the table standing in for training (:func:`table_buyer`)."""
+    result = run_loop(AdaptivePolicy(), table.models, table.sizes.tolist(), target, table_buyer(table),
+                      max_flops=ADAPTIVE_FLOPS_FRACTION * full_cost, params=_params(table))
     return score_row(table, "adaptive", None, target, result.ranking, truth, result.flops / full_cost)
+
+
+def _score_halving(table: CurveTable, target: int, budgets: Sequence[int], truth: np.ndarray,
+                   full_cost: float) -> list[dict]:
+    """The halving rows: one per budget, each allowed what the grid spends at that budget
+    (:func:`grid_flops`), so it compares with the grid methods' row of the same budget at equal
+    or lower compute. Every size of ``table`` may be bought."""
+    rows = []
+    for budget in budgets:
+        result = run_loop(HalvingPolicy(), table.models, table.sizes.tolist(), target, table_buyer(table),
+                          max_flops=grid_flops(table, budget), params=_params(table))
+        rows.append(score_row(table, "halving", budget, target, result.ranking, truth, result.flops / full_cost))
+    return rows
+
+
+def table_buyer(table: CurveTable) -> Buyer:
+    """The buying loop's buyer on a curve table: buying a size reveals that column; FLOPs are parameters x examples."""
+    scale = table.params if table.params is not None else np.ones(len(table.models))
+
+    def buy(runs: list[Run]) -> list[tuple[float, float]]:
+        rows = [table.models.index(model) for model, _ in runs]
+        return [(float(table.column(size)[row]), float(scale[row] * size)) for row, (_, size) in zip(rows, runs)]
+
+    return buy
+
+
+def grid_flops(table: CurveTable, budget: int) -> float:
+    """FLOPs of the grid at ``budget``: every candidate on every size up to it (parameters x examples)."""
+    scale = table.params if table.params is not None else np.ones(len(table.models))
+    return float(np.sum(scale) * table.sizes[table.sizes <= budget].sum())
+
+
+def _params(table: CurveTable) -> dict[str, float] | None:
+    return None if table.params is None else dict(zip(table.models, table.params.tolist()))
 
 
 def _score(seen: CurveTable, method: str, target: int, budget: int, truth: np.ndarray, full_cost: float) -> dict:

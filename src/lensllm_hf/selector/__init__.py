@@ -1,8 +1,8 @@
 """Select the model to fine-tune: :class:`LensLLMSelector` runs the subset fine-tunes and ranks.
 
 The package is split by responsibility: :mod:`.params` (the parameters, declared once),
-:mod:`.plan` (the runs and their keys), :mod:`.runner` (making one run), :mod:`.strategies`
-(which runs to buy), :mod:`.backends` (where they execute), :mod:`.scoring` (records to a
+:mod:`.plan` (the runs and their keys), :mod:`.runner` (making one run), :mod:`.buyer` (the
+engine's buying loop buys through it), :mod:`.backends` (where they execute), :mod:`.scoring` (records to a
 ranking), :mod:`.published` (fits from model cards) and :mod:`.core` (the selector itself);
 :mod:`.formats` (text, prompt/completion and chat data: the Trainer per candidate),
 :mod:`.loading` (causal or encoder-decoder, dtype, 4-bit) and :mod:`.task_metrics` (metrics on

@@ -7,9 +7,10 @@ an fsspec URL). The scaling laws are fitted to those records and the candidates 
 loss predicted at the target size. Runs already in the store are skipped, so a killed
 selection resumes where it stopped; a candidate that fails is reported and the others ranked.
 
-The selector only orchestrates: plan the runs (:mod:`.plan`), let a strategy buy them
-(:mod:`.strategies`) through a backend (:mod:`.backends`) that makes each with a runner
-(:mod:`.runner`), then rank and build the result (:mod:`.scoring`). Its parameters are
+The selector only orchestrates: plan the runs (:mod:`.plan`), run the engine's buying loop
+(:mod:`lensllm_hf.engine.loop`) with the strategy's policy, buying through a backend
+(:mod:`.backends`, adapted by :mod:`.buyer`) that makes each run with a runner (:mod:`.runner`),
+then build the result (:mod:`.scoring`). Its parameters are
 declared once in :class:`~lensllm_hf.selector.params.SelectionParams`.
 """
 
@@ -27,8 +28,10 @@ from typing import Any
 from .. import records
 from .._utils import display
 from ..errors import LensLLMError
+from ..engine.loop import Policy, run_loop
 from ..engine.methods.base import run_info
 from ..engine.methods import rank
+from ..engine.policies import POLICIES
 from ..engine.ranking import CandidateFit, Ranking
 from ..records import RunKey, RunRecord
 from .candidates import as_candidates, peft_summary
@@ -39,7 +42,7 @@ from .published import published_rows
 from .result import SelectionResult
 from .runner import Deferred, Runner, is_main_process
 from .scoring import Metric, curve_table, selection_result
-from .strategies import StrategyContext, group, make_strategy
+from .buyer import RecordBuyer
 from .backends import make_backend
 
 __all__ = ["LensLLMSelector", "PlannedRun"]
@@ -176,17 +179,25 @@ class LensLLMSelector(SelectionParams):
 
     # -- running ------------------------------------------------------------------------------
 
-    def run(self) -> SelectionResult:
+    def run(self, policy: Policy | None = None) -> SelectionResult:
         """Run the selection (skipping recorded runs) and return the ranking.
+
+        Args:
+            policy: decides which runs to buy (a :class:`~lensllm_hf.engine.loop.Policy`, e.g.
+                your own); default: the ``strategy`` parameter's (grid, adaptive or halving).
 
         Example:
             >>> result = selector.run()
             >>> print(result.to_markdown())
         """
+        policy = POLICIES[self.strategy]() if policy is None else policy
+        if not isinstance(policy, Policy):
+            raise LensLLMError(f"policy {policy!r} is no Policy: give it a name and a runs(state) method that yields "
+                               "batches of (candidate, size) runs (see lensllm_hf.engine.policies)")
         ready = self._prepare()
         runner: Runner = ready["runner"]
         names = self._trained()
-        # With a FLOPs budget, the strategy projects each run's cost before it has measured one.
+        # With a FLOPs budget, the loop projects each run's cost before it has measured one.
         expected: dict[str, float] = {}
         if self.params_.max_flops is not None and names:
             cost = self.estimate_cost(only=names)
@@ -195,22 +206,21 @@ class LensLLMSelector(SelectionParams):
                 warnings.warn(f"max_flops: no cost estimate for {', '.join(map(display, sorted(cost.errors)))} "
                               f"({display(next(iter(cost.errors.values())))}); their first runs are bought before "
                               "their cost is known", stacklevel=2)
-        context = StrategyContext(plan=ready["plan"], names=names, target_size=self.target_size_,
-                                  method=self.method, level=self.params_.level, metric=ready["metric"],
-                                  max_flops=self.params_.max_flops, failures=runner.failures,
-                                  flops_per_example=expected)
-        strategy = make_strategy(self.strategy)
-        total = len(context.names) * len(self.run_sizes_)
-        with self._progress(total) as bar:
-            bought = strategy.select(context, self._buyer(bar))
+        with self._progress(len(names) * len(self.run_sizes_)) as bar:
+            buyer = RecordBuyer(ready["plan"], self._buyer(bar), ready["metric"], runner.failures)
+            if names:
+                result = run_loop(policy, names, self.run_sizes_, self.target_size_, buyer, method=self.method,
+                                  level=self.params_.level, max_flops=self.params_.max_flops, params=buyer.params,
+                                  runs=buyer.runs, flops_per_example=expected)
+                ranking, bought = result.ranking, result.bought
+            else:  # every candidate ranked from its published fit
+                ranking, bought = Ranking(self.target_size_, self.method, [], self.params_.level), {}
             bar.total = bar.n  # the runs not bought are not coming
             bar.refresh()
-        if bought.ranking is None:
-            return self._ranked(bought.records, bought.sizes, strategy=strategy.name)
-        ranking = dataclasses.replace(bought.ranking, candidates=[*bought.ranking.candidates,
-                                                                  *ready["published"].values()])
-        table = curve_table(bought.records, ready["metric"], source=self.store_)
-        return self._result(ranking, table, bought.records, bought.sizes, strategy=strategy.name)
+        ranking = dataclasses.replace(ranking, candidates=[*ranking.candidates, *ready["published"].values()])
+        table = curve_table(buyer.records, ready["metric"], source=self.store_)
+        sizes = {name: sorted(bought_sizes) for name, bought_sizes in bought.items() if bought_sizes}
+        return self._result(ranking, table, buyer.records, sizes, strategy=policy.name)
 
     def train(self, only: Iterable[str] | str | None = None, sizes: Iterable[int] | int | None = None
               ) -> list[RunRecord]:
@@ -238,7 +248,9 @@ class LensLLMSelector(SelectionParams):
                 found.append(rec)
                 if rec.status == "failed":
                     runner.failures.setdefault(key.model, f"run on {key.train_size} examples failed: {rec.error}")
-        recs = group(found)
+        recs: dict[str, list[RunRecord]] = {}
+        for rec in found:
+            recs.setdefault(rec.model_id, []).append(rec)
         sizes = {name: sorted(int(r.train_size) for r in rs if r.status == "complete") for name, rs in recs.items()}
         return self._ranked(recs, sizes, strategy=self.strategy)
 
