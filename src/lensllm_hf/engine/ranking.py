@@ -119,7 +119,7 @@ class CandidateFit:
     flops: float | None = None
     source: str | None = None  # where the fit came from when not trained here (e.g. a Hub card)
     warnings: list[str] = field(default_factory=list)  # about this prediction (e.g. far extrapolation)
-    _ranking: Ranking | None = field(default=None, init=False, repr=False, compare=False)
+    _ranking = None  # the Ranking that owns the row (set by it; no field, so equality and asdict ignore it)
 
     @classmethod
     def failed(cls, model: str, error: str, **known: Any) -> CandidateFit:
