@@ -35,7 +35,7 @@ __all__ = ["BACKENDS", "GENERATION_KEYS", "STRATEGIES", "Param", "ParamError", "
            "check_generation", "check_params", "check_task", "cli_values", "param", "params_doc", "params_of",
            "run_sizes", "suggest"]
 
-#: ``strategy`` values: who decides which runs to buy (see :mod:`lensllm_hf.selector.strategies`).
+#: ``strategy`` values: who decides which runs to buy (the policies of :mod:`lensllm_hf.engine.policies`).
 STRATEGIES = ("grid", "adaptive", "halving")
 #: ``backend`` values: where the bought runs execute (see :mod:`lensllm_hf.selector.backends`).
 BACKENDS = ("serial", "ray")
