@@ -1,10 +1,11 @@
 """A ranking of candidate models at a target size: each row carries its :class:`~lensllm_hf.engine.fit.Fit`.
 
 The ranking alone holds the target and the interval level: a row's prediction (loss and
-interval) is computed from its fit at its ranking's target and level, never stored beside it; ``p_best`` is the probability that the row has the lowest loss
-at the target under the fits' predictive distributions, each taken relative to the others
-(``Fit.log_sds(relative=True)``, where every row's fit has such spreads: a bend every candidate
-shares moves none past another, so it is in the intervals but not in P(best)). ``lensllm fit --json``
+interval) is computed from its fit at its ranking's target and level, never stored beside it;
+``p_best`` is the probability that the row has the lowest loss at the target under the fits'
+predictive distributions, each taken relative to the others (``Fit.log_sds(relative=True)``,
+where every row's fit has such spreads: a bend every candidate shares moves none past another,
+so it is in the intervals but not in P(best)). ``lensllm fit --json``
 and the selector's ``selection.json`` write this shape, and :meth:`Ranking.from_dict` rebuilds
 the same fits from it::
 

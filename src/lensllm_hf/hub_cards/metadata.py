@@ -147,12 +147,14 @@ class CardFit:
     @property
     def predicted_loss(self) -> float | None:
         """The loss of :attr:`prediction`, or None."""
-        return None if self.target_size is None else self.prediction.predicted_loss
+        prediction = self.prediction
+        return None if prediction is None else prediction.predicted_loss
 
     @property
     def interval(self) -> tuple[float, float] | None:
         """The interval of :attr:`prediction`, or None."""
-        return None if self.target_size is None else self.prediction.interval
+        prediction = self.prediction
+        return None if prediction is None else prediction.interval
 
     def predict(self, sizes) -> np.ndarray:
         """The fit's loss at each training-subset size."""
