@@ -107,6 +107,12 @@ def test_from_store_fits_without_training(grid, models, data):
     result = LensLLMSelector([{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}],
                              *data, output_dir=out, **COMMON).from_store()
     assert result.best == first.best
+    columns = ["model", "predicted_loss", "interval_low", "interval_high", "p_best"]
+    assert result.ranking[columns].equals(first.ranking[columns].iloc[:2])  # the same loop: the same numbers
+    unrun = LensLLMSelector([{"model": models["small"], "name": "small"}, {"model": models["small"], "name": "unrun"}],
+                            *data, output_dir=out, **COMMON).from_store()
+    row = unrun.ranking.set_index("model").loc["unrun"]
+    assert row.status == "failed" and row.error.startswith("no complete run in the store")
 
 
 def test_a_diverging_candidate_fails_and_the_others_are_ranked(models, data, tmp_path):

@@ -22,7 +22,7 @@ Example (two crossing curves: "steep" starts worse and ends better):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,13 +43,17 @@ ETA = 2
 MIN_START_SIZES = 3
 
 
+@dataclass
 class GridPolicy:
-    """Every candidate on every size (zero-shot included), in one batch, candidate by candidate."""
+    """Every candidate on every size (zero-shot included), in one batch, candidate by candidate;
+    with ``only``, just those of the runs (``--from-store``: the runs a store holds)."""
 
+    only: Collection[Run] | None = None
     name = "grid"
 
     def runs(self, state: LoopState) -> Iterator[list[Run]]:
-        yield [(model, size) for model in state.models for size in state.sizes]
+        yield [(model, size) for model in state.models for size in state.sizes
+               if self.only is None or (model, size) in self.only]
 
 
 @dataclass

@@ -29,10 +29,8 @@ from .. import records
 from .._utils import display
 from ..errors import LensLLMError
 from ..engine.loop import Policy, run_loop
-from ..engine.methods.base import run_info
-from ..engine.methods import rank
-from ..engine.policies import POLICIES
-from ..engine.ranking import CandidateFit, Ranking
+from ..engine.policies import POLICIES, GridPolicy
+from ..engine.ranking import Ranking
 from ..records import RunKey, RunRecord
 from .candidates import as_candidates, peft_summary
 from .data import check_text_column, content_fingerprint, split_eval, subset_pool
@@ -208,19 +206,10 @@ class LensLLMSelector(SelectionParams):
                               "their cost is known", stacklevel=2)
         with self._progress(len(names) * len(self.run_sizes_)) as bar:
             buyer = RecordBuyer(ready["plan"], self._buyer(bar), ready["metric"], runner.failures)
-            if names:
-                result = run_loop(policy, names, self.run_sizes_, self.target_size_, buyer, method=self.method,
-                                  level=self.params_.level, max_flops=self.params_.max_flops, params=buyer.params,
-                                  runs=buyer.runs, flops_per_example=expected)
-                ranking, bought = result.ranking, result.bought
-            else:  # every candidate ranked from its published fit
-                ranking, bought = Ranking(self.target_size_, self.method, [], self.params_.level), {}
+            result = self._select(policy, buyer, flops_per_example=expected)
             bar.total = bar.n  # the runs not bought are not coming
             bar.refresh()
-        ranking = dataclasses.replace(ranking, candidates=[*ranking.candidates, *ready["published"].values()])
-        table = curve_table(buyer.records, ready["metric"], source=self.store_)
-        sizes = {name: sorted(bought_sizes) for name, bought_sizes in bought.items() if bought_sizes}
-        return self._result(ranking, table, buyer.records, sizes, strategy=policy.name)
+        return result
 
     def train(self, only: Iterable[str] | str | None = None, sizes: Iterable[int] | int | None = None
               ) -> list[RunRecord]:
@@ -238,21 +227,27 @@ class LensLLMSelector(SelectionParams):
         return [rec for rec in made if rec is not None]
 
     def from_store(self) -> SelectionResult:
-        """Fit and rank from the records in the store only (no training): ``--from-store``."""
+        """Fit and rank from the records in the store only (no training): ``--from-store``.
+
+        The grid policy on the runs the store holds, bought by reading them: the same loop and
+        ranking as :meth:`run`, so the numbers are those of the selection that made the runs.
+        """
         ready = self._prepare()
         runner: Runner = ready["runner"]
-        found: list[RunRecord] = []
+        found: dict[RunKey, RunRecord] = {}
         for key in ready["plan"].keys(only=self._trained()):
             rec = ready["store"].read(key)
             if rec is not None:
-                found.append(rec)
+                found[key] = rec
                 if rec.status == "failed":
                     runner.failures.setdefault(key.model, f"run on {key.train_size} examples failed: {rec.error}")
-        recs: dict[str, list[RunRecord]] = {}
-        for rec in found:
-            recs.setdefault(rec.model_id, []).append(rec)
-        sizes = {name: sorted(int(r.train_size) for r in rs if r.status == "complete") for name, rs in recs.items()}
-        return self._ranked(recs, sizes, strategy=self.strategy)
+        buyer = RecordBuyer(ready["plan"], lambda keys: [found[key] for key in keys], ready["metric"], runner.failures)
+        result = self._select(GridPolicy(only={(key.model, key.train_size) for key in found}), buyer,
+                              strategy=self.strategy)
+        for c in result.fits.candidates:
+            if c.status != "complete" and c.model not in runner.failures and c.model not in buyer.records:
+                c.error = f"no complete run in the store {self.store_}; run 'lensllm select' without --from-store first"
+        return result
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -327,37 +322,28 @@ class LensLLMSelector(SelectionParams):
 
         return buy
 
-    def _ranked(self, recs: dict[str, list[RunRecord]], sizes: dict[str, list[int]], *, strategy: str
-                ) -> SelectionResult:
-        """Fit every candidate's complete runs with the method and rank them (failed ones last)."""
+    def _select(self, policy: Policy, buyer: RecordBuyer, *, strategy: str | None = None,
+                flops_per_example: dict[str, float] | None = None) -> SelectionResult:
+        """The buying loop over the trained candidates, their ranking beside the published ones, the result."""
         ready = self._prepare()
-        failures = ready["runner"].failures
-        table = curve_table(recs, ready["metric"], source=self.store_)
-        rows: list[CandidateFit] = []
-        if table is not None:
-            runs = run_info(records.table_rows(r for rs in recs.values() for r in rs))  # the NTK probe, warnings
-            rows += rank(table, self.target_size_, self.method, self.params_.level, runs=runs).candidates
-        # A candidate with a failed run is failed, even if its earlier sizes would fit (its points
-        # stay in the table).
-        rows = [CandidateFit.failed(r.model, failures[r.model]) if r.model in failures else r for r in rows]
-        in_table = {r.model for r in rows}
-        for name in self._trained():
-            if name not in in_table:
-                reason = failures.get(name) or (f"no complete run in the store {self.store_}; run "
-                                                "'lensllm select' without --from-store first")
-                rows.append(CandidateFit.failed(name, reason))
-        ranking = Ranking(self.target_size_, self.method, rows + list(ready["published"].values()), self.params_.level)
-        return self._result(ranking, table, recs, sizes, strategy=strategy)
-
-    def _result(self, ranking: Ranking, table, recs, sizes, *, strategy: str) -> SelectionResult:
-        ready = self._prepare()
+        names = self._trained()
+        if names:
+            loop = run_loop(policy, names, self.run_sizes_, self.target_size_, buyer, method=self.method,
+                            level=self.params_.level, max_flops=self.params_.max_flops, params=buyer.params,
+                            runs=buyer.runs, flops_per_example=flops_per_example)
+            ranking, bought = loop.ranking, loop.bought
+        else:  # every candidate ranked from its published fit
+            ranking, bought = Ranking(self.target_size_, self.method, [], self.params_.level), {}
+        ranking = dataclasses.replace(ranking, candidates=[*ranking.candidates, *ready["published"].values()])
+        table = curve_table(buyer.records, ready["metric"], source=self.store_)
+        sizes = {name: sorted(bought_sizes) for name, bought_sizes in bought.items() if bought_sizes}
         info = {"dataset": self._dataset_label(), "dataset_config": self.dataset_config,
                 "dataset_split": self.dataset_split, "sizes": self.run_sizes_, "seed": self.params_.seed,
                 "store": self.store_,
                 "made_here": [{"model": k.model, "size": k.train_size} for k in ready["runner"].made],
                 "adapters": {c.name: peft_summary(c.peft_config) for c in self.candidates_}}
-        return selection_result(ranking, table, recs, sizes, failures=ready["runner"].failures, strategy=strategy,
-                                metric=ready["metric"], info=info)
+        return selection_result(ranking, table, buyer.records, sizes, failures=ready["runner"].failures,
+                                strategy=strategy or policy.name, metric=ready["metric"], info=info)
 
     @contextlib.contextmanager
     def _progress(self, total: int):
