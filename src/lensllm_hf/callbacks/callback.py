@@ -33,7 +33,7 @@ from transformers.utils import logging
 
 from .. import records
 from .._utils import one_line
-from ..errors import LensLLMError
+from ..errors import ConfigError
 from ..records import Evaluation, RunRecord
 
 __all__ = ["CallbackError", "LensLLMCallback"]
@@ -47,8 +47,8 @@ GEOMETRIC_START = 200
 FLAT_SCHEDULES = ("constant", "constant_with_warmup")
 
 
-class CallbackError(LensLLMError, ValueError):
-    """The callback cannot record this run as set up; one line saying what to pass."""
+#: Earlier name of :class:`~lensllm_hf.errors.ConfigError`: the callback cannot record this run as set up.
+CallbackError = ConfigError
 
 
 class LensLLMCallback(TrainerCallback):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import json_safe
-from ..errors import LensLLMError
+from ..errors import RecordError, SchemaError
 
 __all__ = [
     "DEFAULT_RECORD_NAME",
@@ -25,11 +25,8 @@ __all__ = [
     "STATUSES",
     "STORE_SUFFIX",
     "Evaluation",
-    "RecordError",
-    "RecordWarning",
     "RunKey",
     "RunRecord",
-    "SchemaError",
     "adapter_hash",
     "config_hash",
     "legacy_record_name",
@@ -55,22 +52,6 @@ REQUIRED_KEYS = ("schema_version", "model", "train_size", "evaluations", "final_
 MAX_NAME_LENGTH = 200
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class RecordError(LensLLMError):
-    """A record or store that cannot be read or written; one line naming the file and the fix."""
-
-
-class SchemaError(RecordError, ValueError):
-    """A record whose content does not follow the schema (unknown version, missing or bad keys)."""
-
-
-class RecordWarning(UserWarning):
-    """Something in a store that LensLLM skipped or counted once (a damaged, duplicated or misnamed
-    record, an entry that is not a regular file, a record kept instead of a weaker one).
-
-    Issued with :func:`warnings.warn`, one line naming the file; the CLI prints them on stderr.
-    """
 
 
 @dataclass(frozen=True)

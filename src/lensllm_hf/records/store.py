@@ -35,8 +35,8 @@ import numpy as np
 
 from .._utils import atomic_write_text, display
 from ..engine.curves import CurveTable
-from .schema import (DEFAULT_RECORD_NAME, STATUSES, STORE_SUFFIX, RecordError, RecordWarning, RunKey, RunRecord,
-                     SchemaError, legacy_record_name)
+from ..errors import RecordError, RecordWarning, SchemaError
+from .schema import DEFAULT_RECORD_NAME, STATUSES, STORE_SUFFIX, RunKey, RunRecord, legacy_record_name
 
 __all__ = [
     "CLAIMS_FOLDER",
@@ -763,7 +763,7 @@ def require_persistent(url: str | os.PathLike | Store) -> None:
         >>> require_persistent("memory://runs")
         Traceback (most recent call last):
         ...
-        lensllm_hf.records.schema.RecordError: memory://runs: a memory:// store lives only inside this process ...
+        lensllm_hf.errors.RecordError: memory://runs: a memory:// store lives only inside this process ...
     """
     store = url if isinstance(url, Store) else Store(url)
     protocols = store._fs.protocol if isinstance(store._fs.protocol, (tuple, list)) else (store._fs.protocol,)

@@ -36,19 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import display, one_line
-from ..errors import LensLLMError
-from .params import (Param, ParamError, SelectionParams, check_params, check_task, param, params_of,
+from ..errors import ConfigError, LensLLMError
+from .params import (Param, SelectionParams, check_params, check_task, param, params_of,
                               run_sizes, suggest)
 
-__all__ = ["ConfigError", "DatasetConfig", "SelectConfig"]
+__all__ = ["DatasetConfig", "SelectConfig"]
 
 #: Loader of ``datasets.load_dataset`` per local file suffix.
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".txt": "text", ".parquet": "parquet",
             ".arrow": "arrow"}
-
-
-class ConfigError(LensLLMError, ValueError):
-    """A config file that cannot be used; the message names the file, the key and the fix."""
 
 
 def _as_in_selector(name: str) -> Any:
@@ -188,10 +184,7 @@ class SelectConfig:
         if misplaced is not None:  # a column key at the top level: say where it goes
             raise ConfigError(f"{display(where)}: {misplaced!r} belongs in the 'dataset' block; move it under "
                               "dataset:")
-        try:
-            params = check_params(values, where=where, yaml=True)
-        except ParamError as error:
-            raise ConfigError(str(error)) from None
+        params = check_params(values, where=where, yaml=True)
         for key in ("output_dir", "store"):
             if params.get(key):
                 params[key] = _resolve_path(str(params[key]), base)
@@ -278,10 +271,7 @@ def _dataset(data: Any, where: str, base: Path) -> DatasetConfig:
         data["config"] = data.pop("name")
     if isinstance(data.get("files"), str):
         data["files"] = {"train": data["files"]}
-    try:
-        data = check_params(data, cls=DatasetConfig, where=f"{where}: dataset", yaml=True)
-    except ParamError as error:
-        raise ConfigError(str(error)) from None
+    data = check_params(data, cls=DatasetConfig, where=f"{where}: dataset", yaml=True)
     files = data.get("files")
     if files is not None:
         if not isinstance(files, dict) or "train" not in files or set(files) - {"train", "eval"}:

@@ -12,7 +12,7 @@ Example:
     >>> check_params({"level": 2.0})
     Traceback (most recent call last):
     ...
-    lensllm_hf.selector.params.ParamError: level=2.0: must be above 0 and below 1; e.g. 0.9 for 90 % intervals
+    lensllm_hf.errors.ConfigError: level=2.0: must be above 0 and below 1; e.g. 0.9 for 90 % intervals
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from ..errors import LensLLMError
+from ..errors import ConfigError, LensLLMError
 from ..engine.methods import LEVEL, METHODS
 
-__all__ = ["BACKENDS", "GENERATION_KEYS", "STRATEGIES", "Param", "ParamError", "SelectionParams", "add_cli_flags",
+__all__ = ["BACKENDS", "GENERATION_KEYS", "STRATEGIES", "Param", "SelectionParams", "add_cli_flags",
            "check_generation", "check_params", "check_task", "cli_values", "param", "params_doc", "params_of",
            "run_sizes", "suggest"]
 
@@ -41,10 +41,6 @@ STRATEGIES = ("grid", "adaptive", "halving")
 BACKENDS = ("serial", "ray")
 #: No real fine-tuning set is larger (a trillion examples): a bigger value is a typo.
 MAX_EXAMPLES = 10**12
-
-
-class ParamError(LensLLMError, ValueError):
-    """A parameter with a bad value; one line naming the parameter and the fix."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +198,7 @@ def check_params(values: Mapping[str, Any], *, cls: type = SelectionParams, wher
     Normalised: a whole-number float of an int parameter becomes an int (``2.5e+4`` -> 25000).
     ``yaml`` checks the keys a config file may hold (unknown ones get a "did you mean"), and
     ``where`` (the file) starts the message, which then names the key as written in the file.
-    Raises :class:`ParamError`, one line.
+    Raises :class:`ConfigError`, one line.
     """
     declared = params_of(cls)
     allowed = {name: entry for name, entry in declared.items() if entry[1].yaml or not yaml}
@@ -211,14 +207,14 @@ def check_params(values: Mapping[str, Any], *, cls: type = SelectionParams, wher
         if name not in allowed:
             hint = suggest(name, list(allowed))
             what = "unknown key" if yaml else "unknown parameter"
-            raise ParamError(_message(where, what, value, repr(name) + (hint or f"; known: {', '.join(sorted(allowed))}"),
+            raise ConfigError(_message(where, what, value, repr(name) + (hint or f"; known: {', '.join(sorted(allowed))}"),
                                       bare=True))
         kind, spec, _ = allowed[name]
         problem, normal = _check_value(kind, spec, value)
         if not problem and spec.check is not None and normal is not None:
             problem, normal = spec.check(normal)
         if problem:
-            raise ParamError(_message(where, name, value, problem))
+            raise ConfigError(_message(where, name, value, problem))
         out[name] = normal
     return out
 
@@ -227,7 +223,7 @@ def run_sizes(values: Mapping[str, Any], *, where: str | None = None) -> list[in
     """The subset sizes per candidate, 0 (zero-shot) first when asked; the rules between parameters.
 
     ``values`` are checked parameters (missing ones take their declared default). Raises
-    :class:`ParamError` when the sizes, budget, target and strategy do not fit together.
+    :class:`ConfigError` when the sizes, budget, target and strategy do not fit together.
     """
     defaults = {name: default for name, (_, _, default) in params_of().items()}
     v = {**defaults, **values}
@@ -235,31 +231,31 @@ def run_sizes(values: Mapping[str, Any], *, where: str | None = None) -> list[in
     if v["sizes"] is not None:
         sizes = sorted({int(s) for s in v["sizes"]})
         if not sizes:
-            raise ParamError(f"{head}sizes=[]: give subset sizes such as [200, 400, 800], or leave sizes out")
+            raise ConfigError(f"{head}sizes=[]: give subset sizes such as [200, 400, 800], or leave sizes out")
     else:
         if v["budget"] < v["min_size"]:
-            raise ParamError(f"{head}budget={v['budget']} is below min_size={v['min_size']}; raise the budget or "
+            raise ConfigError(f"{head}budget={v['budget']} is below min_size={v['min_size']}; raise the budget or "
                              "lower min_size")
         sizes, size = [], int(v["min_size"])
         while size <= v["budget"]:
             sizes.append(size)
             size *= 2
     if v["target_size"] is not None and not int(v["target_size"]) > sizes[-1]:
-        raise ParamError(f"{head}target_size {int(v['target_size']):,} must be larger than the budget {sizes[-1]:,} "
+        raise ConfigError(f"{head}target_size {int(v['target_size']):,} must be larger than the budget {sizes[-1]:,} "
                          "(the largest subset); lower the budget or raise target_size")
     points = len(sizes) + (1 if v["zero_shot"] else 0)
     if points < 3:
         zero = " plus zero-shot" if v["zero_shot"] else ""
-        raise ParamError(f"{head}subset sizes {sizes}{zero} give {points} points; a law needs at least 3: "
+        raise ConfigError(f"{head}subset sizes {sizes}{zero} give {points} points; a law needs at least 3: "
                          "raise the budget or lower min_size")
     if v["max_flops"] is not None and v["strategy"] == "grid":
-        raise ParamError(f"{head}max_flops only applies to strategy adaptive or halving; drop it or set "
+        raise ConfigError(f"{head}max_flops only applies to strategy adaptive or halving; drop it or set "
                          "strategy: adaptive")
     if v["strategy"] == "halving" and len(sizes) < 3:
-        raise ParamError(f"{head}strategy halving needs at least 3 subset sizes, got {sizes}; raise the budget or "
+        raise ConfigError(f"{head}strategy halving needs at least 3 subset sizes, got {sizes}; raise the budget or "
                          "lower min_size")
     if v["backend"] != "ray" and (v["ray_address"] is not None or v["ray_num_gpus"] is not None):
-        raise ParamError(f"{head}ray_address and ray_num_gpus only apply to backend ray; drop them or set "
+        raise ConfigError(f"{head}ray_address and ray_num_gpus only apply to backend ray; drop them or set "
                          "backend: ray")
     return ([0] if v["zero_shot"] else []) + sizes
 
@@ -286,7 +282,7 @@ def check_generation(value: Mapping[str, Any]) -> tuple[str | None, dict[str, An
 
 def check_task(values: Mapping[str, Any], *, where: str | None = None):
     """The :class:`~lensllm_hf.selector.formats.TaskFormat` of checked parameters, and the rules between the
-    columns, the metric and ``generation``. Raises :class:`ParamError`, one line.
+    columns, the metric and ``generation``. Raises :class:`ConfigError`, one line.
 
     Without ``metric_fn``: plain text ranks by ``loss`` or ``accuracy`` (next-token); prompt/completion
     and conversational data by ``loss`` or a task metric on generated answers (``accuracy`` there is the
@@ -303,31 +299,31 @@ def check_task(values: Mapping[str, Any], *, where: str | None = None):
                          completion_column=v["completion_column"], messages_column=v["messages_column"],
                          chat_template=v["chat_template"], max_length=v["max_length"])
     except LensLLMError as error:
-        raise ParamError(f"{head}{error}") from None
+        raise ConfigError(f"{head}{error}") from None
     metric, own = v["metric"], v.get("metric_fn") is not None
     if not own and metric != "loss":
         if fmt.layout == "text" and metric != "accuracy":
             why = ("is a task metric on generated answers: set prompt_column and completion_column (or "
                    "messages_column)" if metric in task else "is not built in")
-            raise ParamError(f"{head}metric={metric!r} {why}; plain text ranks by loss or accuracy (next-token), "
+            raise ConfigError(f"{head}metric={metric!r} {why}; plain text ranks by loss or accuracy (next-token), "
                              "or pass metric_fn=...")
         if fmt.layout != "text" and metric not in task:
-            raise ParamError(f"{head}metric={metric!r}: must be loss or one of {', '.join(task)}"
+            raise ConfigError(f"{head}metric={metric!r}: must be loss or one of {', '.join(task)}"
                              f"{suggest(metric, ['loss', *task])}")
     generated = fmt.layout != "text" and metric in task and not own
     if generated and metric.startswith("rouge"):
         import importlib.util
 
         if importlib.util.find_spec("rouge_score") is None:
-            raise ParamError(f"{head}metric={metric!r} needs the rouge_score package; pip install "
+            raise ConfigError(f"{head}metric={metric!r} needs the rouge_score package; pip install "
                              "'lensllm_hf[metrics]' (or rouge_score)")
     if v["generation"] is not None and not generated:
-        raise ParamError(f"{head}generation only applies to a task metric ({', '.join(task)}) on prompt/completion "
+        raise ConfigError(f"{head}generation only applies to a task metric ({', '.join(task)}) on prompt/completion "
                          "or conversational data; drop it or set metric")
     if generated and v["greater_is_better"] is False:
-        raise ParamError(f"{head}greater_is_better=False: {metric} is higher when better; drop greater_is_better")
+        raise ConfigError(f"{head}greater_is_better=False: {metric} is higher when better; drop greater_is_better")
     if fmt.layout != "text" and (v.get("preprocess") is not None or v.get("data_collator") is not None):
-        raise ParamError(f"{head}preprocess and data_collator make features of plain text; drop them, or drop "
+        raise ConfigError(f"{head}preprocess and data_collator make features of plain text; drop them, or drop "
                          "prompt_column/completion_column/messages_column")
     return fmt
 
@@ -366,8 +362,8 @@ def cli_values(args: argparse.Namespace, cls: type = SelectionParams) -> dict[st
              if spec.cli is not None and getattr(args, name, None) is not None}
     try:
         return check_params(given, cls=cls)
-    except ParamError as error:
-        raise ParamError(f"command line: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"command line: {error}") from None
 
 
 def _from_text(kind: Any, value: Any) -> Any:
