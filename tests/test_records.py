@@ -55,7 +55,7 @@ def test_record_name_is_stable_readable_and_safe():
     assert record_name("my model:v2", 200, 1, "h").startswith("my-model-v2__")
     key = RunKey("a/b", 8, 0, "h")
     assert records.record_path("memory://runs/", key) == f"memory://runs/{key.name}"
-    assert records.record_path("runs", "a", 8, 0, "h") == os.path.join("runs", RunKey("a", 8, 0, "h").name)
+    assert records.record_path("runs", RunKey("a", 8, 0, "h")) == os.path.join("runs", RunKey("a", 8, 0, "h").name)
 
 
 def test_config_hash_ignores_key_order_and_float_spelling():
@@ -145,8 +145,8 @@ def test_fsspec_store_write_list_load_and_has_record(memory_store):
     paths = list_records(memory_store)
     assert len(paths) == 3 and all(p.startswith("memory://") for p in paths)
     assert read_record(paths[0]).model_id == "a"
-    assert has_record(memory_store, "a", 400, 0, "cfg1")
-    assert not has_record(memory_store, "a", 800, 0, "cfg1")
+    assert has_record(memory_store, RunKey("a", 400, 0, "cfg1"))
+    assert not has_record(memory_store, RunKey("a", 800, 0, "cfg1"))
     table = load_table(memory_store)
     assert table.models == ["a", "b"] and table.sizes.tolist() == [200, 400]
     import fsspec
@@ -157,8 +157,8 @@ def test_fsspec_store_write_list_load_and_has_record(memory_store):
 
 def test_has_record_checks_completion(tmp_path):
     write_record(make_record("a", 200, status="interrupted"), tmp_path)
-    assert not has_record(tmp_path, "a", 200, 0, "cfg1")
-    assert has_record(tmp_path, "a", 200, 0, "cfg1", complete=False)
+    assert not has_record(tmp_path, RunKey("a", 200, 0, "cfg1"))
+    assert has_record(tmp_path, RunKey("a", 200, 0, "cfg1"), complete=False)
 
 
 def test_list_records_finds_store_names_and_output_dirs_but_not_other_json(tmp_path):

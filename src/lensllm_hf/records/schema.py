@@ -132,6 +132,10 @@ class RunKey:
             raise SchemaError(f"{where}: bad 'key' ({str(error).removeprefix('RunKey: ')}); fix or delete "
                               "the file") from None
 
+    def describe(self) -> str:
+        """The key's set parts, for messages: ``model='gpt2', train_size=800, seed=0, config_hash='h'``."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if v is not None)
+
     def _canonical(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
@@ -320,8 +324,8 @@ class RunRecord:
             stored = RunKey.from_dict(data["key"], where=where)
             record.adapter_hash = stored.adapter
             if record.key != stored:
-                raise SchemaError(f"{where}: its 'key' ({_brief(stored)}) does not match its own fields "
-                                  f"({_brief(record.key)}); the file was edited or damaged, delete it or re-run the run")
+                raise SchemaError(f"{where}: its 'key' ({stored.describe()}) does not match its own fields "
+                                  f"({record.key.describe()}); the file was edited or damaged, delete it or re-run the run")
         return record
 
 
@@ -383,11 +387,6 @@ def adapter_hash(config: Any) -> str | None:
 def _slug(text: str, limit: int) -> str:
     slug = _UNSAFE.sub("-", text.replace("/", "--")).strip("-.")[:limit].strip("-.")
     return slug or "x"
-
-
-def _brief(key: RunKey) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in key.to_dict().items() if v is not None)
-
 
 
 def _is_int(value: Any) -> bool:
