@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import make_record
 
 from lensllm_hf import records
 from lensllm_hf.engine.curves import CurveError
@@ -20,22 +21,6 @@ from lensllm_hf.errors import LensLLMError
 from lensllm_hf.records import (Evaluation, RecordError, RecordWarning, RunKey, RunRecord, SchemaError, check_writable,
                                 config_hash, has_record, list_records, load_table, read_record, record_name,
                                 write_record)
-
-
-def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="complete", chash="cfg1",
-                flos=1e12, zero_shot=None, F=None, stream=None, params=1000):
-    evaluations = []
-    if zero_shot is not None:
-        evaluations.append(Evaluation(step=0, examples_seen=0, eval_loss=zero_shot, metrics={"eval_loss": zero_shot},
-                                      total_flos=0.0))
-    for size, value in (stream or {}).items():
-        evaluations.append(Evaluation(step=size // 8, examples_seen=size, eval_loss=value, at_examples=size,
-                                      total_flos=flos * size / train_size))
-    evaluations.append(Evaluation(step=train_size // 8, examples_seen=train_size, eval_loss=loss,
-                                  metrics={"eval_loss": loss}, total_flos=flos))
-    return RunRecord(model={"id": model, "num_parameters": params}, train_size=train_size, seed=seed, status=status,
-                     config_hash=chash, evaluations=evaluations, final_eval_loss=loss if status == "complete" else None,
-                     total_flos=flos, ntk=None if F is None else {"F": F, "eigenvalues": [1.0], "r": [1.0]})
 
 
 # -- names and hashes ---------------------------------------------------------------------------

@@ -12,23 +12,12 @@ import warnings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import make_record
 
 from lensllm_hf import records
 from lensllm_hf.errors import ConfigError, LensLLMError
-from lensllm_hf.records import (Claim, Evaluation, RecordError, RecordWarning, RunKey, RunRecord, Store, load_table,
+from lensllm_hf.records import (Claim, RecordError, RecordWarning, RunKey, RunRecord, Store, load_table,
                                 read_record, write_record)
-
-
-def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="complete", chash="cfg1",
-                revision=None, adapter=None):
-    evaluations = [Evaluation(step=max(1, train_size // 8), examples_seen=train_size, eval_loss=loss,
-                              metrics={"eval_loss": loss}, total_flos=1e12)]
-    model_info = {"id": model, "num_parameters": 1000}
-    if revision is not None:
-        model_info["revision"] = revision
-    return RunRecord(model=model_info, train_size=train_size, seed=seed, status=status, config_hash=chash,
-                     adapter_hash=adapter, evaluations=evaluations,
-                     final_eval_loss=loss if status == "complete" else None, total_flos=1e12, ntk=None)
 
 
 def messages(caught) -> str:
