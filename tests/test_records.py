@@ -171,15 +171,15 @@ def _assert_one_line_naming(error, path, fix_word):
     ({"key": {"model": "other", "train_size": 200, "seed": 0, "config_hash": "cfg1"}}, "does not match"),
     ({"key": [1]}, "'key' must be an object"),
     ({"key": {"model": "org/model-a"}}, "'key' lacks"),
-    ({"seed": "0"}, "seed must be a whole number"),
+    ({"seed": "0"}, "seed='0': must be a whole number"),
     ({"schema_version": None}, "unknown schema_version"),
     ({"status": "done"}, "one of complete"),
-    ({"train_size": -3}, "whole number"),
-    ({"model": {"name": "x"}}, "non-empty 'id'"),
-    ({"final_eval_loss": "low"}, "a number or null"),
+    ({"train_size": -3}, "train_size=-3: must be at least 0"),
+    ({"model": {"name": "x"}}, "model.id: is required"),
+    ({"final_eval_loss": "low"}, "final_eval_loss='low': must be a number"),
     ({"evaluations": [{"step": 1}]}, "examples_seen"),
     ({"evaluations": {}}, "must be a list"),
-    ({"ntk": [1, 2]}, "'ntk' must be an object"),
+    ({"ntk": [1, 2]}, "ntk=[1, 2]: must be a mapping"),
 ])
 def test_schema_errors_name_the_file_and_the_fix(tmp_path, change, fix):
     data = make_record().to_dict()
@@ -189,6 +189,7 @@ def test_schema_errors_name_the_file_and_the_fix(tmp_path, change, fix):
     with pytest.raises(SchemaError) as error:
         read_record(path)
     _assert_one_line_naming(error, path, fix)
+    assert error.value.path == str(path) and error.value.field.split(".")[0].split("[")[0] in {*change, "key"}
 
 
 def test_missing_keys_malformed_json_and_missing_files(tmp_path):

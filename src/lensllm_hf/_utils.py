@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 from .errors import LensLLMError
 
-__all__ = ["Problem", "atomic_write_text", "check_output_file", "display", "fields_adapter", "first_problem", "json_safe",
-           "one_line", "short", "suggest", "whole"]
+__all__ = ["Problem", "atomic_write_text", "check_output_file", "display", "fields_adapter", "first_problem",
+           "json_safe", "one_line", "short", "suggest", "whole"]
 
 #: Longest error text kept in one line (records, tables, terminal messages).
 ONE_LINE_LIMIT = 500
@@ -82,13 +82,14 @@ def display(name: object) -> str:
 
 
 @functools.cache
-def fields_adapter(cls: type, names: frozenset[str] | None = None) -> Any:
+def fields_adapter(cls: type, names: frozenset[str] | None = None, *, extra: str = "forbid") -> Any:
     """A pydantic ``TypeAdapter`` of a mapping of ``cls``'s dataclass fields (or ``names`` of them).
 
     The dataclass is the one declaration (its fields' annotations carry the constraints, e.g.
-    ``Annotated[int, Field(ge=1)]``); the adapter validates any subset of them, strictly (no text
-    for a number, no 1 for True) and refusing undeclared keys. pydantic is imported here, on
-    first use, so the engine, which imports this module, never loads it.
+    ``Annotated[int, Field(ge=1)]``); the adapter validates any subset of them and returns them
+    normalised, strictly (no text for a number, no 1 for True, no NaN or infinity);
+    ``extra="forbid"`` refuses undeclared keys ("ignore" drops them). pydantic is imported here, on first use, so the engine, which imports this module,
+    never loads it.
     """
     from pydantic import ConfigDict, TypeAdapter
     from typing_extensions import TypedDict
@@ -96,7 +97,8 @@ def fields_adapter(cls: type, names: frozenset[str] | None = None) -> Any:
     hints = typing.get_type_hints(cls, include_extras=True)
     declared = {f.name: hints[f.name] for f in dataclasses.fields(cls) if names is None or f.name in names}
     values = TypedDict(f"{cls.__name__}Values", declared, total=False)  # type: ignore[misc]
-    values.__pydantic_config__ = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
+    values.__pydantic_config__ = ConfigDict(strict=True, extra=extra, allow_inf_nan=False,
+                                            arbitrary_types_allowed=True)
     return TypeAdapter(values)
 
 
@@ -128,24 +130,26 @@ class Problem(NamedTuple):
     key: str
     value: Any
     text: str
-    unknown: bool  # a key that is not declared (``text`` then says so, with a "did you mean")
+    unknown: bool  # a key that is not declared
+
+    @property
+    def shown(self) -> str:
+        """``key=value`` (just ``key`` when it is missing), safe to print."""
+        return display(self.key) if self.text == "is required" else f"{display(self.key)}={short(self.value)}"
 
 
-def first_problem(error: Any, known: Iterable[str] = ()) -> Problem:
+def first_problem(error: Any, *, yaml: bool = False) -> Problem:
     """The first error of a ``pydantic.ValidationError`` as a :class:`Problem`, for one-line messages.
 
-    ``known`` are the declared keys, for the "did you mean" of an unknown one. (pydantic is not
-    imported here: the engine uses this module and stays free of it.)
+    ``yaml``: the values were written in YAML, so say why text was not read as a number or a
+    switch. (pydantic is not imported here: the engine uses this module and stays free of it.)
     """
     item = error.errors(include_url=False)[0]
-    loc = [part for part in item["loc"]]
+    loc = list(item["loc"])
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
     kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
     if kind == "extra_forbidden":
-        name = str(loc[-1]) if loc else key
-        return Problem(key, value, f"unknown key {name!r}" + (suggest(name, known) or
-                                                             (f"; known: {', '.join(sorted(known))}" if known else "")),
-                       True)
+        return Problem(key, value, f"unknown key {str(loc[-1])!r}", True)
     if kind in ("value_error", "assertion_error"):
         text = str(ctx.get("error", item["msg"]))
     elif kind == "literal_error":
@@ -153,11 +157,12 @@ def first_problem(error: Any, known: Iterable[str] = ()) -> Problem:
         text = f"must be one of {', '.join(choices)}{suggest(str(value), choices)}"
     elif kind in _BOUNDS:
         bound = next(iter(ctx.values()))
-        text = f"must be {_BOUNDS[kind]} {bound:g}" if isinstance(bound, (int, float)) else f"must be {_BOUNDS[kind]} {bound}"
+        text = f"must be {_BOUNDS[kind]} {bound:g}" if isinstance(bound, (int, float)) else \
+            f"must be {_BOUNDS[kind]} {bound}"
     else:
         text = _KINDS.get(kind) or next((words for prefix, words in _KIND_PREFIXES if kind.startswith(prefix)),
                                         item["msg"][:1].lower() + item["msg"][1:])
-        text += _hint(value, kind)
+        text += _hint(value, kind) if yaml else ""
     return Problem(key, value, text, False)
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SkipValidation
 
 from .. import records
-from .._utils import fields_adapter, first_problem, short
+from .._utils import fields_adapter, first_problem
 from ..errors import ConfigError
 
 __all__ = ["CallbackArguments"]
@@ -66,7 +66,7 @@ class CallbackArguments:
                 {f.name: getattr(self, f.name) for f in dataclasses.fields(CallbackArguments)})
         except ValueError as error:  # pydantic's ValidationError
             problem = first_problem(error)
-            raise ConfigError(f"LensLLMCallback: {problem.key}={short(problem.value)}: {problem.text}",
+            raise ConfigError(f"LensLLMCallback: {problem.shown}: {problem.text}",
                               key=problem.key, value=problem.value) from None
         self.__dict__.update(checked)
         # Checked once here (a URL fsspec cannot open is a one-line RecordError now, not at train begin).
