@@ -1,4 +1,8 @@
-"""Shared fixtures. The real fine-tuning curves live beside the checkout, never inside it."""
+"""Shared fixtures and helpers. The real fine-tuning curves live beside the checkout, never inside it.
+
+Test modules import the plain helpers (``from conftest import make_record``); pytest puts this
+folder on the path, as it does for ``tiny_models`` and ``hub_server``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,29 @@ from pathlib import Path
 import pytest
 
 CURVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "finetune-curves"
+
+
+def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="complete", chash="cfg1", *,
+                flos=1e12, zero_shot=None, F=None, stream=None, params=1000, revision=None, adapter=None):
+    """A run record as the callback writes it: one evaluation at the end of training (``loss``, None
+    unless complete), plus a zero-shot evaluation, stream-mode points (``{size: loss}``) and an NTK
+    probe (``F``) when asked."""
+    from lensllm_hf.records import Evaluation, RunRecord
+
+    evaluations = []
+    if zero_shot is not None:
+        evaluations.append(Evaluation(step=0, examples_seen=0, eval_loss=zero_shot, metrics={"eval_loss": zero_shot},
+                                      total_flos=0.0))
+    for size, value in (stream or {}).items():
+        evaluations.append(Evaluation(step=size // 8, examples_seen=size, eval_loss=value, at_examples=size,
+                                      total_flos=flos * size / train_size))
+    evaluations.append(Evaluation(step=max(1, train_size // 8), examples_seen=train_size, eval_loss=loss,
+                                  metrics={"eval_loss": loss}, total_flos=flos))
+    model_info = {"id": model, "num_parameters": params} | ({"revision": revision} if revision is not None else {})
+    return RunRecord(model=model_info, train_size=train_size, seed=seed, status=status, config_hash=chash,
+                     adapter_hash=adapter, evaluations=evaluations,
+                     final_eval_loss=loss if status == "complete" else None, total_flos=flos,
+                     ntk=None if F is None else {"F": F, "eigenvalues": [1.0], "r": [1.0]})
 
 
 @pytest.fixture(scope="session")

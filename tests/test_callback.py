@@ -483,8 +483,13 @@ def test_bad_arguments():
         LensLLMCallback(eval_at_examples=[100, -1])
     with pytest.raises(CallbackError, match="at least 2"):
         LensLLMCallback(probe_examples=1)
-    with pytest.raises(CallbackError, match="non-empty name"):
+    with pytest.raises(CallbackError, match="model_name='': must not be empty") as error:
         LensLLMCallback(model_name="")
+    assert (error.value.key, error.value.value) == ("model_name", "")
+    with pytest.raises(CallbackError, match="ntk_probe=1: must be true or false"):
+        LensLLMCallback(ntk_probe=1)
+    with pytest.raises(CallbackError, match="probe_memory_mb='big': must be a number"):
+        LensLLMCallback(probe_memory_mb="big")
     with pytest.raises(CallbackError, match="transformers.Trainer"):
         LensLLMCallback().bind(object())
 

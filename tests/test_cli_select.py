@@ -114,7 +114,7 @@ def test_nothing_ranked_exits_nonzero_but_writes_the_failures(tmp_path, capsys):
     ("- just a list\n", "must be a YAML mapping"),
     ("candidates: [gpt2]\n", "'dataset' is missing"),
     ("candidates: [gpt2]\ndataset: {files: {train: nope.jsonl}}\n", "does not exist"),
-    ("candidates: [gpt2]\ndataset: wikitext\nbudgets: 3\n", "unknown key: 'budgets'; did you mean 'budget'?"),
+    ("candidates: [gpt2]\ndataset: wikitext\nbudgets: 3\n", "unknown key 'budgets'; did you mean 'budget'?"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, content, message):
     path = tmp_path / "bad.yaml"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from lensllm_hf.cli import main
+from lensllm_hf.errors import ConfigError
 from lensllm_hf.selector.config import SelectConfig
 from lensllm_hf.selector import runner
 from lensllm_hf.selector.params import SelectionParams, check_params, params_of
@@ -67,17 +68,17 @@ def _with(change: dict | None = None, drop: tuple[str, ...] = (), raw: str | Non
 #: (id, config text or change, extra argv, what the one line must say)
 BAD = [
     ("zero_shot-string", {"zero_shot": "no"}, [], "zero_shot='no': must be true or false (got a string"),
-    ("level-above-1", {"level": 2.0}, [], "level=2.0: must be above 0 and below 1; e.g. 0.9"),
+    ("level-above-1", {"level": 2.0}, [], "level=2.0: must be below 1; e.g. 0.9"),
     ("level-word", {"level": "high"}, [], "level='high': must be a number"),
     ("level-zero", {"level": 0}, [], "level=0: must be above 0"),
     ("target-1e24-text", _with(raw=_with().replace("target_size: 4000", "target_size: 1e24")), [],
-     "target_size='1e24': must be a whole number or null (got a string: YAML reads 1e24 as text"),
-    ("target-absurd", {"target_size": 1.0e24}, [], "target_size=1e+24: must be at least 1 and at most 1e+12"),
+     "target_size='1e24': must be a whole number (got a string: YAML reads 1e24 as text"),
+    ("target-absurd", {"target_size": 1.0e24}, [], "target_size=1e+24: must be at most 1e+12"),
     ("target-fraction", {"target_size": 4000.5}, [], "target_size=4000.5: must be a whole number"),
     ("target-not-above-budget", {"target_size": 32}, [], "target_size 32 must be larger than the budget 32"),
-    ("unknown-key", {"budgets": 64}, [], "unknown key: 'budgets'; did you mean 'budget'?"),
-    ("unknown-key-far", {"colour": "red"}, [], "unknown key: 'colour'; known:"),
-    ("python-only-key", {"preprocess": "mine"}, [], "unknown key: 'preprocess'"),
+    ("unknown-key", {"budgets": 64}, [], "unknown key 'budgets'; did you mean 'budget'?"),
+    ("unknown-key-far", {"colour": "red"}, [], "unknown key 'colour'; known:"),
+    ("python-only-key", {"preprocess": "mine"}, [], "unknown key 'preprocess'"),
     ("strategy-typo", {"strategy": "gird"}, [], "strategy='gird': must be one of grid, adaptive, halving; did you mean 'grid'?"),
     ("method-unknown", {"method": "magic"}, [], "method='magic': must be one of"),
     ("backend-unknown", {"backend": "dask"}, [], "backend='dask': must be one of serial, ray"),
@@ -87,8 +88,8 @@ BAD = [
     ("too-few-points", {"min_size": 16, "zero_shot": False}, [], "give 2 points; a law needs at least 3"),
     ("max-flops-grid", {"max_flops": 1.0e+12}, [], "max_flops only applies to strategy adaptive"),
     ("max-flops-negative", {"max_flops": -1, "strategy": "adaptive"}, [], "max_flops=-1: must be above 0"),
-    ("sizes-text", {"sizes": [8, "x"]}, [], "sizes=[8, 'x']: must be a list of whole numbers or null"),
-    ("sizes-zero", {"sizes": [0, 8, 16]}, [], "sizes=[0, 8, 16]: must be at least 1"),
+    ("sizes-text", {"sizes": [8, "x"]}, [], "sizes[1]='x': must be a whole number"),
+    ("sizes-zero", {"sizes": [0, 8, 16]}, [], "sizes[0]=0: must be at least 1"),
     ("seed-fraction", {"seed": 1.5}, [], "seed=1.5: must be a whole number"),
     ("max-length-zero", {"max_length": 0}, [], "max_length=0: must be at least 1"),
     ("probe-examples", {"probe_examples": 1}, [], "probe_examples=1: must be at least 2"),
@@ -115,12 +116,12 @@ BAD = [
      "dataset.files.train 'data/nope.jsonl' does not exist"),
     ("dataset-file-type", {"dataset.files": {"train": "data/train.xyz"}}, [], "unknown file type '.xyz'"),
     ("dataset-files-extra", {"dataset.files": {"train": "data/train.jsonl", "evl": "data/eval.jsonl"}}, [],
-     "unknown 'evl'; did you mean 'eval'?"),
-    ("dataset-key-typo", {"dataset.text_col": "text"}, [], "dataset: unknown key: 'text_col'; did you mean 'text_column'?"),
+     "dataset: files: unknown key 'evl'; did you mean 'eval'?"),
+    ("dataset-key-typo", {"dataset.text_col": "text"}, [], "dataset: unknown key 'text_col'; did you mean 'text_column'?"),
     ("dataset-eval-size", {"dataset.eval_size": -1}, [], "dataset: eval_size=-1: must be at least 1"),
     ("dataset-eval-rows", {"dataset.eval_rows": "all"}, [], "dataset: eval_rows='all': must be a whole number"),
     ("store-memory", {"store": "memory://runs"}, [], "memory://"),
-    ("flag-level", {}, ["--level", "1.5"], "command line: level=1.5: must be above 0 and below 1"),
+    ("flag-level", {}, ["--level", "1.5"], "command line: level=1.5: must be below 1"),
     ("flag-level-word", {}, ["--level", "high"], "command line: level='high': must be a number"),
     ("flag-strategy", {}, ["--strategy", "fastest"], "command line: strategy='fastest': must be one of grid, adaptive, halving"),
     ("flag-memory-store", {}, ["--store", "memory://x"], "memory://"),
@@ -157,6 +158,14 @@ def test_a_good_config_reads_with_defaults_and_absolute_paths(folder):
     assert config.params["store"] == str(folder / "runs")
     assert config.candidates[0] == {"model": str(folder / "models" / "small"), "name": "models/small"}
     assert Path(config.resolved_output_dir()).is_absolute()
+
+
+def test_a_config_error_carries_the_key_the_value_and_the_file(folder):
+    path = folder / "attributes.yaml"
+    path.write_text(_with({"sizes": [8, "x"]}), encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        SelectConfig.from_yaml(path)
+    assert (error.value.key, error.value.value, error.value.path) == ("sizes[1]", "x", str(path))
 
 
 def test_every_yaml_key_and_flag_comes_from_the_one_declaration():

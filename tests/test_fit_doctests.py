@@ -30,6 +30,7 @@ ENGINE_MODULES = [
     "lensllm_hf.engine.laws.phases",
     "lensllm_hf.cli.fit",
     "lensllm_hf.cli.bench",
+    "lensllm_hf.errors",
 ]
 
 

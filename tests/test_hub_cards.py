@@ -34,11 +34,9 @@ from lensllm_hf.hub_cards import (
     CardError,
     CardFit,
     CardMetadataError,
-    HubAuthError,
     HubError,
-    HubNotFoundError,
-    HubPermissionError,
     HubUnavailableError,
+    NetworkError,
     find_fit,
     fits_from_ranking,
     load_fits,
@@ -466,17 +464,17 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@pytest.mark.parametrize("case, error_type, words", [
-    ("no token", HubAuthError, "no Hugging Face token"),
-    ("bad token", HubAuthError, "401"),
-    ("not allowed", HubPermissionError, "403"),
-    ("no repo", HubNotFoundError, "no such model repo"),
-    ("hub down", HubUnavailableError, "answered 503"),
-    ("commit fails", HubUnavailableError, "answered 500"),
-    ("card rejected", HubError, "the Hub rejected the card (400 Bad Request: The Hub is having a bad day)"),
-    ("network down", HubUnavailableError, "cannot reach the Hub"),
+@pytest.mark.parametrize("case, error_type, status, words", [
+    ("no token", HubError, 401, "no Hugging Face token"),
+    ("bad token", HubError, 401, "401"),
+    ("not allowed", HubError, 403, "403"),
+    ("no repo", HubError, 404, "no such model repo"),
+    ("hub down", NetworkError, 503, "answered 503"),
+    ("commit fails", NetworkError, 500, "answered 500"),
+    ("card rejected", HubError, 400, "the Hub rejected the card (400 Bad Request: The Hub is having a bad day)"),
+    ("network down", NetworkError, None, "cannot reach the Hub"),
 ])
-def test_push_errors_are_one_line_and_change_nothing(hub, tmp_path, monkeypatch, case, error_type, words):
+def test_push_errors_are_one_line_and_change_nothing(hub, tmp_path, monkeypatch, case, error_type, status, words):
     """Local server: each failure is one LensLLMError line naming cause and fix; no token in it; no commit."""
     hub.add_repo("bob/opt", {"README.md": _card_text(OTHER_META).encode()})
     hub.add_repo("alice/gpt2", {"README.md": _card_text(OTHER_META).encode()})
@@ -504,18 +502,19 @@ def test_push_errors_are_one_line_and_change_nothing(hub, tmp_path, monkeypatch,
         push_fits(repo, load_fits(tmp_path), **kwargs)
     message = str(error.value)
     assert words in message and "\n" not in message and "nothing was changed" in message
+    assert (error.value.status, error.value.source) == (status, repo)  # what went wrong, for a program
     assert ALICE not in message
     assert hub.repos["bob/opt"].commits == [] and hub.repos["alice/gpt2"].commits == [] and not hub.pull_requests
     assert (tmp_path / "README.md").read_bytes() == local_before
 
 
-@pytest.mark.parametrize("case, error_type, words", [
-    ("bad token", HubAuthError, "401"),
-    ("no repo", HubNotFoundError, "no such model repo"),
-    ("hub down", HubUnavailableError, "answered 502"),
-    ("network down", HubUnavailableError, "cannot reach the Hub"),
+@pytest.mark.parametrize("case, error_type, status, words", [
+    ("bad token", HubError, 401, "401"),
+    ("no repo", HubError, 404, "no such model repo"),
+    ("hub down", NetworkError, 502, "answered 502"),
+    ("network down", HubUnavailableError, None, "cannot reach the Hub"),  # the earlier name of NetworkError
 ])
-def test_load_errors_are_one_line(hub, tmp_path, monkeypatch, case, error_type, words):
+def test_load_errors_are_one_line(hub, tmp_path, monkeypatch, case, error_type, status, words):
     """Local server: reading a card fails with one line naming the cause."""
     hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
     repo = "alice/gpt2"
@@ -529,7 +528,7 @@ def test_load_errors_are_one_line(hub, tmp_path, monkeypatch, case, error_type, 
         _point_client_at(monkeypatch, _closed_port_url(), tmp_path)
     with pytest.raises(error_type, match=words) as error:
         load_fits(repo)
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and (error.value.status, error.value.source) == (status, repo)
     assert len(hub.retry_waits) == (5 if case in ("hub down", "network down") else 0)  # the client retried first
 
 

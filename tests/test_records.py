@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import make_record
 
 from lensllm_hf import records
 from lensllm_hf.engine.curves import CurveError
@@ -20,22 +21,6 @@ from lensllm_hf.errors import LensLLMError
 from lensllm_hf.records import (Evaluation, RecordError, RecordWarning, RunKey, RunRecord, SchemaError, check_writable,
                                 config_hash, has_record, list_records, load_table, read_record, record_name,
                                 write_record)
-
-
-def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="complete", chash="cfg1",
-                flos=1e12, zero_shot=None, F=None, stream=None, params=1000):
-    evaluations = []
-    if zero_shot is not None:
-        evaluations.append(Evaluation(step=0, examples_seen=0, eval_loss=zero_shot, metrics={"eval_loss": zero_shot},
-                                      total_flos=0.0))
-    for size, value in (stream or {}).items():
-        evaluations.append(Evaluation(step=size // 8, examples_seen=size, eval_loss=value, at_examples=size,
-                                      total_flos=flos * size / train_size))
-    evaluations.append(Evaluation(step=train_size // 8, examples_seen=train_size, eval_loss=loss,
-                                  metrics={"eval_loss": loss}, total_flos=flos))
-    return RunRecord(model={"id": model, "num_parameters": params}, train_size=train_size, seed=seed, status=status,
-                     config_hash=chash, evaluations=evaluations, final_eval_loss=loss if status == "complete" else None,
-                     total_flos=flos, ntk=None if F is None else {"F": F, "eigenvalues": [1.0], "r": [1.0]})
 
 
 # -- names and hashes ---------------------------------------------------------------------------
@@ -55,7 +40,7 @@ def test_record_name_is_stable_readable_and_safe():
     assert record_name("my model:v2", 200, 1, "h").startswith("my-model-v2__")
     key = RunKey("a/b", 8, 0, "h")
     assert records.record_path("memory://runs/", key) == f"memory://runs/{key.name}"
-    assert records.record_path("runs", "a", 8, 0, "h") == os.path.join("runs", RunKey("a", 8, 0, "h").name)
+    assert records.record_path("runs", RunKey("a", 8, 0, "h")) == os.path.join("runs", RunKey("a", 8, 0, "h").name)
 
 
 def test_config_hash_ignores_key_order_and_float_spelling():
@@ -145,8 +130,8 @@ def test_fsspec_store_write_list_load_and_has_record(memory_store):
     paths = list_records(memory_store)
     assert len(paths) == 3 and all(p.startswith("memory://") for p in paths)
     assert read_record(paths[0]).model_id == "a"
-    assert has_record(memory_store, "a", 400, 0, "cfg1")
-    assert not has_record(memory_store, "a", 800, 0, "cfg1")
+    assert has_record(memory_store, RunKey("a", 400, 0, "cfg1"))
+    assert not has_record(memory_store, RunKey("a", 800, 0, "cfg1"))
     table = load_table(memory_store)
     assert table.models == ["a", "b"] and table.sizes.tolist() == [200, 400]
     import fsspec
@@ -157,8 +142,8 @@ def test_fsspec_store_write_list_load_and_has_record(memory_store):
 
 def test_has_record_checks_completion(tmp_path):
     write_record(make_record("a", 200, status="interrupted"), tmp_path)
-    assert not has_record(tmp_path, "a", 200, 0, "cfg1")
-    assert has_record(tmp_path, "a", 200, 0, "cfg1", complete=False)
+    assert not has_record(tmp_path, RunKey("a", 200, 0, "cfg1"))
+    assert has_record(tmp_path, RunKey("a", 200, 0, "cfg1"), complete=False)
 
 
 def test_list_records_finds_store_names_and_output_dirs_but_not_other_json(tmp_path):
@@ -186,15 +171,15 @@ def _assert_one_line_naming(error, path, fix_word):
     ({"key": {"model": "other", "train_size": 200, "seed": 0, "config_hash": "cfg1"}}, "does not match"),
     ({"key": [1]}, "'key' must be an object"),
     ({"key": {"model": "org/model-a"}}, "'key' lacks"),
-    ({"seed": "0"}, "seed must be a whole number"),
+    ({"seed": "0"}, "seed='0': must be a whole number"),
     ({"schema_version": None}, "unknown schema_version"),
     ({"status": "done"}, "one of complete"),
-    ({"train_size": -3}, "whole number"),
-    ({"model": {"name": "x"}}, "non-empty 'id'"),
-    ({"final_eval_loss": "low"}, "a number or null"),
+    ({"train_size": -3}, "train_size=-3: must be at least 0"),
+    ({"model": {"name": "x"}}, "model.id: is required"),
+    ({"final_eval_loss": "low"}, "final_eval_loss='low': must be a number"),
     ({"evaluations": [{"step": 1}]}, "examples_seen"),
     ({"evaluations": {}}, "must be a list"),
-    ({"ntk": [1, 2]}, "'ntk' must be an object"),
+    ({"ntk": [1, 2]}, "ntk=[1, 2]: must be a mapping"),
 ])
 def test_schema_errors_name_the_file_and_the_fix(tmp_path, change, fix):
     data = make_record().to_dict()
@@ -204,6 +189,7 @@ def test_schema_errors_name_the_file_and_the_fix(tmp_path, change, fix):
     with pytest.raises(SchemaError) as error:
         read_record(path)
     _assert_one_line_naming(error, path, fix)
+    assert error.value.path == str(path) and error.value.field.split(".")[0].split("[")[0] in {*change, "key"}
 
 
 def test_missing_keys_malformed_json_and_missing_files(tmp_path):

@@ -12,23 +12,12 @@ import warnings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import make_record
 
 from lensllm_hf import records
-from lensllm_hf.errors import LensLLMError
-from lensllm_hf.records import (Claim, Evaluation, RecordError, RecordWarning, RunKey, RunRecord, Store, load_table,
+from lensllm_hf.errors import ConfigError, LensLLMError
+from lensllm_hf.records import (Claim, RecordError, RecordWarning, RunKey, RunRecord, Store, load_table,
                                 read_record, write_record)
-
-
-def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="complete", chash="cfg1",
-                revision=None, adapter=None):
-    evaluations = [Evaluation(step=max(1, train_size // 8), examples_seen=train_size, eval_loss=loss,
-                              metrics={"eval_loss": loss}, total_flos=1e12)]
-    model_info = {"id": model, "num_parameters": 1000}
-    if revision is not None:
-        model_info["revision"] = revision
-    return RunRecord(model=model_info, train_size=train_size, seed=seed, status=status, config_hash=chash,
-                     adapter_hash=adapter, evaluations=evaluations,
-                     final_eval_loss=loss if status == "complete" else None, total_flos=1e12, ntk=None)
 
 
 def messages(caught) -> str:
@@ -290,8 +279,9 @@ def test_damaged_claim_files_do_not_block_a_run_forever(tmp_path):
 
 
 def test_bad_ttl_is_refused(tmp_path):
-    with pytest.raises(RecordError, match="ttl_s"):
+    with pytest.raises(ConfigError, match="ttl_s") as error:
         Store(tmp_path).claim(RunKey("m", 8, 0, "h"), ttl_s=0)
+    assert (error.value.key, error.value.value) == ("ttl_s", 0)
 
 
 # -- nothing silently changes a ranking ---------------------------------------------------------
@@ -461,8 +451,8 @@ def test_a_record_under_another_runs_name_is_reported_and_not_counted(tmp_path):
 
 def test_the_old_path_style_write_still_lands_on_the_runs_name(tmp_path):
     rec = make_record("a", 200, revision="v2")
-    legacy_style = records.record_path(tmp_path, "a", 200, 0, "cfg1")  # no revision: another key's name
+    legacy_style = records.record_path(tmp_path, RunKey("a", 200, 0, "cfg1"))  # no revision: another key's name
     with pytest.warns(RecordWarning, match="written as"):
         written = write_record(rec, legacy_style)
     assert os.path.basename(written) == rec.name and records.has_record(tmp_path, rec.key)
-    assert records.has_record(tmp_path, rec.key) and not records.has_record(tmp_path, "a", 200, 0, "cfg1")
+    assert records.has_record(tmp_path, rec.key) and not records.has_record(tmp_path, RunKey("a", 200, 0, "cfg1"))

@@ -169,7 +169,7 @@ BAD = [
     ("metric-on-text", {"data": "text", "metric": "rouge"}, "metric='rouge' is a task metric on generated answers"),
     ("generation-key", {"metric": "exact_match", "generation": {"max_new_token": 4}},
      "unknown key 'max_new_token'; did you mean 'max_new_tokens'?"),
-    ("generation-rows", {"metric": "exact_match", "generation": {"rows": 0}}, "rows must be a whole number from 1"),
+    ("generation-rows", {"metric": "exact_match", "generation": {"rows": 0}}, "generation.rows=0: must be at least 1"),
     ("generation-for-loss", {"generation": {"rows": 8}}, "generation only applies to a task metric"),
     ("dtype", {"candidates": [{"model": "models/gpt2", "model_kwargs": {"dtype": "float8"}}]},
      "dtype 'float8' is not one of auto, float32, float16, bfloat16"),

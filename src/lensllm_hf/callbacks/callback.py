@@ -16,16 +16,12 @@ have made puts the global RNG back when it is done.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
-import platform
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 from transformers import TrainerCallback
@@ -33,8 +29,10 @@ from transformers.utils import logging
 
 from .. import records
 from .._utils import one_line
-from ..errors import LensLLMError
+from ..errors import ConfigError
 from ..records import Evaluation, RunRecord
+from .arguments import CallbackArguments
+from .describe import fingerprint, length, model_info, peft_config, plain, training_arguments, versions
 
 __all__ = ["CallbackError", "LensLLMCallback"]
 
@@ -47,11 +45,11 @@ GEOMETRIC_START = 200
 FLAT_SCHEDULES = ("constant", "constant_with_warmup")
 
 
-class CallbackError(LensLLMError, ValueError):
-    """The callback cannot record this run as set up; one line saying what to pass."""
+#: Earlier name of :class:`~lensllm_hf.errors.ConfigError`: the callback cannot record this run as set up.
+CallbackError = ConfigError
 
 
-class LensLLMCallback(TrainerCallback):
+class LensLLMCallback(CallbackArguments, TrainerCallback):
     """Record a fine-tuning run for LensLLM: evaluations, FLOPs, final loss and the NTK probe.
 
     Add it to any ``Trainer`` (``Seq2SeqTrainer``, TRL trainers, PEFT models, several processes
@@ -104,43 +102,8 @@ class LensLLMCallback(TrainerCallback):
         trainer.train()          # writes one record under s3://bucket/runs/
     """
 
-    def __init__(self, store: str | os.PathLike | records.Store | None = None, *, trainer=None, ntk_probe: bool = True,
-                 probe_examples: int = 16, eval_at_examples: str | Sequence[int] | None = None,
-                 eval_on_start: bool | None = None, model_name: str | None = None,
-                 revision: str | None = None, train_size: int | None = None, config_hash: str | None = None,
-                 adapter_hash: str | None = None, eval_name: str | None = None, allow_no_eval: bool = False, probe_memory_mb: float = 2048.0,
-                 projection_dim: int | None = None):
-        if isinstance(eval_at_examples, str) and eval_at_examples != "geometric":
-            raise CallbackError(f"eval_at_examples={eval_at_examples!r}: pass 'geometric' or a list of sizes "
-                                "such as [200, 400, 800]")
-        if eval_at_examples is not None and not isinstance(eval_at_examples, str):
-            sizes = list(eval_at_examples)
-            if not sizes or any(not isinstance(s, int) or isinstance(s, bool) or s <= 0 for s in sizes):
-                raise CallbackError(f"eval_at_examples={eval_at_examples!r}: sizes must be whole numbers > 0, "
-                                    "e.g. [200, 400, 800]")
-            eval_at_examples = sorted(set(sizes))
-        if not isinstance(probe_examples, int) or probe_examples < 2:
-            raise CallbackError(f"probe_examples={probe_examples!r}: the NTK probe needs at least 2 examples "
-                                "(16 is the default)")
-        if model_name is not None and (not isinstance(model_name, str) or not model_name):
-            raise CallbackError(f"model_name={model_name!r}: pass a non-empty name (its row in curve tables)")
-        # Checked once here (a URL fsspec cannot open is a one-line RecordError now, not at train begin).
-        self._store = None if store is None else records.Store(store)
-        #: The store's URL, or None (records go to ``args.output_dir``).
-        self.store: str | None = None if self._store is None else self._store.url
-        self.ntk_probe = ntk_probe
-        self.probe_examples = probe_examples
-        self.eval_at_examples = eval_at_examples
-        self.eval_on_start = eval_at_examples is not None if eval_on_start is None else eval_on_start
-        self.model_name = model_name
-        self.revision = revision
-        self.train_size = train_size
-        self.config_hash = config_hash
-        self.adapter_hash = adapter_hash
-        self.eval_name = eval_name
-        self.allow_no_eval = allow_no_eval
-        self.probe_memory_mb = probe_memory_mb
-        self.projection_dim = projection_dim
+    def __post_init__(self, trainer) -> None:
+        super().__post_init__(trainer)  # the arguments, checked
         #: The run record being written (None before the first ``train()``).
         self.record: RunRecord | None = None
         #: Where the record was last written (the value ``records.write_record`` returned).
@@ -161,7 +124,7 @@ class LensLLMCallback(TrainerCallback):
         """Give the callback the Trainer that runs it (and add it to that Trainer if absent).
 
         With it the callback checks the eval set before the first step (a missing one or a wrong
-        ``eval_name`` is a :class:`CallbackError` before any training), draws the probe's examples
+        ``eval_name`` is a :class:`~lensllm_hf.errors.ConfigError` before any training), draws the probe's examples
         from ``trainer.get_eval_dataloader()`` without an extra evaluation, and calls
         ``trainer.evaluate()`` after the loop when the run ended without an evaluation. Returns
         the callback.
@@ -174,8 +137,8 @@ class LensLLMCallback(TrainerCallback):
         from transformers import Trainer
 
         if not isinstance(trainer, Trainer):
-            raise CallbackError(f"bind() takes the transformers.Trainer that runs this callback, got "
-                                f"{type(trainer).__name__}")
+            raise ConfigError(f"bind() takes the transformers.Trainer that runs this callback, got "
+                              f"{type(trainer).__name__}", key="trainer", value=trainer)
         self._trainer_ref = weakref.ref(trainer)
         if not any(callback is self for callback in trainer.callback_handler.callbacks):
             trainer.add_callback(self)
@@ -257,10 +220,10 @@ class LensLLMCallback(TrainerCallback):
         self._pending_at: int | None = None
         self._begin_step = state.global_step
         train_data = getattr(train_dataloader, "dataset", None)
-        self._train_size = self.train_size if self.train_size is not None else _length(train_data)
+        self._train_size = self.train_size if self.train_size is not None else length(train_data)
         self._batch = int(state.train_batch_size or args.per_device_train_batch_size)
         self._effective_batch = self._batch * args.gradient_accumulation_steps * max(1, args.world_size)
-        steps = _length(train_dataloader)
+        steps = length(train_dataloader)
         self._steps_per_epoch = max(1, -(-steps // args.gradient_accumulation_steps)) if steps else None
 
         if trainer is not None:
@@ -272,14 +235,14 @@ class LensLLMCallback(TrainerCallback):
             # Not bound: the eval set shows itself at the first evaluation. One exists when the run
             # evaluates on its own (the Trainer checks at init) or evaluated before train();
             # otherwise assume one unless allow_no_eval (the Trainer says so if there is none).
-            self._has_eval = (_value(args.eval_strategy) != "no" or early_loader is not None
+            self._has_eval = (plain(args.eval_strategy) != "no" or early_loader is not None
                               or not self.allow_no_eval)
             metric, eval_key = ("eval_loss" if self.eval_name is None else f"eval_{self.eval_name}_loss"), None
             self._metric_known = self.eval_name is not None
         if not self._has_eval and not self.allow_no_eval:
-            raise CallbackError("LensLLMCallback needs an evaluation set (the eval loss is what LensLLM fits): pass "
-                                "eval_dataset=... to the Trainer, or LensLLMCallback(allow_no_eval=True) to record "
-                                "the training loss only")
+            raise ConfigError("LensLLMCallback needs an evaluation set (the eval loss is what LensLLM fits): pass "
+                              "eval_dataset=... to the Trainer, or LensLLMCallback(allow_no_eval=True) to record "
+                              "the training loss only", key="eval_dataset")
         self._thresholds = self._stream_sizes(state) if self._has_eval else []
 
         self.record = self._new_record(args, state, model, train_data, metric)
@@ -319,8 +282,8 @@ class LensLLMCallback(TrainerCallback):
             return "eval_loss", None
         names = list(eval_dataset)
         if self.eval_name is not None and self.eval_name not in eval_dataset:
-            raise CallbackError(f"eval_name={self.eval_name!r} is not one of the eval datasets {names}; "
-                                "pass one of those names")
+            raise ConfigError(f"eval_name={self.eval_name!r} is not one of the eval datasets {names}; "
+                              "pass one of those names", key="eval_name", value=self.eval_name)
         name = self.eval_name if self.eval_name is not None else names[0]
         return f"eval_{name}_loss", name  # the Trainer's key for a named eval set
 
@@ -340,7 +303,7 @@ class LensLLMCallback(TrainerCallback):
         while self._thresholds and seen >= self._thresholds[0]:
             self._pending_at = self._thresholds.pop(0)
             ask = True
-        if control.should_training_stop and _value(args.eval_strategy) != "epoch":
+        if control.should_training_stop and plain(args.eval_strategy) != "epoch":
             # The run ends at this step (max_steps, or a callback before this one stopped it): its
             # final eval loss is the point LensLLM fits. An epoch strategy evaluates at epoch end.
             ask = True
@@ -382,7 +345,7 @@ class LensLLMCallback(TrainerCallback):
         if rec.metric in metrics:
             dataset = getattr(eval_dataloader, "dataset", None)
             if rec.dataset.get("eval_num_rows") is None and dataset is not None:
-                rec.dataset.update(eval_fingerprint=_fingerprint(dataset), eval_num_rows=_length(dataset))
+                rec.dataset.update(eval_fingerprint=fingerprint(dataset), eval_num_rows=length(dataset))
             if self._probe_pending:
                 # Only an evaluation before the first step sees the weights the probe measures.
                 if state.is_world_process_zero and state.global_step == self._begin_step:
@@ -445,56 +408,22 @@ class LensLLMCallback(TrainerCallback):
     # -- the record -----------------------------------------------------------------------------
 
     def _new_record(self, args, state, model, train_data, metric) -> RunRecord:
-        base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-        config = getattr(base, "config", None)
-        name_or_path = str(getattr(config, "name_or_path", "") or getattr(base, "name_or_path", "") or "")
-        adapter = _adapter_summary(model)
-        architecture = (getattr(config, "architectures", None) or [type(base).__name__])[0]
-        warnings: list[str] = []
-        model_id = self.model_name or name_or_path
-        if not model_id:
-            # Built from a config: its class name would be shared by every such model (a 4-layer
-            # and a 2-layer GPT-2 would overwrite each other's records).
-            model_id = f"{architecture}-{_model_digest(base, config, frozen_only=adapter is not None)}"
-            warnings.append(f"the model has no name (built from a config): recorded as {model_id!r}, a hash of its "
-                            "config and initial weights; pass LensLLMCallback(model_name=...) to name its row in "
-                            "curve tables")
+        info, adapter, warnings = model_info(model, self.model_name, self.revision)
+        if warnings:
             logger.warning(f"LensLLMCallback: {warnings[-1]}")
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        training = {
-            "learning_rate": args.learning_rate,
-            "lr_scheduler_type": _value(args.lr_scheduler_type),
-            "warmup_steps": args.warmup_steps,
-            "warmup_ratio": getattr(args, "warmup_ratio", None),
-            "weight_decay": args.weight_decay,
-            "num_train_epochs": args.num_train_epochs,
-            "max_steps": args.max_steps,
-            "per_device_train_batch_size": self._batch,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "effective_batch_size": self._effective_batch,
-            "optim": _value(args.optim),
-            "max_grad_norm": args.max_grad_norm,
-            "label_smoothing_factor": args.label_smoothing_factor,
-        }
+        training = training_arguments(args, self._batch, self._effective_batch)
         adapter_config = {k: v for k, v in (adapter or {}).items() if k != "trainable_parameters"}
         early = [e for e in self._early if e.step == 0]
         self._early = []
         self._early_loader = None
         return RunRecord(
-            model={
-                "id": model_id,
-                "name_or_path": name_or_path or None,
-                "revision": self.revision or _revision_from_path(name_or_path),
-                "architecture": architecture,
-                "num_parameters": sum(p.numel() for p in model.parameters()),
-                "trainable_parameters": trainable,
-            },
+            model=info,
             adapter=adapter,
-            adapter_hash=self.adapter_hash or (records.adapter_hash(_peft_config(model)) if adapter else None),
+            adapter_hash=self.adapter_hash or (records.adapter_hash(peft_config(model)) if adapter else None),
             train_size=self._train_size,
             dataset={
-                "fingerprint": _fingerprint(train_data),
-                "num_rows": _length(train_data),
+                "fingerprint": fingerprint(train_data),
+                "num_rows": length(train_data),
                 "eval_fingerprint": None,  # filled at the first evaluation, from its DataLoader
                 "eval_num_rows": None,
             },
@@ -507,7 +436,7 @@ class LensLLMCallback(TrainerCallback):
             evaluations=early,
             stream={"eval_at_examples": list(self._thresholds)} if self.eval_at_examples is not None else None,
             started_at=_now(),
-            versions=_versions(),
+            versions=versions(),
             warnings=warnings,
         )
 
@@ -515,7 +444,7 @@ class LensLLMCallback(TrainerCallback):
         """Stream mode whose points are not separate runs' ends: say so in the record and the log."""
         if self.eval_at_examples is None:
             return
-        schedule = _value(args.lr_scheduler_type)
+        schedule = plain(args.lr_scheduler_type)
         if self._steps_per_epoch:
             epochs = state.max_steps / self._steps_per_epoch
         else:
@@ -613,7 +542,7 @@ class LensLLMCallback(TrainerCallback):
 
     @staticmethod
     def _tokens_seen(args, state) -> int | None:
-        if _value(args.include_num_input_tokens_seen) in ("no", False, None):
+        if plain(args.include_num_input_tokens_seen) in ("no", False, None):
             return None  # the Trainer counts tokens only when asked to
         return int(state.num_input_tokens_seen)
 
@@ -630,11 +559,13 @@ def _probe_batch(loader, k: int) -> dict[str, Any]:
     import torch
 
     dataset, collate = getattr(loader, "dataset", None), getattr(loader, "collate_fn", None)
-    n = min(k, _length(dataset) or 0)
+    n = min(k, length(dataset) or 0)
     if n < 2:
-        raise CallbackError(f"the eval set has {n} example(s) with a known length; the NTK probe needs at least 2")
+        raise ConfigError(f"the eval set has {n} example(s) with a known length; the NTK probe needs at least 2",
+                          key="eval_dataset")
     if collate is None:
-        raise CallbackError("the eval DataLoader has no collate_fn; the NTK probe collates its examples with it")
+        raise ConfigError("the eval DataLoader has no collate_fn; the NTK probe collates its examples with it",
+                          key="eval_dataset")
     batch = collate([dataset[i] for i in range(n)])
     return {key: value for key, value in dict(batch).items() if isinstance(value, torch.Tensor)}
 
@@ -644,101 +575,9 @@ def _metric_prefix(metrics: dict[str, Any]) -> str | None:
     return next((key[: -len("_runtime")] for key in metrics if key.endswith("_runtime")), None)
 
 
-def _model_digest(model, config, *, frozen_only: bool) -> str:
-    """A short hash of the config, the parameter names and shapes, and the first values of each.
-
-    Tells apart models built from configs (different sizes, or the same size initialised
-    differently). ``frozen_only`` (a PEFT model) leaves out the adapter's fresh weights, which
-    depend on the run's seed, not on the model.
-    """
-    import torch
-
-    described = config.to_dict() if callable(getattr(config, "to_dict", None)) else {}
-    for key in ("_name_or_path", "transformers_version", "architectures"):  # keys of to_dict()
-        described.pop(key, None)
-    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if frozen_only and param.requires_grad:
-                continue
-            digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
-            digest.update(param.detach().reshape(-1)[:8].float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:12]
-
-
-def _active_adapter(model) -> str | None:
-    """The name of a PEFT model's active adapter (the first one if that is not a single name), or None."""
-    configs = getattr(model, "peft_config", None)
-    if not isinstance(configs, dict) or not configs:
-        return None
-    name = getattr(model, "active_adapter", None)
-    return name if isinstance(name, str) and name in configs else next(iter(configs))
-
-
-def _peft_config(model):
-    name = _active_adapter(model)
-    return None if name is None else model.peft_config[name]
-
-
-def _adapter_summary(model) -> dict[str, Any] | None:
-    name = _active_adapter(model)
-    if name is None:
-        return None
-    peft_config = model.peft_config[name]
-    config = peft_config.to_dict() if hasattr(peft_config, "to_dict") else dict(vars(peft_config))
-    keep = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "task_type",
-            "use_dora", "use_rslora", "init_lora_weights", "num_virtual_tokens")
-    summary: dict[str, Any] = {"peft_type": _value(config.get("peft_type")), "adapter_name": name}
-    for key in keep:
-        if key in config and config[key] is not None:
-            value = config[key]
-            summary[key] = sorted(value) if isinstance(value, (set, frozenset)) else _value(value)
-    summary["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return summary
-
-
-def _fingerprint(dataset) -> str | None:
-    """A hash of the dataset as the Trainer feeds it: its size and 16 items spread over it."""
-    n = _length(dataset)
-    if not n:
-        return None
-    digest = hashlib.sha256(str(n).encode())
-    for i in sorted({round(j * (n - 1) / 15) for j in range(16)}):
-        with contextlib.suppress(Exception):
-            digest.update(repr(dataset[i]).encode())
-    return digest.hexdigest()[:16]
-
-
-def _revision_from_path(path: str) -> str | None:
-    # A model loaded from the Hub cache sits in .../models--org--name/snapshots/<commit>/
-    parts = path.replace("\\", "/").rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "snapshots":
-        return parts[-1]
-    return None
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("lensllm_hf", "torch", "transformers", "accelerate", "datasets", "peft"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
-    return out
-
-
-def _length(obj) -> int | None:
-    try:
-        return len(obj) if obj is not None else None
-    except (TypeError, NotImplementedError):
-        return None
-
-
 def _number(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _value(obj):
-    return getattr(obj, "value", obj)
 
 
 def _now() -> str:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import atomic_write_text, display, one_line
-from ..errors import LensLLMError
+from ..errors import CurveError
 
 __all__ = ["MAX_SUBSET_SIZE", "CurveError", "CurveTable", "validate_points"]
 
@@ -37,10 +37,6 @@ MAX_SUBSET_SIZE = 10**15
 
 #: Most columns a curve table may have (one per subset size, plus 'size' and 'family').
 MAX_COLUMNS = 10_000
-
-
-class CurveError(LensLLMError, ValueError):
-    """Bad curve input. The message is one line naming the place and the fix."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,8 @@ class CurveTable:
         """Losses of every model at one subset size."""
         hits = np.flatnonzero(self.sizes == size)
         if hits.size == 0:
-            raise CurveError(f"{display(self.source)}: no column for size {size}; the sizes are {self.sizes.tolist()}")
+            raise CurveError(f"{display(self.source)}: no column for size {size}; the sizes are {self.sizes.tolist()}",
+                             path=self.source)
         return self.losses[:, hits[0]]
 
     def points(self, row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,10 +171,10 @@ def _read_regular_file(path: Path, where: str) -> bytes:
     try:
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError, ValueError):
-        raise CurveError(f"{where}: no such file; pass the path of a curve table (CSV)") from None
+        raise CurveError(f"{where}: no such file; pass the path of a curve table (CSV)", path=where) from None
     except OSError as error:
         raise CurveError(f"{where}: cannot be read ({one_line(error.strerror or error)}); "
-                         "pass the path of a curve table (CSV)") from None
+                         "pass the path of a curve table (CSV)", path=where) from None
     _check_regular(info.st_mode, where)
     try:
         # O_NONBLOCK: if the name was swapped for a FIFO since the stat, opening must not wait for a writer
@@ -187,16 +184,16 @@ def _read_regular_file(path: Path, where: str) -> bytes:
             return handle.read()
     except OSError as error:
         raise CurveError(f"{where}: cannot be read ({one_line(error.strerror or error)}); "
-                         "check its permissions or pass another curve table") from None
+                         "check its permissions or pass another curve table", path=where) from None
 
 
 def _check_regular(mode: int, where: str) -> None:
     if stat.S_ISDIR(mode):
-        raise CurveError(f"{where}: is a folder, not a curve table; pass a CSV file")
+        raise CurveError(f"{where}: is a folder, not a curve table; pass a CSV file", path=where)
     if not stat.S_ISREG(mode):
         kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
                 else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-        raise CurveError(f"{where}: is {kind}, not a curve table; pass a regular CSV file")
+        raise CurveError(f"{where}: is {kind}, not a curve table; pass a regular CSV file", path=where)
 
 
 def _text_bytes(data: bytes, where: str) -> bytes:
@@ -205,12 +202,12 @@ def _text_bytes(data: bytes, where: str) -> bytes:
         data = data[3:]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
         raise CurveError(f"{where}: not a text CSV file (it holds NUL bytes: binary or UTF-16); "
-                         "pass a UTF-8 CSV with one row per model")
+                         "pass a UTF-8 CSV with one row per model", path=where)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise CurveError(f"{where}: not a text CSV file (byte 0x{data[error.start]:02x} at offset {error.start} "
-                         "is not UTF-8); save the table as UTF-8 CSV with one row per model") from None
+                         "is not UTF-8); save the table as UTF-8 CSV with one row per model", path=where) from None
     return data
 
 
@@ -270,7 +267,7 @@ def _layout(header: list[str], where: str) -> _Layout:
     """Check the header; every problem is one CurveError naming the column and the fix."""
     if _as_number(header[0]) is not None:
         raise CurveError(f"{where}: the first column must name the model, but its header is the number "
-                         f"{_quote(header[0])}; add a model column (e.g. 'config name') first")
+                         f"{_quote(header[0])}; add a model column (e.g. 'config name') first", path=where)
     size_cols: list[int] = []
     sizes: list[int] = []
     seen: set[int] = set()
@@ -278,7 +275,8 @@ def _layout(header: list[str], where: str) -> _Layout:
     for j, name in enumerate(header[1:], start=1):
         if name.lower() in ("size", "family"):
             if (param_col if name.lower() == "size" else family_col) is not None:
-                raise CurveError(f"{where}: column {name!r} appears twice in the header (column {j + 1}); keep one")
+                raise CurveError(f"{where}: column {name!r} appears twice in the header (column {j + 1}); keep one",
+                                 path=where)
             if name.lower() == "size":
                 param_col = j
             else:
@@ -287,18 +285,18 @@ def _layout(header: list[str], where: str) -> _Layout:
         value = _as_number(name)
         if value is None or not math.isfinite(value) or value < 0 or value != int(value):
             raise CurveError(f"{where}: column {j + 1} header {_quote(name)} is not a subset size; "
-                             "size columns must be whole numbers >= 0 (other columns: 'size', 'family')")
+                             "size columns must be whole numbers >= 0 (other columns: 'size', 'family')", path=where)
         if value > MAX_SUBSET_SIZE:
             raise CurveError(f"{where}: column {j + 1} header {_quote(name)} is not a plausible subset size "
-                             f"(over {MAX_SUBSET_SIZE:.0e} examples); fix the header")
+                             f"(over {MAX_SUBSET_SIZE:.0e} examples); fix the header", path=where)
         if int(value) in seen:
             raise CurveError(f"{where}: size {int(value)} appears twice in the header (column {j + 1}); "
-                             "keep one column per subset size")
+                             "keep one column per subset size", path=where)
         seen.add(int(value))
         size_cols.append(j)
         sizes.append(int(value))
     if not sizes:
-        raise CurveError(f"{where}: no subset-size columns in the header; expected 'model,0,200,400,...'")
+        raise CurveError(f"{where}: no subset-size columns in the header; expected 'model,0,200,400,...'", path=where)
     return _Layout(header, size_cols, sizes, param_col, family_col)
 
 
@@ -317,7 +315,8 @@ def _read_body(data: bytes, lines: _Lines, first: int, widest: int, layout: _Lay
     except pd.errors.ParserError as error:
         raise _quoting_error(data, where, error) from None
     except ValueError as error:
-        raise CurveError(f"{where}: not a well-formed CSV file ({one_line(error)}); check the quoting") from None
+        raise CurveError(f"{where}: not a well-formed CSV file ({one_line(error)}); check the quoting",
+                         path=where) from None
     if len(frame) != kept.size:  # a quoted field ran over line ends
         raise _quoting_error(data, where, None)
     return frame, kept
@@ -357,18 +356,18 @@ def _quoting_error(data: bytes, where: str, error: Exception | None) -> CurveErr
             break
         except csv.Error:  # a field over csv's size limit: the quote swallowed a lot
             return CurveError(f"{where}: row {line + 1}: a quote '\"' opens a field that never closes, taking in "
-                              "the rows after it; remove the stray quote or close it on the same row")
+                              "the rows after it; remove the stray quote or close it on the same row", path=where)
         start, line = line + 1, line + len(record)
         if line > start:
             return CurveError(f"{where}: row {start}: a quoted field runs on to row {line}, taking in the rows "
-                              "between (a stray '\"'?); remove the stray quote or close it on the same row")
+                              "between (a stray '\"'?); remove the stray quote or close it on the same row", path=where)
         if sum(physical.count('"') for physical in record) % 2:
             odd = start
     if odd is not None and error is not None:
         return CurveError(f"{where}: row {odd}: a quote '\"' opens a field that never closes; "
-                          "remove the stray quote or close it on the same row")
+                          "remove the stray quote or close it on the same row", path=where)
     detail = one_line(error) if error is not None else "rows do not match lines"
-    return CurveError(f"{where}: not a well-formed CSV file ({detail}); check the quoting")
+    return CurveError(f"{where}: not a well-formed CSV file ({detail}); check the quoting", path=where)
 
 
 def _read_table(cls: type[CurveTable], data: bytes, *, source: str, where: str) -> CurveTable:
@@ -377,32 +376,34 @@ def _read_table(cls: type[CurveTable], data: bytes, *, source: str, where: str) 
     lines = _lines(data)
     filled = lines.content > lines.commas  # lines of only spaces, tabs and commas are blank rows
     if not filled.any():
-        raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'")
+        raise CurveError(f"{where}: the file is empty; pass a CSV whose header is 'model,0,200,400,...'", path=where)
     widest = int(lines.commas.max()) + 1
     if widest > MAX_COLUMNS:
         row = int(np.argmax(lines.commas)) + 1
         raise CurveError(f"{where}: row {row} has {widest:,} fields, more than the {MAX_COLUMNS:,} a curve table "
-                         "may have; expected 'model,0,200,400,...' with one column per subset size")
+                         "may have; expected 'model,0,200,400,...' with one column per subset size", path=where)
     top = int(np.argmax(filled))
     try:
         header = [cell.strip() for cell in _line_cells(data, lines, top, strict=True)]
     except (csv.Error, pd.errors.ParserError):
         raise CurveError(f"{where}: row {top + 1} (the header) has broken quoting; "
-                         "write it plainly, e.g. 'model,0,200,400,...'") from None
+                         "write it plainly, e.g. 'model,0,200,400,...'", path=where) from None
     width = max((j + 1 for j, cell in enumerate(header) if cell), default=0)
     if width < 2:
-        raise CurveError(f"{where}: not a CSV table (one column); expected 'model,0,200,400,...' separated by commas")
+        raise CurveError(f"{where}: not a CSV table (one column); expected 'model,0,200,400,...' separated by commas",
+                         path=where)
     layout = _layout(header[:width], where)
     rows, kept = _read_body(data, lines, top + 1, widest, layout, where)
     keep = filled[kept]
     rows, kept = rows[keep].reset_index(drop=True), kept[keep]
     if len(rows) == 0:
-        raise CurveError(f"{where}: the table has a header but no model rows; add one row per model")
+        raise CurveError(f"{where}: the table has a header but no model rows; add one row per model", path=where)
     for j in range(width, widest):
         extra = [i for i, cell in enumerate(rows[j].tolist()) if isinstance(cell, str) and cell.strip()]
         if extra:
             raise CurveError(f"{where}: row {kept[extra[0]] + 1} has a value in column {j + 1}, past the header's "
-                             f"last column ({width}); quote a model name that holds a comma, or add the missing header")
+                             f"last column ({width}); quote a model name that holds a comma, or add the missing header",
+                             path=where)
     return _table_from_rows(cls, data, lines, layout, rows, kept, source=source, where=where)
 
 
@@ -412,14 +413,15 @@ def _table_from_rows(cls: type[CurveTable], data: bytes, lines: _Lines, layout: 
     models = [cell.strip() for cell in rows[0].tolist()]
     unnamed = [i for i, model in enumerate(models) if not model]
     if unnamed:
-        raise CurveError(f"{where}: row {kept[unnamed[0]] + 1} has no model name in the first column; name the model")
+        raise CurveError(f"{where}: row {kept[unnamed[0]] + 1} has no model name in the first column; name the model",
+                         path=where)
     seen: set[str] = set()
     for i, model in enumerate(models):
         if model not in seen:
             seen.add(model)
             continue
         raise CurveError(f"{where}: model {_quote(models[i])} appears twice (row {kept[i] + 1}); "
-                         "keep one row per model")
+                         "keep one row per model", path=where)
 
     cells_of: dict[int, list[str]] = {}
 

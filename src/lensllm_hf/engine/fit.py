@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ..errors import LensLLMError
+from ..errors import ConfigError, FitError
 
 __all__ = ["EXTRAPOLATION_SD_PER_DOUBLING", "FORMS", "Fit", "FitError", "Form", "Prediction", "check_level", "level_z"]
 
@@ -59,10 +59,6 @@ EXTRAPOLATION_SD_PER_DOUBLING = 0.022
 MAX_POINTS = 10_000
 MAX_ENTRIES = 200
 MAX_TEXT = 2_000
-
-
-class FitError(LensLLMError, RuntimeError):
-    """A law could not be fitted, or a fit read from a file is malformed (one line, names the field)."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +143,8 @@ _SPREAD_TERMS = tuple(f"extrapolation_sd_{name}{side}" for side in ("", "_below"
 def check_level(level: Any, where: str = "level") -> float:
     """``level`` as a float strictly between 0 and 1, else a one-line error."""
     if isinstance(level, bool) or not isinstance(level, int | float) or not 0.0 < float(level) < 1.0:
-        raise LensLLMError(f"{where} must be a number between 0 and 1 (e.g. 0.9 for a 90 % interval), got {level!r}")
+        raise ConfigError(f"{where} must be a number between 0 and 1 (e.g. 0.9 for a 90 % interval), got {level!r}",
+                          key=where, value=level)
     return float(level)
 
 
@@ -199,7 +196,7 @@ class Fit:
 
     def __post_init__(self) -> None:
         if self.law not in FORMS:
-            raise FitError(f"unknown law {self.law!r}; known laws: {', '.join(sorted(FORMS))}")
+            raise FitError(f"unknown law {self.law!r}; known laws: {', '.join(sorted(FORMS))}", law=self.law)
         form = FORMS[self.law]
         set_ = object.__setattr__
         set_(self, "params", MappingProxyType({str(k): float(v) for k, v in dict(self.params).items()}))
@@ -210,20 +207,22 @@ class Fit:
         set_(self, "warnings", tuple(str(w) for w in self.warnings))
         missing = [p for p in form.params if p not in self.params]
         if missing:
-            raise FitError(f"a {self.law} fit needs the parameters {', '.join(form.params)}; missing {', '.join(missing)}")
+            raise FitError(f"a {self.law} fit needs the parameters {', '.join(form.params)}; missing {', '.join(missing)}",
+                           law=self.law, term=missing[0])
         if not (len(self.sizes) == len(self.losses) == len(self.used)):
             raise FitError("a fit's sizes, losses and used must have the same length")
         missing = [t for t in REQUIRED_TERMS if t not in self.terms]
         if missing:
-            raise FitError(f"a fit needs the interval terms {', '.join(REQUIRED_TERMS)}; missing {', '.join(missing)}")
+            raise FitError(f"a fit needs the interval terms {', '.join(REQUIRED_TERMS)}; missing {', '.join(missing)}",
+                           law=self.law, term=missing[0])
         bad = [k for k, v in {**self.params, **self.terms}.items() if not math.isfinite(v)]
         if bad:
-            raise FitError(f"fit value {bad[0]!r} is not a finite number")
+            raise FitError(f"fit value {bad[0]!r} is not a finite number", law=self.law, term=bad[0])
         negative = [t for t in ("noise_var", *_SPREAD_TERMS) if self.terms.get(t, 0.0) < 0]
         if negative:
-            raise FitError(f"a fit's {negative[0]} must be >= 0")
+            raise FitError(f"a fit's {negative[0]} must be >= 0", law=self.law, term=negative[0])
         if not 0.0 < self.terms.get("extrapolation_exponent", 1.0) <= 4.0:
-            raise FitError("a fit's extrapolation_exponent must be in (0, 4]")
+            raise FitError("a fit's extrapolation_exponent must be in (0, 4]", law=self.law, term="extrapolation_exponent")
         n = len(form.coords)
         cov = np.zeros((n, n))
         for a in range(n):
@@ -369,21 +368,22 @@ class Fit:
             >>> Fit.from_dict({"law": "cubic"})
             Traceback (most recent call last):
             ...
-            lensllm_hf.engine.fit.FitError: fit.law: unknown law 'cubic'; known laws: ats, lensllm, local-loglog, power, rectified
+            lensllm_hf.errors.FitError: fit.law: unknown law 'cubic'; known laws: ats, lensllm, local-loglog, power, rectified
         """
         if not isinstance(data, Mapping):
             raise FitError(f"{where}: expected an object with law, params, sizes, losses, used, terms")
         law = data.get("law")
         if not isinstance(law, str) or law not in FORMS:
             shown = law if isinstance(law, str) and len(law) <= 60 else type(law).__name__
-            raise FitError(f"{where}.law: unknown law {shown!r}; known laws: {', '.join(sorted(FORMS))}")
+            raise FitError(f"{where}.law: unknown law {shown!r}; known laws: {', '.join(sorted(FORMS))}",
+                           term=f"{where}.law")
         params = _number_map(data.get("params"), f"{where}.params")
         terms = _number_map(data.get("terms"), f"{where}.terms")
         sizes = _number_list(data.get("sizes"), f"{where}.sizes")
         losses = _number_list(data.get("losses"), f"{where}.losses")
         used = data.get("used")
         if not isinstance(used, list) or not all(isinstance(u, bool) for u in used):
-            raise FitError(f"{where}.used: expected a list of true/false, one per size")
+            raise FitError(f"{where}.used: expected a list of true/false, one per size", law=law, term=f"{where}.used")
         if not len(sizes) == len(losses) == len(used):
             raise FitError(f"{where}: sizes, losses and used must have the same length "
                            f"({len(sizes)}, {len(losses)}, {len(used)})")
@@ -392,7 +392,8 @@ class Fit:
         warnings = data.get("warnings", [])
         if (not isinstance(warnings, list) or len(warnings) > MAX_ENTRIES
                 or not all(isinstance(w, str) and len(w) <= MAX_TEXT for w in warnings)):
-            raise FitError(f"{where}.warnings: expected a list of at most {MAX_ENTRIES} short strings")
+            raise FitError(f"{where}.warnings: expected a list of at most {MAX_ENTRIES} short strings", law=law,
+                           term=f"{where}.warnings")
         unknown = set(data) - {"law", "params", "sizes", "losses", "used", "terms", "warnings"}
         if unknown:
             raise FitError(f"{where}: unknown field {sorted(unknown)[0]!r}; a fit has law, params, sizes, losses, "
@@ -400,7 +401,7 @@ class Fit:
         try:
             return cls(law, params, tuple(sizes), tuple(losses), tuple(used), terms, tuple(warnings))
         except FitError as error:
-            raise FitError(f"{where}: {error}") from None
+            raise FitError(f"{where}: {error}", law=law, term=error.term and f"{where}.{error.term}") from None
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
@@ -411,9 +412,9 @@ def _sizes(sizes) -> np.ndarray:
     try:
         out = np.atleast_1d(np.asarray(sizes, dtype=float))
     except (TypeError, ValueError):
-        raise LensLLMError(f"sizes must be numbers, got {sizes!r}") from None
+        raise ConfigError(f"sizes must be numbers, got {sizes!r}", key="sizes", value=sizes) from None
     if out.ndim != 1 or not np.all(np.isfinite(out)) or np.any(out < 0):
-        raise LensLLMError("sizes to predict at must be finite numbers >= 0")
+        raise ConfigError("sizes to predict at must be finite numbers >= 0", key="sizes", value=sizes)
     return out
 
 
@@ -423,17 +424,17 @@ def _number(value: Any) -> bool:
 
 def _number_map(value: Any, where: str) -> dict[str, float]:
     if not isinstance(value, Mapping) or len(value) > MAX_ENTRIES:
-        raise FitError(f"{where}: expected an object of at most {MAX_ENTRIES} name: number entries")
+        raise FitError(f"{where}: expected an object of at most {MAX_ENTRIES} name: number entries", term=where)
     for k, v in value.items():
         if not isinstance(k, str) or len(k) > 100 or not _number(v):
             shown = k if isinstance(k, str) and len(k) <= 100 else "?"
-            raise FitError(f"{where}.{shown}: expected a finite number")
+            raise FitError(f"{where}.{shown}: expected a finite number", term=f"{where}.{shown}")
     return {k: float(v) for k, v in value.items()}
 
 
 def _number_list(value: Any, where: str) -> list[float]:
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) > MAX_POINTS:
-        raise FitError(f"{where}: expected a list of at most {MAX_POINTS} numbers")
+        raise FitError(f"{where}: expected a list of at most {MAX_POINTS} numbers", term=where)
     if not all(_number(v) for v in value):
-        raise FitError(f"{where}: every entry must be a finite number")
+        raise FitError(f"{where}: every entry must be a finite number", term=where)
     return [float(v) for v in value]

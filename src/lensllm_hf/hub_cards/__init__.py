@@ -18,21 +18,17 @@ Example:
     >>> fit.predict_interval([1_638_400])  # the ranking's Fit, rebuilt  # doctest: +SKIP
 """
 
-from .errors import (
-    CardError,
-    CardMetadataError,
-    HubAuthError,
-    HubError,
-    HubNotFoundError,
-    HubPermissionError,
-    HubUnavailableError,
-    redact,
-)
+from ..errors import CardError, CardMetadataError, HubError, NetworkError, redact
 from .hub import load_fits, push_fits
 from .local import card_with_fits, read_card, write_card
 from .metadata import METADATA_KEY, CardFit, eval_results_for, find_fit, fits_from_ranking, merge_fits, parse_fits
 from .reuse import published_candidate
 from .trainer import push_to_hub_with_fits
+
+#: Earlier names: a Hub refusal is one :class:`HubError` whose ``status`` says which (401, 403, 404).
+HubAuthError = HubPermissionError = HubNotFoundError = HubError
+#: Earlier name of :class:`~lensllm_hf.errors.NetworkError` (no network, a 5xx, ``HF_HUB_OFFLINE``).
+HubUnavailableError = NetworkError
 
 __all__ = [
     "METADATA_KEY",
@@ -44,6 +40,7 @@ __all__ = [
     "HubNotFoundError",
     "HubPermissionError",
     "HubUnavailableError",
+    "NetworkError",
     "card_with_fits",
     "eval_results_for",
     "find_fit",

@@ -2,7 +2,7 @@
 
 The Hub address is huggingface_hub's (``HF_ENDPOINT``, read when huggingface_hub is
 imported), the token ``token=`` or its usual lookup (``HF_TOKEN``, then ``hf auth login``).
-Every Hub failure becomes one :class:`~lensllm_hf.hub_cards.errors.HubError` line that names
+Every Hub failure becomes one :class:`~lensllm_hf.errors.HubError` line (its ``status`` the HTTP status) that names
 the cause and what to do; no message ever contains the token or the credentials of an
 ``HF_ENDPOINT`` URL. A server that does not answer like a Hub (a captive portal's HTML page, a
 proxy's garbage) is one such line too. With ``HF_HUB_OFFLINE=1`` (set before or after the
@@ -12,6 +12,7 @@ at once, :func:`push_fits` fails at once.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -45,16 +46,7 @@ from huggingface_hub.repocard_data import eval_results_to_model_index
 from huggingface_hub.utils import validate_repo_id
 
 from .._utils import one_line
-from .errors import (
-    CardError,
-    CardMetadataError,
-    HubAuthError,
-    HubError,
-    HubNotFoundError,
-    HubPermissionError,
-    HubUnavailableError,
-    redact,
-)
+from ..errors import CardError, CardMetadataError, HubError, NetworkError, redact
 from .local import CARD_NAME, read_card
 from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, merge_fits, parse_fits
 
@@ -109,12 +101,12 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
     fits = as_fit_list(fits)
     _redact_client_logs()
     if is_offline():
-        raise HubUnavailableError(f"pushing fits to {_shown(repo_id)}: HF_HUB_OFFLINE is set, so nothing is sent; "
-                                  "unset it to reach the Hub; nothing was changed on the Hub or here")
+        raise NetworkError(f"pushing fits to {_shown(repo_id)}: HF_HUB_OFFLINE is set, so nothing is sent; "
+                           "unset it to reach the Hub; nothing was changed on the Hub or here", source=repo_id)
     token = token or get_token()
     if not token:
-        raise HubAuthError("no Hugging Face token: set HF_TOKEN to a token with write access or run "
-                           "'hf auth login'; nothing was changed on the Hub or here")
+        raise HubError("no Hugging Face token: set HF_TOKEN to a token with write access or run "
+                       "'hf auth login'; nothing was changed on the Hub or here", source=repo_id, status=401)
     with _explained(repo_id, "pushing fits to", pushing=True, secrets=(token,)):
         api = HfApi()
         if create_pr is None:
@@ -222,19 +214,19 @@ def _hub_card(repo_id: str, token: str | None, *, offline: bool = False) -> Mode
         if offline:  # the cached card or nothing: no request, not even the client's header lookups
             cached = try_to_load_from_cache(repo_id, CARD_NAME)
             if cached is None:
-                raise HubUnavailableError(f"reading the card of {_shown(repo_id)}: HF_HUB_OFFLINE is set and the card "
-                                          "is not in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach "
-                                          "the Hub")
+                raise NetworkError(f"reading the card of {_shown(repo_id)}: HF_HUB_OFFLINE is set and the card is "
+                                   "not in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach the Hub",
+                                   source=repo_id)
             return ModelCard.load(Path(cached)) if isinstance(cached, str) else None  # else: known to have none
         return ModelCard.load(repo_id, token=token)
     except RemoteEntryNotFoundError:  # not LocalEntryNotFoundError: that one means "could not ask the Hub"
         return None
     except HFValidationError:
         raise CardError(f"{_shown(repo_id)}: no such folder or file here, and not a Hub repo ID "
-                        "('namespace/name')") from None
+                        "('namespace/name')", source=repo_id) from None
     except (ValueError, yaml.YAMLError) as error:
         raise CardMetadataError(f"{_shown(repo_id)}: the card's metadata is malformed ({one_line(str(error), 300)}); "
-                                "fix it on the Hub first") from None
+                                "fix it on the Hub first", source=repo_id) from None
 
 
 def _may_commit(repo_id: str, who: dict) -> bool:
@@ -252,7 +244,7 @@ def _explained(repo_id: str, doing: str, *, pushing: bool, secrets: Iterable[str
     """Turn huggingface_hub and network errors into one HubError line (never the raw response).
 
     ``secrets`` (the token in use) are redacted from the message, beside every ``hf_...`` token
-    and URL credential (:func:`~lensllm_hf.hub_cards.errors.redact`).
+    and URL credential (:func:`~lensllm_hf.errors.redact`).
     """
     secrets = (*secrets, urlsplit(constants.ENDPOINT).password)  # an echoing proxy may repeat it without the URL
     try:
@@ -261,12 +253,20 @@ def _explained(repo_id: str, doing: str, *, pushing: bool, secrets: Iterable[str
         redacted = redact(str(error), secrets)
         if redacted == str(error):
             raise
-        raise type(error)(redacted) from None
+        raise _reworded(error, redacted) from None
     except Exception as error:
         hub_error = _as_hub_error(error, repo_id, doing, pushing) or HubError(
             f"{doing} {_shown(repo_id)}: unexpected failure ({one_line(error, 300)}); check HF_ENDPOINT and the "
             f"network, and report it if it persists{'; nothing was changed on the Hub or here' if pushing else ''}")
-        raise type(hub_error)(redact(str(hub_error), secrets)) from None
+        hub_error.source, hub_error.endpoint = repo_id, redact(constants.ENDPOINT)
+        raise _reworded(hub_error, redact(str(hub_error), secrets)) from None
+
+
+def _reworded(error: CardError, message: str) -> CardError:
+    """A copy of ``error`` (its attributes kept) with ``message``."""
+    again = copy.copy(error)
+    again.args = (message,)
+    return again
 
 
 def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool) -> HubError | None:
@@ -277,42 +277,43 @@ def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool)
     not_a_hub = (f"{doing} {repo_id}: the server at {where} did not answer like a Hugging Face Hub "
                  f"({{what}}); check HF_ENDPOINT, a proxy or the network's login page, and retry{safe}")
     if isinstance(cause, OfflineModeIsEnabled):
-        return HubUnavailableError(f"{doing} {repo_id}: HF_HUB_OFFLINE is set; unset it to reach the Hub{safe}")
+        return NetworkError(f"{doing} {repo_id}: HF_HUB_OFFLINE is set; unset it to reach the Hub{safe}")
     if isinstance(cause, TransportError):
-        return HubUnavailableError(f"{doing} {repo_id}: cannot reach the Hub at {where} ({type(cause).__name__}); "
-                                   f"check the network or HF_ENDPOINT and retry{safe}")
+        return NetworkError(f"{doing} {repo_id}: cannot reach the Hub at {where} ({type(cause).__name__}); "
+                            f"check the network or HF_ENDPOINT and retry{safe}")
     if isinstance(cause, HfHubHTTPError) and cause.response is not None:
         status = cause.response.status_code
         if status < 500 and _is_html(cause.response) and not isinstance(cause, RepositoryNotFoundError):
-            return HubError(not_a_hub.format(what=f"an HTML page with status {status}"))
+            return HubError(not_a_hub.format(what=f"an HTML page with status {status}"), status=status)
         if isinstance(cause, GatedRepoError):
-            return HubPermissionError(f"{doing} {repo_id}: the repo is gated; accept its conditions on the Hub "
-                                      f"with this account first{safe}")
+            return HubError(f"{doing} {repo_id}: the repo is gated; accept its conditions on the Hub with this "
+                            f"account first{safe}", status=403)
         if isinstance(cause, RepositoryNotFoundError) or status == 404:
-            return HubNotFoundError(f"{doing} {repo_id}: no such model repo on {where} ({status}), or it is private "
-                                    f"and the token cannot see it; check the ID or create the repo first{safe}")
+            return HubError(f"{doing} {repo_id}: no such model repo on {where} ({status}), or it is private and "
+                            f"the token cannot see it; check the ID or create the repo first{safe}", status=404)
         if status == 401:
-            return HubAuthError(f"{doing} {repo_id}: the Hub rejected the token (401 Unauthorized); set HF_TOKEN to "
-                                f"a valid token or run 'hf auth login'{safe}")
+            return HubError(f"{doing} {repo_id}: the Hub rejected the token (401 Unauthorized); set HF_TOKEN to "
+                            f"a valid token or run 'hf auth login'{safe}", status=401)
         if status == 403:
             fix = "use a token with write access, or open a pull request (--pr / create_pr=True)" if pushing \
                 else "use a token that can read this repo"
-            return HubPermissionError(f"{doing} {repo_id}: the token may not do this (403 Forbidden); {fix}{safe}")
+            return HubError(f"{doing} {repo_id}: the token may not do this (403 Forbidden); {fix}{safe}", status=403)
         if status == 400:
             reason = " ".join(str(cause.server_message or "").split())[:200]
-            return HubError(f"{doing} {repo_id}: the Hub rejected the card (400 Bad Request: {reason}){safe}")
+            return HubError(f"{doing} {repo_id}: the Hub rejected the card (400 Bad Request: {reason}){safe}",
+                            status=400)
         if status == 412:
             return HubError(f"{doing} {repo_id}: the card changed on the Hub while pushing (412); run it again "
-                            f"to merge with the new card{safe}")
+                            f"to merge with the new card{safe}", status=412)
         if status >= 500:
-            return HubUnavailableError(f"{doing} {repo_id}: the Hub at {where} answered {status} (server error); "
-                                       f"try again later{safe}")
-        return HubError(f"{doing} {repo_id}: the Hub answered {status}{safe}")
+            return NetworkError(f"{doing} {repo_id}: the Hub at {where} answered {status} (server error); "
+                                f"try again later{safe}", status=status)
+        return HubError(f"{doing} {repo_id}: the Hub answered {status}{safe}", status=status)
     if _in_chain(error, FileMetadataError):  # e.g. a file answer without the Hub's X-Repo-Commit header
         return HubError(not_a_hub.format(what="its file answers lack the Hub's headers"))
     if isinstance(error, LocalEntryNotFoundError):  # the Hub's answer was unusable and nothing is cached
-        return HubUnavailableError(f"{doing} {repo_id}: could not fetch the card from {where}; check the network "
-                                   f"or HF_ENDPOINT and retry{safe}")
+        return NetworkError(f"{doing} {repo_id}: could not fetch the card from {where}; check the network "
+                            f"or HF_ENDPOINT and retry{safe}")
     if isinstance(error, json.JSONDecodeError):
         return HubError(not_a_hub.format(what="its answer is not JSON"))
     if isinstance(error, _NOT_A_HUB_ANSWER):

@@ -10,7 +10,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._utils import atomic_write_text, one_line
-from .errors import CardError, CardMetadataError
+from ..errors import CardError, CardMetadataError
 from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, is_result_of, merge_fits, parse_fits
 
 __all__ = ["CARD_NAME", "card_with_fits", "read_card", "write_card"]
@@ -56,7 +56,8 @@ def write_card(model_dir: str | os.PathLike, fits: CardFit | Iterable[CardFit]) 
     """
     folder = Path(model_dir)
     if not folder.is_dir():
-        raise CardError(f"{folder}: no such folder; pass a Trainer output_dir or a save_pretrained folder")
+        raise CardError(f"{folder}: no such folder; pass a Trainer output_dir or a save_pretrained folder",
+                        source=str(folder))
     fits = as_fit_list(fits)
     path = folder / CARD_NAME
     if path.exists():
@@ -69,7 +70,7 @@ def write_card(model_dir: str | os.PathLike, fits: CardFit | Iterable[CardFit]) 
         atomic_write_text(path, str(updated))
     except OSError as error:
         raise CardError(f"{path}: cannot write the card ({error.strerror or error}); check the folder's permissions "
-                        "and free space") from None
+                        "and free space", source=str(path)) from None
     return path
 
 
@@ -79,7 +80,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         return ModelCard.load(Path(path))
     except (ValueError, yaml.YAMLError) as error:
         raise CardMetadataError(f"{path}: the card's metadata is malformed ({one_line(str(error), 300)}); "
-                                "fix it by hand first") from None
+                                "fix it by hand first", source=str(path)) from None
 
 
 def card_with_fits(card: ModelCard, fits: Iterable[CardFit], *, source: str, model_name: str) -> ModelCard:
@@ -105,7 +106,8 @@ def card_with_fits(card: ModelCard, fits: Iterable[CardFit], *, source: str, mod
     try:
         parse_fits(ModelCard(updated.content).data.get(METADATA_KEY), source)
     except ValueError as error:  # a bug here, not the user's: say so rather than write it
-        raise CardMetadataError(f"{source}: the updated card does not validate ({one_line(str(error), 300)})") from None
+        raise CardMetadataError(f"{source}: the updated card does not validate ({one_line(str(error), 300)})",
+                                source=source) from None
     return updated
 
 

@@ -48,7 +48,7 @@ from .. import __version__
 from ..errors import LensLLMError
 from ..engine.fit import Fit, FitError, Prediction, check_level
 from ..engine.ranking import CandidateFit, Ranking
-from .errors import CardError, CardMetadataError
+from ..errors import CardError, CardMetadataError
 
 __all__ = [
     "METADATA_KEY",
@@ -233,12 +233,12 @@ class CardFit:
         try:
             fit = Fit.from_dict(data.get("fit"), where=f"{where}.fit")
         except FitError as error:
-            raise CardMetadataError(str(error)) from None
+            raise CardMetadataError(str(error), field=f"{where}.fit") from None
         check = _Checker(data, where)
         try:
             level = check_level(data.get("level", 0.9), f"{where}.level")
         except LensLLMError as error:
-            raise CardMetadataError(str(error)) from None
+            raise CardMetadataError(str(error), field=f"{where}.level") from None
         date = data.get("date")
         return cls(
             fit=fit,
@@ -374,7 +374,7 @@ class _Checker:
     def _fail(self, key: str, expected: str) -> CardMetadataError:
         shown = repr(self.data.get(key))
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        return CardMetadataError(f"{self.where}.{key}: expected {expected}, got {shown}")
+        return CardMetadataError(f"{self.where}.{key}: expected {expected}, got {shown}", field=f"{self.where}.{key}")
 
     def text(self, key: str, required: bool = False) -> str | None:
         value = self.data.get(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ..engine.ranking import CandidateFit
-from .errors import CardError, CardMetadataError, HubError
+from ..errors import CardError, CardMetadataError, HubError
 from .hub import load_fits
 from .metadata import find_fit
 

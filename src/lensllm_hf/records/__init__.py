@@ -18,12 +18,14 @@ Example:
     >>> table = records.load_table("runs/")            # a CurveTable: model x subset size -> loss
 """
 
+from ..errors import RecordError, RecordWarning, SchemaError
 from .schema import (DEFAULT_RECORD_NAME, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, STATUSES, STORE_SUFFIX, Evaluation,
-                     RecordError, RecordWarning, RunKey, RunRecord, SchemaError, adapter_hash, config_hash,
-                     legacy_record_name, record_name)
-from .store import (CLAIMS_FOLDER, MAX_RECORD_BYTES, Claim, Store, check_writable, has_record, list_records,
-                    load_records, load_table, read_record, record_path, require_persistent, table_rows,
-                    write_record)
+                     RunKey, RunRecord, adapter_hash, config_hash, legacy_record_name, record_name)
+from .claims import CLAIMS_FOLDER, Claim
+from .files import MAX_RECORD_BYTES
+from .store import (Store, check_writable, has_record, list_records, load_records, read_record, record_path,
+                    require_persistent, write_record)
+from .table import load_table, table_rows
 
 __all__ = [
     "CLAIMS_FOLDER",

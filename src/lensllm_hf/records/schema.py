@@ -5,18 +5,21 @@ Nothing here touches a file system; :mod:`lensllm_hf.records.store` reads and wr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from .._utils import json_safe
-from ..errors import LensLLMError
+from pydantic import BeforeValidator, Field, Strict, with_config
+from typing_extensions import Required, TypedDict
+
+from .._utils import fields_adapter, first_problem, json_safe, short
+from ..errors import RecordError, SchemaError
 
 __all__ = [
     "DEFAULT_RECORD_NAME",
@@ -25,11 +28,8 @@ __all__ = [
     "STATUSES",
     "STORE_SUFFIX",
     "Evaluation",
-    "RecordError",
-    "RecordWarning",
     "RunKey",
     "RunRecord",
-    "SchemaError",
     "adapter_hash",
     "config_hash",
     "legacy_record_name",
@@ -57,20 +57,25 @@ MAX_NAME_LENGTH = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class RecordError(LensLLMError):
-    """A record or store that cannot be read or written; one line naming the file and the fix."""
+def _plain_int(value: Any) -> Any:
+    """A numpy integer as the Python int it equals (the same key); anything else as is."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
-class SchemaError(RecordError, ValueError):
-    """A record whose content does not follow the schema (unknown version, missing or bad keys)."""
+# What a record's values may be, checked by pydantic when a record is read (or a key made):
+# no text for a number, no true for 1, no fraction for a count.
+Whole = Annotated[int, Strict()]
+Count = Annotated[int, Strict(), Field(ge=0)]
+Number = Annotated[float, Strict()]
+Status = Literal[STATUSES]
 
 
-class RecordWarning(UserWarning):
-    """Something in a store that LensLLM skipped or counted once (a damaged, duplicated or misnamed
-    record, an entry that is not a regular file, a record kept instead of a weaker one).
+@with_config({"extra": "allow"})  # every other key of the model is kept as written
+class ModelInfo(TypedDict, total=False):
+    """The record's ``model``: ``id`` (the candidate exactly as given) and ``revision`` are checked."""
 
-    Issued with :func:`warnings.warn`, one line naming the file; the CLI prints them on stderr.
-    """
+    id: Required[Annotated[str, Field(min_length=1)]]
+    revision: str | None
 
 
 @dataclass(frozen=True)
@@ -91,29 +96,21 @@ class RunKey:
         'Qwen--Qwen2-0.5B__D800__seed0__3f2a9c01d4__f1d512226dc30eac.lensllm.json'
     """
 
-    model: str
-    train_size: int | None
-    seed: int | None
+    model: Annotated[str, Field(min_length=1)]
+    train_size: Annotated[Count, BeforeValidator(_plain_int)] | None  # numpy integers are the same key
+    seed: Annotated[Whole, BeforeValidator(_plain_int)] | None
     config_hash: str | None
     revision: str | None = None
     adapter: str | None = None
 
     def __post_init__(self) -> None:
-        for part in ("train_size", "seed"):  # numpy integers are the same key as Python ints
-            value = getattr(self, part)
-            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-                object.__setattr__(self, part, int(value))
-        if not isinstance(self.model, str) or not self.model:
-            raise RecordError(f"RunKey: model must be a non-empty string, got {self.model!r}; pass the candidate's "
-                              "name or Hub ID")
-        if self.train_size is not None and (not _is_int(self.train_size) or self.train_size < 0):
-            raise RecordError(f"RunKey: train_size must be a whole number >= 0 or None, got {self.train_size!r}")
-        if self.seed is not None and not _is_int(self.seed):
-            raise RecordError(f"RunKey: seed must be a whole number or None, got {self.seed!r}")
-        for part in ("config_hash", "revision", "adapter"):
-            value = getattr(self, part)
-            if value is not None and not isinstance(value, str):
-                raise RecordError(f"RunKey: {part} must be a string or None, got {value!r}")
+        try:
+            checked = fields_adapter(RunKey).validate_python(self.__dict__)
+        except ValueError as error:  # pydantic's ValidationError
+            problem = first_problem(error)
+            raise RecordError(f"RunKey: {problem.shown}: {problem.text}; pass the candidate's "
+                              "name or Hub ID, whole-number train_size and seed, and text or None for the rest") from None
+        self.__dict__.update(checked)
 
     @property
     def name(self) -> str:
@@ -140,16 +137,21 @@ class RunKey:
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "key") -> RunKey:
         """Rebuild a key; raises :class:`SchemaError` naming ``where`` when ``data`` is not one."""
         if not isinstance(data, Mapping):
-            raise SchemaError(f"{where}: 'key' must be an object; fix or delete the file")
-        known = {f.name for f in fields(cls)}
+            raise SchemaError(f"{where}: 'key' must be an object; fix or delete the file", path=where, field="key")
+        known = _KEY_FIELDS
         missing = sorted({"model", "train_size", "seed", "config_hash"} - set(data))
         if missing:
-            raise SchemaError(f"{where}: 'key' lacks {', '.join(missing)}; fix or delete the file")
+            raise SchemaError(f"{where}: 'key' lacks {', '.join(missing)}; fix or delete the file", path=where,
+                              field="key")
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except RecordError as error:
-            raise SchemaError(f"{where}: bad 'key' ({str(error).removeprefix('RunKey: ')}); fix or delete "
-                              "the file") from None
+            raise SchemaError(f"{where}: bad 'key' ({str(error).removeprefix('RunKey: ').split('; pass')[0]}); fix "
+                              "or delete the file", path=where, field="key") from None
+
+    def describe(self) -> str:
+        """The key's set parts, for messages: ``model='gpt2', train_size=800, seed=0, config_hash='h'``."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if v is not None)
 
     def _canonical(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -173,14 +175,14 @@ class Evaluation:
         at_examples: the stream-mode size that asked for this evaluation, if any.
     """
 
-    step: int
-    examples_seen: int
-    eval_loss: float | None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    epoch: float | None = None
-    tokens_seen: int | None = None
-    total_flos: float | None = None
-    at_examples: int | None = None
+    step: Count
+    examples_seen: Count
+    eval_loss: Number | None
+    metrics: dict[str, Number | None] = field(default_factory=dict)
+    epoch: Number | None = None
+    tokens_seen: Count | None = None
+    total_flos: Number | None = None
+    at_examples: Count | None = None
 
 
 @dataclass
@@ -225,28 +227,28 @@ class RunRecord:
         RunKey(model='gpt2', train_size=800, seed=0, config_hash=None, revision=None, adapter=None)
     """
 
-    model: dict[str, Any]
-    train_size: int | None
-    status: str = "interrupted"
+    model: ModelInfo
+    train_size: Count | None
+    status: Status = "interrupted"
     error: str | None = None
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Whole = SCHEMA_VERSION
     adapter: dict[str, Any] | None = None
     adapter_hash: str | None = None
     dataset: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = None
-    world_size: int = 1
-    effective_batch_size: int | None = None
+    seed: Whole | None = None
+    world_size: Count = 1
+    effective_batch_size: Count | None = None
     config_hash: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metric: str = "eval_loss"
     evaluations: list[Evaluation] = field(default_factory=list)
-    final_eval_loss: float | None = None
-    train_loss: float | None = None
+    final_eval_loss: Number | None = None
+    train_loss: Number | None = None
     train_curve: list[dict[str, Any]] = field(default_factory=list)
-    total_flos: float | None = None
+    total_flos: Number | None = None
     ntk: dict[str, Any] | None = None
     stream: dict[str, Any] | None = None
-    wall_time_s: float | None = None
+    wall_time_s: Number | None = None
     started_at: str | None = None
     finished_at: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -289,59 +291,45 @@ class RunRecord:
         """Check ``data`` against the schema and build the record; raises :class:`SchemaError`."""
         if not isinstance(data, Mapping):
             raise SchemaError(f"{where}: a record is a JSON object, got {type(data).__name__}; "
-                              "point at a file written by LensLLMCallback")
+                              "point at a file written by LensLLMCallback", path=where)
         version = data.get("schema_version")
-        if not _is_int(version) or version not in READABLE_SCHEMA_VERSIONS:
-            if _is_int(version) and version > SCHEMA_VERSION:
+        if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
+            if type(version) is int and version > SCHEMA_VERSION:
                 raise SchemaError(f"{where}: schema_version {version} is newer than this lensllm_hf reads "
-                                  f"({SCHEMA_VERSION}); upgrade lensllm_hf (pip install -U lensllm_hf)")
-            raise SchemaError(f"{where}: unknown schema_version {version!r} (this lensllm_hf reads "
-                              f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); re-run the run or delete the file")
+                                  f"({SCHEMA_VERSION}); upgrade lensllm_hf (pip install -U lensllm_hf)", path=where,
+                                  field="schema_version")
+            raise SchemaError(f"{where}: unknown schema_version {short(version)} (this lensllm_hf reads "
+                              f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); re-run the run or delete the file",
+                              path=where, field="schema_version")
         missing = [key for key in REQUIRED_KEYS + (("key",) if version >= 2 else ()) if key not in data]
         if missing:
             raise SchemaError(f"{where}: missing key(s) {', '.join(missing)}; the file is not a complete "
-                              "LensLLM record, re-run the run or delete the file")
-        model = data["model"]
-        if not isinstance(model, Mapping) or not isinstance(model.get("id"), str) or not model["id"]:
-            raise SchemaError(f"{where}: 'model' must be an object with a non-empty 'id'; fix or delete the file")
-        if model.get("revision") is not None and not isinstance(model["revision"], str):
-            raise SchemaError(f"{where}: model 'revision' must be a string or null; fix or delete the file")
-        if data["status"] not in STATUSES:
-            raise SchemaError(f"{where}: status {data['status']!r} is not one of {', '.join(STATUSES)}; "
-                              "fix or delete the file")
-        train_size = data["train_size"]
-        if train_size is not None and (not _is_int(train_size) or train_size < 0):
-            raise SchemaError(f"{where}: train_size must be a whole number >= 0, got {train_size!r}; "
-                              "fix or delete the file")
-        if data.get("seed") is not None and not _is_int(data["seed"]):
-            raise SchemaError(f"{where}: seed must be a whole number or null, got {data['seed']!r}; fix or delete the file")
-        if data.get("config_hash") is not None and not isinstance(data["config_hash"], str):
-            raise SchemaError(f"{where}: config_hash must be a string or null; fix or delete the file")
-        for key in ("final_eval_loss", "total_flos", "train_loss", "wall_time_s"):
-            if data.get(key) is not None and not _is_number(data[key]):
-                raise SchemaError(f"{where}: {key} must be a number or null, got {data[key]!r}; fix or delete the file")
-        if data["ntk"] is not None and not isinstance(data["ntk"], Mapping):
-            raise SchemaError(f"{where}: 'ntk' must be an object or null; fix or delete the file")
-        if not isinstance(data["evaluations"], list):
-            raise SchemaError(f"{where}: 'evaluations' must be a list; fix or delete the file")
-        evaluations = []
-        names = {f.name for f in fields(Evaluation)}
-        for i, ev in enumerate(data["evaluations"]):
-            if (not isinstance(ev, Mapping) or not _is_int(ev.get("step")) or not _is_int(ev.get("examples_seen"))
-                    or (ev.get("eval_loss") is not None and not _is_number(ev["eval_loss"]))):
-                raise SchemaError(f"{where}: evaluation {i} needs whole-number 'step' and 'examples_seen' and a "
-                                  "numeric or null 'eval_loss'; fix or delete the file")
-            evaluations.append(Evaluation(**{k: v for k, v in ev.items() if k in names}))
-        known = {f.name for f in fields(cls)} - {"evaluations", "adapter_hash"}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        record = cls(evaluations=evaluations, **kwargs)
+                              "LensLLM record, re-run the run or delete the file", path=where, field=missing[0])
+        try:
+            record = _record_adapter().validate_python(data)
+        except ValueError as error:  # pydantic's ValidationError
+            problem = first_problem(error)
+            raise SchemaError(f"{where}: {problem.shown}: {problem.text}; fix or delete the file", path=where,
+                              field=problem.key) from None
         if version >= 2:
             stored = RunKey.from_dict(data["key"], where=where)
             record.adapter_hash = stored.adapter
             if record.key != stored:
-                raise SchemaError(f"{where}: its 'key' ({_brief(stored)}) does not match its own fields "
-                                  f"({_brief(record.key)}); the file was edited or damaged, delete it or re-run the run")
+                raise SchemaError(f"{where}: its 'key' ({stored.describe()}) does not match its own fields "
+                                  f"({record.key.describe()}); the file was edited or damaged, delete it or re-run "
+                                  "the run", path=where, field="key")
         return record
+
+
+_KEY_FIELDS = ("model", "train_size", "seed", "config_hash", "revision", "adapter")
+
+
+@functools.cache
+def _record_adapter() -> Any:
+    """pydantic's validator of a record document (made once, on the first read)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(RunRecord)
 
 
 def record_name(model: str | RunKey, train_size: int | None = None, seed: int | None = None,
@@ -402,16 +390,3 @@ def adapter_hash(config: Any) -> str | None:
 def _slug(text: str, limit: int) -> str:
     slug = _UNSAFE.sub("-", text.replace("/", "--")).strip("-.")[:limit].strip("-.")
     return slug or "x"
-
-
-def _brief(key: RunKey) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in key.to_dict().items() if v is not None)
-
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -35,20 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._utils import display, one_line
-from ..errors import LensLLMError
-from .params import (Param, ParamError, SelectionParams, check_params, check_task, param, params_of,
-                              run_sizes, suggest)
+from pydantic import with_config
+from typing_extensions import NotRequired, TypedDict
 
-__all__ = ["ConfigError", "DatasetConfig", "SelectConfig"]
+from .._utils import display, one_line
+from ..errors import ConfigError, LensLLMError
+from .params import Examples, Param, SelectionParams, check_params, check_task, param, params_of, run_sizes
+
+__all__ = ["DatasetConfig", "SelectConfig"]
 
 #: Loader of ``datasets.load_dataset`` per local file suffix.
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".txt": "text", ".parquet": "parquet",
             ".arrow": "arrow"}
-
-
-class ConfigError(LensLLMError, ValueError):
-    """A config file that cannot be used; the message names the file, the key and the fix."""
 
 
 def _as_in_selector(name: str) -> Any:
@@ -56,6 +54,14 @@ def _as_in_selector(name: str) -> Any:
     f = next(f for f in dataclasses.fields(SelectionParams) if f.name == name)
     spec: Param = dataclasses.replace(f.metadata["lensllm"], yaml=True)
     return field(default=f.default, metadata={"lensllm": spec})
+
+
+@with_config({"extra": "forbid", "strict": True})
+class Files(TypedDict):
+    """Local data files: ``{train: path, eval: path}`` (eval optional)."""
+
+    train: str
+    eval: NotRequired[str]
 
 
 @dataclass
@@ -84,10 +90,9 @@ class DatasetConfig:
     prompt_column: str | None = _as_in_selector("prompt_column")
     completion_column: str | None = _as_in_selector("completion_column")
     messages_column: str | None = _as_in_selector("messages_column")
-    files: dict[str, str] | None = param(None, example="{train: data/train.jsonl, eval: data/eval.jsonl}",
-                                         help="local files")
-    eval_size: int = _as_in_selector("eval_size")
-    eval_rows: int | None = param(None, low=1, high=10**12, example="500", help="evaluate on the first rows only")
+    files: Files | None = param(None, example="{train: data/train.jsonl, eval: data/eval.jsonl}", help="local files")
+    eval_size: Examples = _as_in_selector("eval_size")
+    eval_rows: Examples | None = param(None, example="500", help="evaluate on the first rows only")
     revision: str | None = param(None, help="of the Hub dataset")
 
     @property
@@ -158,17 +163,18 @@ class SelectConfig:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(f"{display(where)}: no such file; pass a YAML config (see 'lensllm select --help')") from None
+            raise ConfigError(f"{display(where)}: no such file; pass a YAML config (see 'lensllm select --help')",
+                              path=where) from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"{display(where)}: cannot read it ({one_line(error)}); pass a readable YAML text "
-                              "file") from None
+                              "file", path=where) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{display(where)}: not valid YAML{at} ({getattr(error, 'problem', None) or 'syntax error'}); "
-                              "fix the file") from None
+                              "fix the file", path=where) from None
         return cls.from_dict(data, where=where, base=Path(path).resolve().parent)
 
     @classmethod
@@ -176,7 +182,7 @@ class SelectConfig:
         """Check a whole config (keys, types, ranges, candidates, training arguments, files) before any work."""
         if not isinstance(data, dict):
             raise ConfigError(f"{display(where)}: the config must be a YAML mapping with 'candidates' and 'dataset', "
-                              f"got {type(data).__name__}")
+                              f"got {type(data).__name__}", path=where)
         for key in _SECTIONS:
             if not data.get(key):
                 raise ConfigError(f"{display(where)}: '{key}' is missing or empty; "
@@ -187,11 +193,8 @@ class SelectConfig:
         misplaced = next((k for k in values if k in params_of(DatasetConfig)), None)
         if misplaced is not None:  # a column key at the top level: say where it goes
             raise ConfigError(f"{display(where)}: {misplaced!r} belongs in the 'dataset' block; move it under "
-                              "dataset:")
-        try:
-            params = check_params(values, where=where, yaml=True)
-        except ParamError as error:
-            raise ConfigError(str(error)) from None
+                              "dataset:", path=where)
+        params = check_params(values, where=where, yaml=True)
         for key in ("output_dir", "store"):
             if params.get(key):
                 params[key] = _resolve_path(str(params[key]), base)
@@ -220,7 +223,8 @@ class SelectConfig:
             check_training_args(self.params.get("training_args"), built, where=where)
         except LensLLMError as error:
             text = str(error)
-            raise ConfigError(text if text.startswith(display(where)) else f"{display(where)}: {text}") from None
+            raise ConfigError(text if text.startswith(display(where)) else f"{display(where)}: {text}", path=where,
+                              key=getattr(error, "key", None), value=getattr(error, "value", None)) from None
 
     def selector(self, *, output_dir: str | os.PathLike | None = None, store: str | None = None, **overrides: Any):
         """The :class:`~lensllm_hf.LensLLMSelector` of this config (data loaded now).
@@ -251,7 +255,8 @@ class SelectConfig:
 
 def _candidates(items: Any, where: str, base: Path) -> list[Any]:
     if not isinstance(items, list):
-        raise ConfigError(f"{display(where)}: 'candidates' must be a list of model IDs or {{model: ...}} mappings")
+        raise ConfigError(f"{display(where)}: 'candidates' must be a list of model IDs or {{model: ...}} mappings",
+                          path=where)
     out = []
     for i, item in enumerate(items):
         resolved = _resolve_candidate(item, base)
@@ -260,7 +265,7 @@ def _candidates(items: Any, where: str, base: Path) -> list[Any]:
         if isinstance(model, str) and _looks_local(str(written)) and not Path(model).is_dir():
             raise ConfigError(f"{display(where)}: candidates[{i}]: the local model folder {display(written)!r} does not "
                               f"exist (looked at {display(model)}); fix the path (relative paths start at the config's "
-                              "folder) or give a Hub ID")
+                              "folder) or give a Hub ID", path=where)
         out.append(resolved)
     return out
 
@@ -270,7 +275,7 @@ def _dataset(data: Any, where: str, base: Path) -> DatasetConfig:
         data = {"id": data}
     if not isinstance(data, dict):
         raise ConfigError(f"{display(where)}: 'dataset' must be a Hub dataset ID or a mapping (id, config, split, "
-                          "eval_split, text_column, files)")
+                          "eval_split, text_column, files)", path=where)
     data = dict(data)
     if "path" in data:  # load_dataset's own word for it
         data["id"] = data.pop("path")
@@ -278,36 +283,25 @@ def _dataset(data: Any, where: str, base: Path) -> DatasetConfig:
         data["config"] = data.pop("name")
     if isinstance(data.get("files"), str):
         data["files"] = {"train": data["files"]}
-    try:
-        data = check_params(data, cls=DatasetConfig, where=f"{where}: dataset", yaml=True)
-    except ParamError as error:
-        raise ConfigError(str(error)) from None
+    data = check_params(data, cls=DatasetConfig, where=f"{where}: dataset", yaml=True)
     files = data.get("files")
     if files is not None:
-        if not isinstance(files, dict) or "train" not in files or set(files) - {"train", "eval"}:
-            extra = sorted(set(files) - {"train", "eval"}) if isinstance(files, dict) else []
-            hint = suggest(extra[0], ["train", "eval"]) if extra else ""
-            raise ConfigError(f"{display(where)}: dataset.files must be {{train: path, eval: path}} (eval optional)"
-                              + (f"; unknown {extra[0]!r}{hint}" if extra else ""))
         resolved = {}
         for split, file in files.items():
-            if not isinstance(file, str):
-                raise ConfigError(f"{display(where)}: dataset.files.{split} must be a file path, got "
-                                  f"{type(file).__name__}")
             resolved[split] = _resolve_path(file, base)
             if "://" not in resolved[split] and not Path(resolved[split]).is_file():
                 raise ConfigError(f"{display(where)}: dataset.files.{split} {display(file)!r} does not exist (looked at "
                                   f"{display(resolved[split])}); fix the path (relative paths start at the config's "
-                                  "folder)")
+                                  "folder)", path=where)
             suffix = Path(resolved[split].split("::")[0]).suffix.lower()
             if data.get("id") is None and suffix not in BUILDERS:
                 raise ConfigError(f"{display(where)}: dataset.files.{split} {display(file)!r}: unknown file type "
                                   f"{suffix or '(none)'!r}; use .jsonl/.json, .csv, .txt or .parquet, or set dataset.id "
-                                  "to the datasets builder (json, csv, text, parquet)")
+                                  "to the datasets builder (json, csv, text, parquet)", path=where)
         data["files"] = resolved
     elif data.get("id") is None:
         raise ConfigError(f"{display(where)}: dataset needs 'id' (a Hub dataset such as wikitext) or 'files' (local "
-                          "files)")
+                          "files)", path=where)
     return DatasetConfig(**data)
 
 
@@ -352,8 +346,9 @@ def _load_file(path: str, builder: str | None):
     kind = builder or BUILDERS.get(suffix)
     if kind is None:
         raise ConfigError(f"{display(path)}: unknown file type {suffix!r}; use .jsonl/.json, .csv, .txt or .parquet, or "
-                          "set dataset.id to the datasets builder (json, csv, text, parquet)")
+                          "set dataset.id to the datasets builder (json, csv, text, parquet)", path=path)
     try:
         return datasets.load_dataset(kind, data_files={"data": path}, split="data")
     except Exception as error:
-        raise ConfigError(f"{display(path)}: cannot read it as {kind} ({one_line(error, 300)}); fix the file") from None
+        raise ConfigError(f"{display(path)}: cannot read it as {kind} ({one_line(error, 300)}); fix the file",
+                          path=path) from None

@@ -20,17 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._utils import one_line
-from ..errors import LensLLMError
+from ..errors import CandidateError, LensLLMError
 
-__all__ = ["DTYPES", "CandidateLoadError", "attach_adapter", "load_candidate", "model_load_kwargs"]
+__all__ = ["DTYPES", "attach_adapter", "load_candidate", "model_load_kwargs"]
 
 #: dtype names ``model_kwargs`` may give (``dtype`` or ``torch_dtype``).
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 _DTYPES = DTYPES
-
-
-class CandidateLoadError(LensLLMError):
-    """A candidate that cannot be loaded; the selection goes on without it."""
 
 
 def model_load_kwargs(model_kwargs: Mapping[str, Any], *, name: str = "candidate") -> dict[str, Any]:
@@ -72,7 +68,7 @@ def load_candidate(model_id: str, *, tokenizer_id: str | None = None, model_kwar
                    peft_config: Any = None, name: str | None = None):
     """(model, tokenizer) of one candidate, with its adapter when ``peft_config`` is given.
 
-    Raises :class:`CandidateLoadError` with a one-line reason that fits the failure (a folder that
+    Raises :class:`CandidateError` with a one-line reason that fits the failure (a folder that
     is not a model, an architecture this transformers does not know, a Hub ID that cannot be
     reached), never cut mid-word.
     """
@@ -84,14 +80,14 @@ def load_candidate(model_id: str, *, tokenizer_id: str | None = None, model_kwar
     try:
         config = AutoConfig.from_pretrained(model_id, revision=revision)
     except Exception as error:
-        raise CandidateLoadError(_why_not_loaded(model_id, error)) from None
+        raise CandidateError(_why_not_loaded(model_id, error), candidate=model_id) from None
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_id or model_id, revision=revision)
         model = auto.from_pretrained(model_id, **kwargs)
     except Exception as error:
-        raise CandidateLoadError(f"could not load {model_id!r} as {auto.__name__[9:]}: {one_line(error, 300)}") \
-            from None
+        raise CandidateError(f"could not load {model_id!r} as {auto.__name__[9:]}: {one_line(error, 300)}",
+                             candidate=model_id) from None
     if getattr(tokenizer, "pad_token", "") is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token  # batches need padding
     if peft_config is not None:

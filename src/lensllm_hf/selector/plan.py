@@ -21,10 +21,9 @@ from typing import Any
 
 from .. import records
 from .._utils import one_line
-from ..errors import LensLLMError
+from ..errors import ConfigError, LensLLMError
 from ..records import RunKey
 from .candidates import Candidate
-from .params import ParamError
 
 __all__ = ["NOT_HASHED", "RUN_DEFAULTS", "PlannedRun", "RunPlan", "changed_args", "check_training_args",
            "config_hash_of", "user_args"]
@@ -138,7 +137,7 @@ def changed_args(args: Any) -> dict[str, Any]:
 def check_training_args(shared: Any, candidates: Sequence[Candidate], *, where: str | None = None) -> None:
     """Build each candidate's ``TrainingArguments`` now, so a bad keyword fails before any model loads."""
     if shared is not None and not isinstance(shared, Mapping) and not dataclasses.is_dataclass(shared):
-        raise ParamError(f"{where + ': ' if where else ''}training_args must be a mapping of TrainingArguments "
+        raise ConfigError(f"{where + ': ' if where else ''}training_args must be a mapping of TrainingArguments "
                          f"keywords or a TrainingArguments, got {type(shared).__name__}")
     from transformers import TrainingArguments
 
@@ -157,9 +156,9 @@ def check_training_args(shared: Any, candidates: Sequence[Candidate], *, where: 
                 from .params import suggest
 
                 fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
-                raise ParamError(f"{head}{key}: {unknown!r} is not a TrainingArguments keyword"
+                raise ConfigError(f"{head}{key}: {unknown!r} is not a TrainingArguments keyword"
                                  f"{suggest(unknown, fields) or '; see transformers.TrainingArguments'}") from None
-            raise ParamError(f"{head}{key}: TrainingArguments refuses them ({one_line(error, 300)}); fix them") from None
+            raise ConfigError(f"{head}{key}: TrainingArguments refuses them ({one_line(error, 300)}); fix them") from None
 
 
 def _unknown_keyword(error: Exception, cls: type) -> str | None:

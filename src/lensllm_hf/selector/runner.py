@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._utils import display, json_safe, one_line
-from ..errors import LensLLMError
+from ..errors import CandidateError, LensLLMError
 from ..records import Evaluation, RunKey, RunRecord, Store
 from .candidates import Candidate
 from .data import aligned_argmax, default_preprocess
@@ -38,11 +38,7 @@ from .scoring import Metric
 if TYPE_CHECKING:  # task_metrics imports transformers: only when a run is made
     from .task_metrics import GenerationConfig
 
-__all__ = ["CandidateError", "Deferred", "Runner", "free_memory", "is_main_process", "main_decides", "quiet_logs"]
-
-
-class CandidateError(LensLLMError):
-    """A candidate that cannot even start a run (load, tokenizer, preprocessing, Trainer set-up)."""
+__all__ = ["Deferred", "Runner", "free_memory", "is_main_process", "main_decides", "quiet_logs"]
 
 
 @dataclass(frozen=True)
@@ -259,9 +255,10 @@ class Runner:
         except CandidateError:
             raise
         except LensLLMError as error:  # no chat template, text data for an encoder-decoder: this candidate only
-            raise CandidateError(str(error)) from None
+            raise CandidateError(str(error), candidate=c.name) from None
         except Exception as error:  # a model the Trainer cannot place or wrap: this candidate only
-            raise CandidateError(f"could not set up the Trainer for {display(c.name)!r}: {one_line(error)}") from None
+            raise CandidateError(f"could not set up the Trainer for {display(c.name)!r}: {one_line(error)}",
+                                 candidate=c.name) from None
         return trainer, callback, model
 
     def _train(self, c: Candidate, key: RunKey, workdir: str, tracker_args: dict[str, Any] | None = None
@@ -284,7 +281,8 @@ class Runner:
             except Exception as error:  # OOM, NaN checks, bad data: this candidate fails, the others go on
                 callback.mark_failed(error)
                 if callback.record is None:
-                    raise CandidateError(f"training failed before the first step: {one_line(error)}") from None
+                    raise CandidateError(f"training failed before the first step: {one_line(error)}",
+                                         candidate=c.name) from None
             rec = callback.record
             if rec is not None and rec.key != key:
                 warnings.warn(f"the run of {display(key.model)} D={size} was recorded as {display(rec.name)}, not "
@@ -347,9 +345,10 @@ class Runner:
             if peft_config is not None:
                 model = attach_adapter(model, peft_config)
         except LensLLMError as error:
-            raise CandidateError(str(error)) from None
+            raise CandidateError(str(error), candidate=c.name) from None
         except Exception as error:  # a model_loader's error, out of memory: the candidate fails
-            raise CandidateError(f"could not load {display(c.model)!r}: {one_line(error, 300)}") from None
+            raise CandidateError(f"could not load {display(c.model)!r}: {one_line(error, 300)}",
+                                 candidate=c.name) from None
         return model, tokenizer
 
     def features(self, c: Candidate, tokenizer):
@@ -366,7 +365,7 @@ class Runner:
             raise
         except Exception as error:
             raise CandidateError(f"preprocessing failed with the tokenizer of {display(cache_key[0])!r}: "
-                                 f"{one_line(error)}") from None
+                                 f"{one_line(error)}", candidate=c.name) from None
         self._features_cache = (cache_key, train, evalset)
         return train, evalset
 

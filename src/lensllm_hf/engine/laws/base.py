@@ -51,7 +51,7 @@ class ScalingLaw:
         used = self._used(sizes, losses)
         if used.sum() < self.min_points:
             raise FitError(f"{self.name} fit: only {int(used.sum())} usable points, at least {self.min_points} "
-                           "are needed; raise the budget or add subset sizes")
+                           "are needed; raise the budget or add subset sizes", law=self.name)
         self.sizes_, self.losses_, self.used_ = sizes, losses, used
         self._fit(sizes[used], losses[used])
         self._fit_value = self._make_fit()
@@ -149,7 +149,7 @@ class SeparableLaw(ScalingLaw):
         cost[~np.isfinite(cost)] = np.inf
         best = int(np.argmin(cost))
         if not np.isfinite(cost[best]):
-            raise FitError(f"{self.name}: no starting point fits these losses")
+            raise FitError(f"{self.name}: no starting point fits these losses", law=self.name)
         x0 = np.concatenate([grid[best], [E[best], A[best]]])
         lo = np.concatenate([self.theta_bounds[0], [0.0, 0.0]])
         hi = np.concatenate([self.theta_bounds[1], [np.inf, np.inf]])
@@ -170,7 +170,7 @@ class SeparableLaw(ScalingLaw):
             result = optimize.least_squares(residuals, x0, jac=jacobian, bounds=(lo, hi), x_scale="jac", method="trf",
                                             ftol=1e-7, xtol=1e-7, max_nfev=100)
         except (ValueError, np.linalg.LinAlgError) as error:
-            raise FitError(f"{self.name}: optimiser failed ({error})") from None
+            raise FitError(f"{self.name}: optimiser failed ({error})", law=self.name) from None
         x = result.x if result.cost <= 0.5 * cost[best] else x0
         self._x = x
         self.params_ = self._named(x)
