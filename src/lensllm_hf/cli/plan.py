@@ -13,11 +13,14 @@ parameters x tokens`` as the Trainer counts them, from each candidate's config a
 plus ``gpu_hours`` (per run and in total) with ``--gpu NAME`` or ``--flops-per-second F``.
 The estimate's summary line goes to stderr either way.
 
-Each line is ``lensllm select /abs/CONFIG.yaml --output-dir /abs/DIR [--store URL] --only MODEL
---size N``: absolute paths, so a line runs the same from any folder and every run writes its
-record into the one shared store (``plan`` run again counts them recorded). Runs already
-recorded are left out (``--all`` lists them too). Lines may run at the same time: each run is
-claimed in the store before it trains.
+Each line is ``/abs/bin/lensllm select /abs/CONFIG.yaml --output-dir /abs/DIR [--store URL] --only
+MODEL --size N``: this interpreter's own ``lensllm`` and absolute paths, so a line runs the same
+from any folder without the virtualenv on PATH, and every run writes its record into the one
+shared store (``plan`` run again counts them recorded). Runs already recorded are left out
+(``--all`` lists them too). Lines may run at the same time: each run is claimed in the store
+before it trains. Each line is a process of its own (imports, data, tokenising): where the
+scheduler can give one task many runs, the ``--worker`` command printed on stderr makes them in
+one process, N of them at once.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ def base_command(config_path: str, config, given: dict) -> list[str]:
     """``lensllm select /abs/CONFIG.yaml --output-dir /abs/DIR [--store URL] [flags]`` of a config."""
     from ..selector.params import params_of
 
-    argv = ["lensllm", "select", str(Path(config_path).resolve()), "--output-dir", config.resolved_output_dir()]
+    from . import own_command
+
+    argv = [*own_command(), "select", str(Path(config_path).resolve()), "--output-dir", config.resolved_output_dir()]
     store = config.params.get("store")
     if store:
         argv += ["--store", store if "://" in store else str(Path(store).resolve())]
@@ -106,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
     for _, line in pending:
         print(line)
     done = sum(p.status == "complete" for p in plan)
-    finish = [*base_command(args.config, config, given), "--from-store"]
+    base = base_command(args.config, config, given)
     note = (f"# {len(pending)} command(s); {done} of {len(plan)} runs already recorded in {display(selector.store_)}."
-            f"\n# When they are done: {shlex.join(finish)}")
+            f"\n# Or start N workers instead, each making runs until none is left: {shlex.join([*base, '--worker'])}"
+            f"\n# When they are done: {shlex.join([*base, '--from-store'])}")
     if selector.strategy in ("adaptive", "halving"):
         note += (f"\n# ({selector.strategy} strategy: the plan lists the full grid; 'lensllm select' alone buys only "
                  "what it needs)")
