@@ -143,6 +143,17 @@ def test_bad_worker_flags_are_one_line_exit_2(tmp_path, capsys, flags, message):
     assert not (tmp_path / "o" / "store").exists() or not list_records(tmp_path / "o" / "store")
 
 
+def test_halving_prints_each_rounds_cuts_on_stderr(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg", strategy="halving", budget=64,
+                          candidates=["models/small", "models/large", "models/mid"])
+    make_tiny_gpt2(tmp_path / "cfg" / "models" / "mid", n_layer=1, n_embd=32, seed=2)
+    capsys.readouterr()
+    assert main(["select", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    rounds = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lensllm select: halving round")]
+    assert rounds and "done" in rounds[-1]
+    assert any("; cut, " in line and "P(best)" in line for line in rounds)
+
+
 def test_a_damaged_record_is_run_again(tmp_path, capsys):
     config = write_config(tmp_path / "cfg")
     out = tmp_path / "out"

@@ -20,7 +20,10 @@ directory; the run records stay in its ``store/``, so running again resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from .._utils import atomic_write_text, display
@@ -73,6 +76,27 @@ def load_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    with log_to_stderr("select"):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def log_to_stderr(command: str) -> Iterator[None]:
+    """The library's log lines (level INFO and up: e.g. each halving round's cuts) on stderr, as ``lensllm COMMAND: ...``."""
+    logger = logging.getLogger("lensllm_hf")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"lensllm {command}: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.local_workers is not None and (not args.worker or args.local_workers < 1):
         raise LensLLMError(f"--local-workers {args.local_workers}: give a whole number >= 1, with --worker")
     config, _ = load_config(args)

@@ -42,6 +42,10 @@ Each start column, and each round's runs, is one call of ``buy`` (a batch: a par
 backend trains it together); which runs fit ``max_flops`` is decided before the batch is
 bought (see :class:`lensllm_hf.engine.adaptive.Ledger`).
 
+Each round logs one line (``logging``, logger ``lensllm_hf.halving``, level INFO; ``lensllm
+select`` prints it on stderr): who goes on, and who is cut with their P(best) and why (outside
+the ``level`` share of P(best) that the leaders hold, or past the round's ``ceil(k / ETA)`` places).
+
 The final ranking is the method's ranking on every point bought. A candidate dropped early
 keeps its prediction from its fewer points (and its wider interval) and stays ``complete``,
 so it still scores.
@@ -79,6 +83,7 @@ Example (two crossing curves: "steep" starts worse and ends better):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 
@@ -92,6 +97,8 @@ from .methods import LEVEL, METHODS, rank
 from .ranking import CandidateFit, Ranking
 
 __all__ = ["ETA", "MIN_START_SIZES", "grid_flops", "score_on_table", "select_halving", "start_column"]
+
+_log = logging.getLogger(__name__)
 
 #: Halving rate: each round keeps at most ``ceil(alive / ETA)`` candidates and doubles their data.
 ETA = 2
@@ -163,12 +170,15 @@ def select_halving(
         ranking = rank(table, target, method, level, runs=runs)
         # Everyone still running may be (re)admitted: a candidate dropped on fewer points comes
         # back when the others' new points push their predictions above its own.
-        kept = _survivors(ranking, [models[row] for row in ledger.alive(range(len(models)))], level,
-                          cap=math.ceil(len(alive) / ETA))
+        running = [models[row] for row in ledger.alive(range(len(models)))]
+        previous, cap = [models[row] for row in alive], math.ceil(len(alive) / ETA)
+        kept = _survivors(ranking, running, level, cap=cap)
         alive = [models.index(name) for name in kept]
         wanted = [(row, ledger.next_column(row)) for row in alive]
         # Leaders first, so a tight budget goes where it matters.
         wanted = ledger.affordable([(row, col) for row, col in wanted if col is not None])
+        _log.info(_round_line(rounds, ranking, running, previous, kept, level, cap,
+                              done=len(alive) <= 1 or not wanted))
         if len(alive) <= 1 or not wanted:
             break
         ledger.buy(wanted)
@@ -241,6 +251,32 @@ def _survivors(ranking: Ranking, alive: list[str], level: float, cap: int) -> li
     leader = order[0]
     top = leader.interval[1] if leader.interval else _value(leader)
     return [c.model for c in order if c is leader or (c.interval[0] if c.interval else _value(c)) <= top][:cap]
+
+
+def _round_line(round_: int, ranking: Ranking, running: list[str], previous: list[str], kept: list[str],
+                level: float, cap: int, *, done: bool) -> str:
+    """One round in words: who goes on (and who is back), who of last round's is cut and why, with P(best)."""
+    rows = {c.model: c for c in ranking.candidates}
+    by_share = _survivors(ranking, running, level, cap=len(running))  # who can still win, before the places
+
+    def shown(name: str) -> str:
+        p = getattr(rows.get(name), "p_best", None)
+        return name + (f" ({p:.2g})" if p is not None and math.isfinite(p) else "")
+
+    reasons: dict[str, list[str]] = {}
+    for name in (n for n in previous if n not in kept):
+        if name in by_share:
+            why = f"only {cap} place(s) this round"
+        elif getattr(rows.get(name), "p_best", None) is not None:
+            why = f"P(best) outside the {level:.0%} the leaders hold"
+        else:
+            why = "interval above the leader's"
+        reasons.setdefault(why, []).append(shown(name))
+    back = [n for n in kept if n not in previous]
+    text = (f"halving round {round_}{', done' if done else ''} (P(best) in brackets): "
+            f"{', '.join(map(shown, kept)) or 'nobody'} {'stays' if done else 'goes on'}")
+    text += f"; back: {', '.join(back)}" if back else ""
+    return text + ("".join(f"; cut, {why}: {', '.join(names)}" for why, names in reasons.items()) or "; nobody cut")
 
 
 def _value(candidate: CandidateFit) -> float:

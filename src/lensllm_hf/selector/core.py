@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import logging
 import os
 import sys
 import warnings
@@ -362,14 +363,17 @@ class LensLLMSelector(SelectionParams):
     @contextlib.contextmanager
     def _progress(self, total: int):
         from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         # Objects alive now (torch, transformers, the data) outlive every run: freezing them
         # keeps the per-run gc.collect (a full collection frees each run's model) from
         # re-scanning them, about 0.25 s a run.
         gc.freeze()
         try:
+            # The library's log lines (a halving round's cuts) print above the bar, not through it.
             with tqdm(total=total, desc="lensllm select", unit="run", disable=not self.progress or
-                      not is_main_process(), file=sys.stderr, dynamic_ncols=True) as bar:
+                      not is_main_process(), file=sys.stderr, dynamic_ncols=True) as bar, \
+                    logging_redirect_tqdm([logging.getLogger("lensllm_hf")], tqdm_class=tqdm):
                 yield bar
         finally:
             gc.unfreeze()
