@@ -157,7 +157,7 @@ def _dtype(value: Any, config: Any):
     import torch
 
     if value in (None, "auto"):
-        value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        value = getattr(config, "dtype", None)
     if isinstance(value, str):
         value = getattr(torch, value, None)
     return value if isinstance(value, torch.dtype) else torch.float32
