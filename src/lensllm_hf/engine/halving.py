@@ -42,7 +42,7 @@ Each start column, and each round's runs, is one call of ``buy`` (a batch: a par
 backend trains it together); which runs fit ``max_flops`` is decided before the batch is
 bought (see :class:`lensllm_hf.engine.adaptive.Ledger`).
 
-Each round logs one line (``logging``, logger ``lensllm_hf.halving``, level INFO; ``lensllm
+Each round logs one line (``logging``, logger ``lensllm_hf.engine.halving``, level INFO; ``lensllm
 select`` prints it on stderr): who goes on, and who is cut with their P(best) and why (outside
 the ``level`` share of P(best) that the leaders hold, or past the round's ``ceil(k / ETA)`` places).
 
