@@ -105,6 +105,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.worker and selector.params_.backend == "ray":
         raise LensLLMError("--worker makes its runs in this process; add --backend serial (Ray spreads the runs "
                            "itself: run one 'lensllm select' instead of workers)")
+    if args.worker and selector.strategy != "grid":
+        print(f"lensllm select: note: a worker makes every run of the grid; the {selector.strategy} strategy buys only "
+              "what it needs when one 'lensllm select' runs it", file=sys.stderr)
     if args.worker or args.only or args.size:
         return train_only(selector, args)
     if not args.from_store:
