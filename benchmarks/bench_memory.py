@@ -29,7 +29,8 @@ MIB = 2**20
 
 LLAMA = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 4, "num_attention_heads": 8,
          "num_key_value_heads": 4}
-#: name -> (family, config keywords, model_kwargs, LoRA target modules or None, training-argument keywords, sequence length)
+#: name -> (family, config keywords, model_kwargs, LoRA target modules or None, training-argument keywords,
+#: sequence length)
 CASES: dict[str, tuple] = {
     "gpt2-6x384": ("gpt2", {"n_embd": 384, "n_layer": 6, "n_head": 6, "vocab_size": 8192}, {}, None, {}, 256),
     "gpt2-6x384-nodrop": ("gpt2", {"n_embd": 384, "n_layer": 6, "n_head": 6, "vocab_size": 8192, "attn_pdrop": 0.0,
@@ -54,8 +55,8 @@ def demo_cases() -> dict[str, tuple]:
     vocab = len(build_tokenizer())
     batch = DEMO_SELECTION["training_args"]["per_device_train_batch_size"]
     return {spec.name: (spec.family, {**spec.config, "vocab_size": vocab, "max_position_embeddings": 64,
-                                      "n_positions": 64, "tie_word_embeddings": True, "pad_token_id": 0, "bos_token_id": 2,
-                                      "eos_token_id": 2}, {}, None,
+                                      "n_positions": 64, "tie_word_embeddings": True, "pad_token_id": 0,
+                                      "bos_token_id": 2, "eos_token_id": 2}, {}, None,
                         {"per_device_train_batch_size": batch}, MAX_LENGTH) for spec in DEMO_MODELS}
 
 

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def log_to_stderr(command: str) -> Iterator[None]:
-    """The library's log lines (level INFO and up: e.g. each halving round's cuts) on stderr, as ``lensllm COMMAND: ...``."""
+    """The library's log lines (INFO and up: each halving round's cuts) on stderr, as ``lensllm COMMAND: ...``."""
     logger = logging.getLogger("lensllm_hf")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"lensllm {command}: %(message)s"))

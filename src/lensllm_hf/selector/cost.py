@@ -34,8 +34,8 @@ import numpy as np
 from ..errors import LensLLMError
 from .memory import GIB, MemoryEstimate
 
-__all__ = ["GPU_BF16_FLOPS", "GPU_MEMORY_GIB", "UTILISATION", "RunCost", "SelectionCost", "count_parameters", "estimate_run_flops",
-           "estimate_selection", "gpu_hours", "model_config", "padded_tokens"]
+__all__ = ["GPU_BF16_FLOPS", "GPU_MEMORY_GIB", "UTILISATION", "RunCost", "SelectionCost", "count_parameters",
+           "estimate_run_flops", "estimate_selection", "gpu_hours", "gpu_name", "model_config", "padded_tokens"]
 
 #: Dense bf16 (fp16 where the card has no bf16) tensor throughput in FLOP/s, from the datasheets.
 GPU_BF16_FLOPS: dict[str, float] = {

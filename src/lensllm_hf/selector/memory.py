@@ -35,10 +35,10 @@ For a full float32 fine-tune, weights + gradients + optimizer states are what ``
 estimate-memory`` reports as "Training using Adam" (16 bytes per parameter, batch size 1, no
 activations); the estimate adds the activations, the dtype, LoRA and 4-bit loading.
 
-Example:
-    >>> memory = CandidateMemory(config, args, model_kwargs={"dtype": "bfloat16"})
-    >>> memory.estimate(seq_len=512).peak / 2**30
-    13.7
+Example (``config`` a model's ``AutoConfig``, ``args`` its ``TrainingArguments``)::
+
+    memory = CandidateMemory(config, args, model_kwargs={"dtype": "bfloat16"})
+    memory.estimate(seq_len=512).peak / 2**30     # GiB at the run's longest row of 512 tokens
 """
 
 from __future__ import annotations
