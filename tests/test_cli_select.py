@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from lensllm_hf.cli import main  # noqa: E402
 from lensllm_hf.records import list_records, read_record  # noqa: E402
 
-from tiny_models import write_select_config as write_config  # noqa: E402
+from tiny_models import make_tiny_gpt2, write_select_config as write_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,12 +56,19 @@ def test_plan_lines_run_from_anywhere_and_from_store_ranks(tmp_path, capsys, mon
     assert len(lines) == 2 * 4 and "--from-store" in captured.err and "0 of 8 runs already recorded" in captured.err
     out = tmp_path / "planner" / "lensllm_out" / "select"
     argv = shlex.split(lines[0])
-    assert argv[:2] == ["lensllm", "select"] and "--only" in argv and "--size" in argv
-    assert argv[2] == str(config) and argv[argv.index("--output-dir") + 1] == str(out)
-    monkeypatch.chdir(tmp_path / "worker")  # what a scheduler does: run each line somewhere else
-    for line in lines:
-        assert main(shlex.split(line)[1:]) == 0
-    assert "D=0: complete" in capsys.readouterr().out
+    command = argv.index("select")  # this interpreter's own lensllm comes first
+    assert "--only" in argv and "--size" in argv
+    assert argv[command + 1] == str(config) and argv[argv.index("--output-dir") + 1] == str(out)
+    # A scheduler's job runs the line somewhere else, without the virtualenv on PATH.
+    bare = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(lines[0], shell=True, cwd=tmp_path / "worker", env=bare, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "D=0: complete" in done.stdout, done.stderr[-2000:]
+    monkeypatch.chdir(tmp_path / "worker")
+    for line in lines[1:]:
+        assert main(shlex.split(line)[command:]) == 0
+    assert "D=8: complete" in capsys.readouterr().out
     assert not (tmp_path / "worker" / "lensllm_out").exists()  # nothing went relative to the worker's folder
     monkeypatch.chdir(tmp_path / "planner")
     assert main(["plan", str(config)]) == 0
@@ -69,8 +76,60 @@ def test_plan_lines_run_from_anywhere_and_from_store_ranks(tmp_path, capsys, mon
     assert captured.out.strip() == "" and "8 of 8 runs already recorded" in captured.err  # nothing left to run
     finish = shlex.split(captured.err.strip().splitlines()[-1].split("When they are done: ", 1)[1])
     monkeypatch.chdir(tmp_path / "worker")
-    assert main([*finish[1:], "--no-progress"]) == 0
+    assert main([*finish[command:], "--no-progress"]) == 0
     assert json.loads((out / "selection.json").read_text())["best"] in {"models/small", "large"}
+
+
+def test_a_worker_makes_every_pending_run_once_and_ranks_nothing(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg")
+    out = tmp_path / "out"
+    assert main(["plan", str(config), "--output-dir", str(out)]) == 0
+    worker = shlex.split(next(line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()
+                              if "--worker" in line))
+    worker = worker[worker.index("select"):]
+    assert main([*worker, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 run(s) made here, 0 recorded already" in printed and "large D=32: complete" in printed
+    assert not (out / "selection.json").exists()  # a worker ranks nothing
+    stamps = {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")}
+    assert len(stamps) == 8 and all(read_record(p).status == "complete" for p in stamps)
+
+    assert main([*worker, "--no-progress"]) == 0  # a late worker finds nothing left and trains nothing
+    assert "0 run(s) made here, 8 recorded already" in capsys.readouterr().out
+    assert {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")} == stamps
+    assert main(["select", str(config), "--output-dir", str(out), "--from-store", "--no-progress"]) == 0
+    assert json.loads((out / "selection.json").read_text())["best"] in {"models/small", "large"}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--worker", "--from-store"], None),  # argparse: not allowed with each other
+    (["--local-workers", "2"], "--local-workers 2: give a whole number >= 1, with --worker"),
+    (["--worker", "--local-workers", "0"], "--local-workers 0: give a whole number >= 1, with --worker"),
+    (["--worker", "--backend", "ray"], "--worker makes its runs in this process; add --backend serial"),
+])
+def test_bad_worker_flags_are_one_line_exit_2(tmp_path, capsys, flags, message):
+    config = write_config(tmp_path / "cfg")
+    capsys.readouterr()
+    if message is None:
+        with pytest.raises(SystemExit) as stop:
+            main(["select", str(config), *flags])
+        assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+        return
+    assert main(["select", str(config), "--output-dir", str(tmp_path / "o"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o" / "store").exists() or not list_records(tmp_path / "o" / "store")
+
+
+def test_halving_prints_each_rounds_cuts_on_stderr(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg", strategy="halving", budget=64,
+                          candidates=["models/small", "models/large", "models/mid"])
+    make_tiny_gpt2(tmp_path / "cfg" / "models" / "mid", n_layer=1, n_embd=32, seed=2)
+    capsys.readouterr()
+    assert main(["select", str(config), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    rounds = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lensllm select: halving round")]
+    assert rounds and "done" in rounds[-1]
+    assert any("; cut, " in line and "P(best)" in line for line in rounds)
 
 
 def test_a_damaged_record_is_run_again(tmp_path, capsys):
@@ -172,6 +231,28 @@ result = selector.run()
 print(json.dumps({"made": [[k.model, k.train_size] for k in selector.made_], "best": result.best,
                   "ranking": [[c.model, c.predicted_loss] for c in result.fits.candidates]}))
 """
+
+
+@pytest.mark.slow
+def test_two_workers_split_the_runs_then_from_store_ranks(tmp_path):
+    config = write_config(tmp_path / "cfg", epochs=8)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("OMP_NUM_THREADS", None)  # each worker sets its own share: the cores / 2
+    command = [sys.executable, "-m", "lensllm_hf.cli", "select", str(config), "--output-dir", str(out), "--worker",
+               "--local-workers", "2", "--no-progress"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    made = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        made.append([line.split(":")[0] for line in stdout.splitlines() if line.endswith(": complete")])
+    assert sorted(made[0] + made[1]) == sorted(set(made[0] + made[1])) and len(made[0] + made[1]) == 8
+    assert made[0] and made[1], made  # both did some of the work
+    records = [read_record(p) for p in list_records(out / "store")]
+    assert len(records) == 8 and {r.status for r in records} == {"complete"}
+    assert main(["select", str(config), "--output-dir", str(out), "--from-store", "--no-progress"]) == 0
 
 
 @pytest.mark.slow

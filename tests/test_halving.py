@@ -181,3 +181,24 @@ def test_each_round_is_one_batch(policy):
     assert sorted(run for call in calls for run in call) == sorted(
         (m, s) for m, sizes in result.bought.items() for s in sizes)
     assert len({max(sizes) for sizes in result.bought.values()}) > 1  # the rounds did cut
+
+
+def test_each_round_logs_who_goes_on_and_who_is_cut_with_p_best_and_why(curves_dir, caplog):
+    seen = CurveTable.read_csv(curves_dir / "gigaword.csv").up_to(51200)
+    with caplog.at_level("INFO", logger="lensllm_hf"):
+        run_loop(HalvingPolicy(), seen.models, seen.sizes.tolist(), TARGET, buyer(seen))
+    lines = [r.getMessage() for r in caplog.records if r.name == "lensllm_hf.engine.policies"]
+    assert len(lines) >= 3 and all("\n" not in line for line in lines)
+    assert [line.split(" (P(best)")[0] for line in lines] == [
+        f"halving round {r}" + (", done" if r == len(lines) else "") for r in range(1, len(lines) + 1)]
+    assert lines[-1].split(": ", 1)[1].split(" stays")[0].count(" (") == 1  # one is left
+    for line in lines[:-1]:
+        kept = line.split(": ", 1)[1].split(" goes on")[0]
+        cut = line.split("; cut, ", 1)[1]
+        assert kept and cut
+        # Every cut one is named with its P(best) under the reason it was cut for.
+        for part in cut.split("; cut, "):
+            why, names = part.split(": ", 1)
+            assert why in ("P(best) outside the 90% the leaders hold",) or why.endswith("place(s) this round")
+            assert all(name.rstrip(")").split(" (")[1].replace(".", "").replace("e-", "").isdigit()
+                       for name in names.split(", "))

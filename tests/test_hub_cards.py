@@ -750,6 +750,23 @@ def test_cli_write_show_push(tmp_path, hub, capsys):
     assert json.loads(capsys.readouterr().out) == []  # the PR is not merged: main has no fits yet
 
 
+def test_cli_predict_reads_a_hub_repo_id_as_card_show_does(hub, capsys, tmp_path):
+    """Local server: 'lensllm predict alice/tiny' predicts from the card on the Hub, the fit's own numbers."""
+    hub.add_repo("alice/tiny")
+    fit = _fit(model="alice/tiny", split="test")
+    push_fits("alice/tiny", [fit])
+    out = tmp_path / "prediction.json"
+    assert main(["predict", "alice/tiny", "--model", "alice/tiny", "--at", "1e6", "--json", str(out)]) == 0
+    prediction = json.loads(out.read_text(encoding="utf-8"))
+    low, high = fit.predict_interval([1e6])
+    assert prediction["predicted_loss"] == fit.predict([1e6])[0]
+    assert prediction["interval"] == [low[0], high[0]]
+    capsys.readouterr()
+    assert main(["predict", "alice/none", "--model", "alice/none", "--at", "1e6"]) == 2  # no such repo: one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "alice/none" in err and "no such model repo" in err
+
+
 def test_cli_errors_exit_2_with_one_line(tmp_path, hub, capsys, monkeypatch):
     """Local server: a Hub refusal and a bad --model are one stderr line and exit code 2, token never shown."""
     fit_json = tmp_path / "fit.json"

@@ -140,7 +140,8 @@ def test_bad_arguments_are_one_line_exit_2(ranking, tmp_path, capsys, args, word
     ("not-a-ranking.json", "not a lensllm ranking"),
     ("garbage.txt", "neither JSON nor a model card"),
     ("zeroshot.json", "has no fit to predict from: the zeroshot method ranks it without a fitted law"),
-    ("x" * 5000, "no such file or folder"),
+    ("x" * 5000, "not a Hub repo ID"),
+    ("runs/no/such/file", "no such file or folder"),
 ])
 def test_bad_sources_are_one_line_exit_2(ranking, curves_dir, tmp_path, capsys, monkeypatch, source, words):
     """A missing, empty, foreign or fit-less source: exit 2, one line."""

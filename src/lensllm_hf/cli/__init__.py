@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from ..errors import LensLLMError
 
 #: Sub-command modules, in the order ``lensllm --help`` lists them.
 COMMANDS = ["fit", "bench", "card", "predict", "select", "demo", "plan"]
+
+
+def own_command() -> list[str]:
+    """The command that runs this interpreter's own ``lensllm``, for lines that run elsewhere (a job script).
+
+    The ``lensllm`` script beside ``sys.executable`` (a virtualenv's ``bin/``) when it is there,
+    else ``sys.executable -m lensllm_hf.cli``: either way the line needs no virtualenv on PATH.
+    """
+    script = Path(sys.executable).with_name("lensllm.exe" if os.name == "nt" else "lensllm")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "lensllm_hf.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,19 +5,26 @@
     lensllm select CONFIG.yaml --output-dir /shared/sel --from-store
 
 With ``--json OUT`` it also writes each run's estimated FLOPs (before anything trains: ``6 x
-parameters x tokens`` as the Trainer counts them, from each candidate's config and tokenizer)::
+parameters x tokens`` as the Trainer counts them, from each candidate's config and tokenizer) and
+its estimated peak memory in bytes (weights, gradients, optimizer states, activations, NTK probe;
+see :mod:`lensllm_hf.selector.memory`)::
 
-    {"runs": [{"model": NAME, "size": N, "estimated_flops": F, "command": "..."}],
+    {"runs": [{"model": NAME, "size": N, "estimated_flops": F, "memory": {"weights": B, ..., "peak": B},
+               "command": "..."}],
      "total_estimated_flops": F, "full_fine_tuning_flops": F, "target_size": N}
 
-plus ``gpu_hours`` (per run and in total) with ``--gpu NAME`` or ``--flops-per-second F``.
-The estimate's summary line goes to stderr either way.
+plus ``gpu_hours`` (per run and in total) with ``--gpu NAME`` or ``--flops-per-second F``, and
+with ``--gpu NAME`` ``fits_gpu`` per run and a warning on stderr naming the runs whose peak
+exceeds one such GPU's memory. The estimate's summary line goes to stderr either way.
 
-Each line is ``lensllm select /abs/CONFIG.yaml --output-dir /abs/DIR [--store URL] --only MODEL
---size N``: absolute paths, so a line runs the same from any folder and every run writes its
-record into the one shared store (``plan`` run again counts them recorded). Runs already
-recorded are left out (``--all`` lists them too). Lines may run at the same time: each run is
-claimed in the store before it trains.
+Each line is ``/abs/bin/lensllm select /abs/CONFIG.yaml --output-dir /abs/DIR [--store URL] --only
+MODEL --size N``: this interpreter's own ``lensllm`` and absolute paths, so a line runs the same
+from any folder without the virtualenv on PATH, and every run writes its record into the one
+shared store (``plan`` run again counts them recorded). Runs already recorded are left out
+(``--all`` lists them too). Lines may run at the same time: each run is claimed in the store
+before it trains. Each line is a process of its own (imports, data, tokenising): where the
+scheduler can give one task many runs, the ``--worker`` command printed on stderr makes them in
+one process, N of them at once.
 """
 
 from __future__ import annotations
@@ -55,7 +62,9 @@ def base_command(config_path: str, config, given: dict) -> list[str]:
     """``lensllm select /abs/CONFIG.yaml --output-dir /abs/DIR [--store URL] [flags]`` of a config."""
     from ..selector.params import params_of
 
-    argv = ["lensllm", "select", str(Path(config_path).resolve()), "--output-dir", config.resolved_output_dir()]
+    from . import own_command
+
+    argv = [*own_command(), "select", str(Path(config_path).resolve()), "--output-dir", config.resolved_output_dir()]
     store = config.params.get("store")
     if store:
         argv += ["--store", store if "://" in store else str(Path(store).resolve())]
@@ -106,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     for _, line in pending:
         print(line)
     done = sum(p.status == "complete" for p in plan)
-    finish = [*base_command(args.config, config, given), "--from-store"]
+    base = base_command(args.config, config, given)
     note = (f"# {len(pending)} command(s); {done} of {len(plan)} runs already recorded in {display(selector.store_)}."
-            f"\n# When they are done: {shlex.join(finish)}")
+            f"\n# Or start N workers instead, each making runs until none is left: {shlex.join([*base, '--worker'])}"
+            f"\n# When they are done: {shlex.join([*base, '--from-store'])}")
     if selector.strategy in ("adaptive", "halving"):
         note += (f"\n# ({selector.strategy} strategy: the plan lists the full grid; 'lensllm select' alone buys only "
                  "what it needs)")
@@ -118,15 +128,26 @@ def run(args: argparse.Namespace) -> int:
     with_device = args.gpu is not None or args.flops_per_second is not None
     if pending:
         print("# " + cost.summary(**device), file=sys.stderr)
+        warning = cost.memory_warning(args.gpu) if args.gpu is not None else None
+        if warning:
+            print(f"lensllm plan: warning: {warning}", file=sys.stderr)
+        for name, error in cost.memory_errors.items():
+            print(f"lensllm plan: warning: no memory estimate for {display(name)} ({display(error)})", file=sys.stderr)
     print(note, file=sys.stderr)  # last: its final line is the command that ranks
     if args.json:
-        estimates = {(r.model, r.size): r.estimated_flops for r in cost.runs}
+        estimates = {(r.model, r.size): r for r in cost.runs}
+        too_big = {(r.model, r.size) for r in cost.too_big(args.gpu)} if args.gpu is not None else set()
         runs = []
         for planned, line in pending:
-            flops = estimates.get((planned.candidate, planned.size))
-            row = {"model": planned.candidate, "size": planned.size, "estimated_flops": flops, "command": line}
+            estimate = estimates.get((planned.candidate, planned.size))
+            flops = None if estimate is None else estimate.estimated_flops
+            memory = None if estimate is None or estimate.memory is None else estimate.memory.to_dict()
+            row = {"model": planned.candidate, "size": planned.size, "estimated_flops": flops, "memory": memory,
+                   "command": line}
             if with_device:
                 row["gpu_hours"] = None if flops is None else gpu_hours(flops, **device)
+            if args.gpu is not None:
+                row["fits_gpu"] = None if memory is None else (planned.candidate, planned.size) not in too_big
             runs.append(row)
         out = {"runs": runs, "total_estimated_flops": cost.total_flops, "full_fine_tuning_flops": cost.full_flops,
                "target_size": cost.target_size, "not_estimated": cost.errors}

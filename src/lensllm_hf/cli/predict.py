@@ -2,8 +2,11 @@
 
     lensllm predict SOURCE --model M --at N [--level L] [--dataset D] [--json OUT]
 
-SOURCE is a selection or fit JSON (what ``lensllm select`` and ``lensllm fit --json`` write) or
-a model card (a model folder or its README.md, see ``lensllm card``). The prediction comes from
+SOURCE is a selection or fit JSON (what ``lensllm select`` and ``lensllm fit --json`` write), a
+model card (a model folder or its README.md, see ``lensllm card``), or a Hub repo ID whose card
+holds fits (``alice/tiny``: read as ``lensllm card show`` reads it). A SOURCE that is no file or
+folder here is taken for a repo ID unless it reads as a path (``.json`` or ``.md`` at the end, a
+leading ``/``, ``.`` or ``~``, or more than one ``/``). The prediction comes from
 the very :class:`~lensllm_hf.engine.fit.Fit` the ranking made, so at the ranking's target and level it
 is the ranking's number, exactly. The JSON written with ``--json``::
 
@@ -27,7 +30,8 @@ from ..errors import LensLLMError
 
 __all__ = ["ModelPrediction", "add_parser", "predict", "run"]
 
-_SOURCE_HINT = "pass a selection or fit JSON ('lensllm select', 'lensllm fit --json') or a model folder / README.md"
+_SOURCE_HINT = ("pass a selection or fit JSON ('lensllm select', 'lensllm fit --json'), a model folder / README.md "
+                "or a Hub repo ID")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "selection or fit JSON or in a model card. At the ranking's own target and level the numbers "
                     "are the ranking's.")
     parser.add_argument("source", metavar="SOURCE",
-                        help="selection.json / 'lensllm fit --json' output, or a model folder or README.md")
+                        help="selection.json / 'lensllm fit --json' output, a model folder or README.md, or a Hub "
+                             "repo ID")
     parser.add_argument("--model", required=True, metavar="M", help="the candidate, as named in SOURCE")
     parser.add_argument("--at", required=True, metavar="N",
                         help="training-set size to predict at (e.g. 1638400 or 1.6e6)")
@@ -89,7 +94,7 @@ def predict(source: str | Path, model: str, at: float, *, level: float | None = 
     """``model``'s predicted loss and ``level`` interval at ``at`` examples, from the Fit saved in ``source``.
 
     Args:
-        source: a selection or fit JSON, or a model card (a model folder or its README.md).
+        source: a selection or fit JSON, a model card (a model folder or its README.md), or a Hub repo ID.
         model: the candidate's name in ``source``.
         at: the training-set size.
         level: the interval level (default: the ranking's or the card's).
@@ -104,20 +109,23 @@ def predict(source: str | Path, model: str, at: float, *, level: float | None = 
     """
     from ..engine.methods.base import extrapolation_warnings
 
-    fit, source_level, name = _find(Path(source), model, dataset=dataset, config=config, split=split, adapter=adapter)
+    fit, source_level, name = _find(str(source), model, dataset=dataset, config=config, split=split, adapter=adapter)
     prediction = fit.prediction(at, source_level if level is None else level)
     notes = tuple(dict.fromkeys([*fit.warnings, *extrapolation_warnings(fit, at)]))
     return ModelPrediction(**vars(prediction), model=name, law=fit.law, warnings=notes)
 
 
-def _find(path: Path, model: str, **card_filters: str | None):
-    """(fit, level, model name) of ``model`` in the ranking JSON or model card at ``path``."""
+def _find(source: str, model: str, **card_filters: str | None):
+    """(fit, level, model name) of ``model`` in the ranking JSON or model card at ``source`` (a path or repo ID)."""
+    path = Path(source)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except OSError:  # a name too long for a path
         is_dir = is_file = False
     if not (is_dir or is_file):
-        raise LensLLMError(f"{_shown(path)}: no such file or folder; {_SOURCE_HINT}")
+        if _reads_as_path(source):
+            raise LensLLMError(f"{_shown(path)}: no such file or folder; {_SOURCE_HINT}")
+        return _from_card(source, model, card_filters)  # a Hub repo ID, read as 'lensllm card show' reads it
     if is_file and path.suffix.lower() != ".md":
         data = _json_or_none(path)
         if data is not None:
@@ -160,7 +168,13 @@ def _from_ranking(path: Path, data: Any, model: str, card_filters: dict[str, str
     return row.fit, ranking.level, row.model
 
 
-def _from_card(path: Path, model: str, card_filters: dict[str, str | None]):
+def _reads_as_path(source: str) -> bool:
+    """Whether a source that is not here was meant as a local path rather than a Hub repo ID."""
+    return (source.lower().endswith((".json", ".md")) or source.startswith(("/", ".", "~"))
+            or source.count("/") > 1 or "\\" in source)
+
+
+def _from_card(path: Path | str, model: str, card_filters: dict[str, str | None]):
     from ..hub_cards import load_fits
 
     fits = load_fits(path)
@@ -226,7 +240,7 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Path | str) -> str:
     return _short(str(path), 120)
 
 

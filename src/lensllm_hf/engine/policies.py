@@ -21,6 +21,7 @@ Example (two crossing curves: "steep" starts worse and ends better):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from .ranking import CandidateFit, Ranking
 
 __all__ = ["CONTENDER_P", "ETA", "MIN_START_SIZES", "POLICIES", "AdaptivePolicy", "GridPolicy", "HalvingPolicy",
            "start_column"]
+
+_log = logging.getLogger(__name__)
 
 #: Adaptive: a candidate stays a contender (gets more data) while its P(best) is at least this.
 CONTENDER_P = 0.02
@@ -109,6 +112,9 @@ class HalvingPolicy:
        fewer points comes back when the others' new points push their predictions above its own.
     3. It stops when one candidate is left or the sizes or ``max_flops`` run out.
 
+    Each round logs one line (logger ``lensllm_hf.engine.policies``, level INFO; ``lensllm
+    select`` prints it on stderr): who goes on, who is back, and who is cut, with P(best) and why.
+
     The final ranking is the method's on every point bought: a candidate dropped early keeps its
     prediction from its fewer points (and its wider interval) and stays ``complete``. Replayed on
     the shared tables: docs/selector.md.
@@ -131,12 +137,16 @@ class HalvingPolicy:
                              spent=state.flops, max_flops=state.max_flops)
         for size in state.sizes[first + 1:start + 1]:
             yield [(model, size) for model in state.alive(order)]
-        alive = state.alive()
+        alive, round_ = state.alive(), 0
         while True:
-            alive = _survivors(state.ranking(), state.alive(), state.level, cap=math.ceil(len(alive) / ETA))
-            if len(alive) <= 1:
+            round_ += 1
+            ranking, running, previous, cap = state.ranking(), state.alive(), alive, math.ceil(len(alive) / ETA)
+            alive = _survivors(ranking, running, state.level, cap=cap)
+            wanted = _next_sizes(state, alive) if len(alive) > 1 else []
+            _log.info(_round_line(round_, ranking, running, previous, alive, state.level, cap, done=not wanted))
+            if not wanted:
                 return
-            yield _next_sizes(state, alive)
+            yield wanted
             alive = state.alive(alive)
 
 
@@ -181,6 +191,32 @@ def _survivors(ranking: Ranking, alive: list[str], level: float, cap: int) -> li
                 break
         return kept[:cap]
     return [c.model for c in _could_win(sorted(rows, key=lambda c: c.estimate))][:cap]
+
+
+def _round_line(round_: int, ranking: Ranking, running: list[str], previous: list[str], kept: list[str],
+                level: float, cap: int, *, done: bool) -> str:
+    """One halving round in words: who goes on (and who is back), who of last round's is cut and why, with P(best)."""
+    rows = {c.model: c for c in ranking.candidates}
+    by_share = _survivors(ranking, running, level, cap=len(running))  # who can still win, before the places
+
+    def shown(name: str) -> str:
+        p = getattr(rows.get(name), "p_best", None)
+        return name + (f" ({p:.2g})" if p is not None and math.isfinite(p) else "")
+
+    reasons: dict[str, list[str]] = {}
+    for name in (n for n in previous if n not in kept):
+        if name in by_share:
+            why = f"only {cap} place(s) this round"
+        elif getattr(rows.get(name), "p_best", None) is not None:
+            why = f"P(best) outside the {level:.0%} the leaders hold"
+        else:
+            why = "interval above the leader's"
+        reasons.setdefault(why, []).append(shown(name))
+    back = [n for n in kept if n not in previous]
+    text = (f"halving round {round_}{', done' if done else ''} (P(best) in brackets): "
+            f"{', '.join(map(shown, kept)) or 'nobody'} {'stays' if done else 'goes on'}")
+    text += f"; back: {', '.join(back)}" if back else ""
+    return text + ("".join(f"; cut, {why}: {', '.join(names)}" for why, names in reasons.items()) or "; nobody cut")
 
 
 def _check_halving(state: LoopState) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import logging
 import os
 import sys
 import warnings
@@ -41,6 +42,7 @@ from .result import SelectionResult
 from .runner import Deferred, Runner, is_main_process
 from .scoring import Metric, curve_table, selection_result
 from .buyer import RecordBuyer
+from .threads import torch_threads
 from .backends import make_backend
 
 __all__ = ["LensLLMSelector", "PlannedRun"]
@@ -211,19 +213,27 @@ class LensLLMSelector(SelectionParams):
             bar.refresh()
         return result
 
-    def train(self, only: Iterable[str] | str | None = None, sizes: Iterable[int] | int | None = None
-              ) -> list[RunRecord]:
+    def train(self, only: Iterable[str] | str | None = None, sizes: Iterable[int] | int | None = None, *,
+              local_workers: int = 1) -> list[RunRecord]:
         """Make the planned runs (all, or those of ``only`` candidates and ``sizes``) without fitting.
 
-        This is what ``lensllm select CONFIG --only MODEL --size N`` does on a cluster node.
-        Returns the records (recorded earlier or made now); failures are in their ``status``.
+        This is what ``lensllm select CONFIG --only MODEL --size N`` (a line of ``lensllm plan``)
+        and ``lensllm select CONFIG --worker`` do on a cluster node: runs that another process
+        has made are read, runs it is making are waited for, the others are claimed and made
+        here. Returns the records (recorded earlier or made now); failures are in their ``status``.
+
+        Args:
+            only, sizes: the candidates and subset sizes to make (default: all).
+            local_workers: how many processes on this machine make runs at once; on CPU each
+                run then uses the cores / ``local_workers`` torch threads (see :mod:`.threads`).
         """
         ready = self._prepare()
         keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
         with self._progress(len(keys)) as bar:
             # One run (a line of `lensllm plan`, a cluster array task) needs no local Ray cluster of
             # its own; with a ray_address it still goes to that cluster (not the login node).
-            made = self._buyer(bar, parallel=len(keys) > 1 or self.params_.ray_address is not None)(keys)
+            made = self._buyer(bar, parallel=len(keys) > 1 or self.params_.ray_address is not None,
+                               local_workers=local_workers)(keys)
         return [rec for rec in made if rec is not None]
 
     def from_store(self) -> SelectionResult:
@@ -292,9 +302,10 @@ class LensLLMSelector(SelectionParams):
         published = self._prepare()["published"]
         return [c.name for c in self.candidates_ if c.name not in published]
 
-    def _buyer(self, bar, parallel: bool = True):
+    def _buyer(self, bar, parallel: bool = True, local_workers: int = 1):
         """``buy(keys) -> records``: the backend runs them (in this process unless ``parallel``),
-        the bar follows each run."""
+        the bar follows each run; runs made in this process on CPU use the cores / ``local_workers``
+        torch threads unless the user set them (:func:`~.threads.torch_threads`)."""
         runner: Runner = self._prepare()["runner"]
 
         def attempt(key: RunKey):
@@ -318,7 +329,8 @@ class LensLLMSelector(SelectionParams):
         backend = make_backend(self.params_.backend if parallel else "serial", on_wait=waiting)
 
         def buy(keys: list[RunKey]) -> list[RunRecord | None]:
-            return backend.run(keys, attempt)
+            with torch_threads(local_workers):
+                return backend.run(keys, attempt)
 
         return buy
 
@@ -348,14 +360,17 @@ class LensLLMSelector(SelectionParams):
     @contextlib.contextmanager
     def _progress(self, total: int):
         from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         # Objects alive now (torch, transformers, the data) outlive every run: freezing them
         # keeps the per-run gc.collect (a full collection frees each run's model) from
         # re-scanning them, about 0.25 s a run.
         gc.freeze()
         try:
+            # The library's log lines (a halving round's cuts) print above the bar, not through it.
             with tqdm(total=total, desc="lensllm select", unit="run", disable=not self.progress or
-                      not is_main_process(), file=sys.stderr, dynamic_ncols=True) as bar:
+                      not is_main_process(), file=sys.stderr, dynamic_ncols=True) as bar, \
+                    logging_redirect_tqdm([logging.getLogger("lensllm_hf")], tqdm_class=tqdm):
                 yield bar
         finally:
             gc.unfreeze()

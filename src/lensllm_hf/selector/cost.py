@@ -11,6 +11,10 @@ GPU-hours divide that by a device's dense bf16 throughput (:data:`GPU_BF16_FLOPS
 numbers) times a utilisation factor: fine-tuning small batches rarely uses more than a third to a
 half of a GPU's peak.
 
+Each run's peak memory is estimated too, from the same config (:mod:`.memory`), at the length of
+its subset's longest row; :meth:`SelectionCost.too_big` names the runs that would not fit in one
+GPU of :data:`GPU_MEMORY_GIB`.
+
 Example:
     >>> padded_tokens([3, 5, 4, 4], batch_size=2, seed=0)
     18
@@ -22,15 +26,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import LensLLMError
+from .memory import GIB, MemoryEstimate
 
-__all__ = ["GPU_BF16_FLOPS", "UTILISATION", "RunCost", "SelectionCost", "count_parameters", "estimate_run_flops",
-           "estimate_selection", "gpu_hours", "model_config", "padded_tokens"]
+__all__ = ["GPU_BF16_FLOPS", "GPU_MEMORY_GIB", "UTILISATION", "RunCost", "SelectionCost", "count_parameters",
+           "estimate_run_flops", "estimate_selection", "gpu_hours", "gpu_name", "model_config", "padded_tokens"]
 
 #: Dense bf16 (fp16 where the card has no bf16) tensor throughput in FLOP/s, from the datasheets.
 GPU_BF16_FLOPS: dict[str, float] = {
@@ -43,19 +48,23 @@ GPU_BF16_FLOPS: dict[str, float] = {
     "V100": 125e12,
     "T4": 65e12,
 }
+#: Memory of one GPU in GiB (the larger model where a card comes in two: A100 80 GB, V100 32 GB).
+GPU_MEMORY_GIB: dict[str, float] = {"H200": 141, "H100": 80, "A100": 80, "L40S": 48, "L4": 24, "A10": 24,
+                                    "V100": 32, "T4": 16}
 #: Share of the peak throughput a fine-tuning run typically sustains.
 UTILISATION = 0.4
 
 
 @dataclass(frozen=True)
 class RunCost:
-    """The estimated cost of one (candidate, subset size) run."""
+    """The estimated cost of one (candidate, subset size) run; ``memory`` is None when it could not be estimated."""
 
     model: str
     size: int
     parameters: int
     tokens: int
     estimated_flops: float
+    memory: MemoryEstimate | None = None
 
 
 def padded_tokens(lengths: Sequence[int], batch_size: int, seed: int = 0) -> int:
@@ -125,16 +134,21 @@ def gpu_hours(flops: float, *, gpu: str | None = None, flops_per_second: float |
     if (gpu is None) == (flops_per_second is None):
         raise LensLLMError("give either --gpu NAME or --flops-per-second F")
     if gpu is not None:
-        key = next((k for k in GPU_BF16_FLOPS if k.lower() == gpu.lower()), None)
-        if key is None:
-            raise LensLLMError(f"unknown GPU {gpu!r}; choose one of {', '.join(GPU_BF16_FLOPS)} or pass "
-                               "--flops-per-second")
-        flops_per_second = GPU_BF16_FLOPS[key]
+        flops_per_second = GPU_BF16_FLOPS[gpu_name(gpu)]
     if not (math.isfinite(flops_per_second) and flops_per_second > 0):
         raise LensLLMError(f"--flops-per-second {flops_per_second!r} must be a finite number > 0")
     if not 0 < utilisation <= 1:
         raise LensLLMError(f"utilisation {utilisation!r} must be in (0, 1]")
     return float(flops) / (flops_per_second * utilisation) / 3600.0
+
+
+def gpu_name(gpu: str) -> str:
+    """The key of :data:`GPU_BF16_FLOPS` that ``gpu`` names (any case), or a one-line error."""
+    key = next((k for k in GPU_BF16_FLOPS if k.lower() == gpu.lower()), None)
+    if key is None:
+        raise LensLLMError(f"unknown GPU {gpu!r}; choose one of {', '.join(GPU_BF16_FLOPS)} or pass "
+                           "--flops-per-second")
+    return key
 
 
 @dataclass
@@ -146,12 +160,14 @@ class SelectionCost:
         full: candidate -> FLOPs of fine-tuning it on ``target_size`` examples with the same arguments.
         target_size: the full training size.
         errors: candidate -> why it could not be estimated (left out of the totals).
+        memory_errors: candidate -> why its memory could not be estimated (its FLOPs were).
     """
 
     runs: list[RunCost]
     full: dict[str, float]
     target_size: int
     errors: dict[str, str]
+    memory_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_flops(self) -> float:
@@ -185,9 +201,34 @@ class SelectionCost:
         text = (f"estimated cost: {self.total_flops:.3g} FLOPs{hours(self.total_flops)} for {len(self.runs)} run(s), "
                 f"{share}fine-tuning every candidate on {self.target_size:,} examples ({self.full_flops:.3g} FLOPs"
                 f"{hours(self.full_flops)}){device}")
+        largest = max((r for r in self.runs if r.memory is not None), key=lambda r: r.memory.peak, default=None)
+        if largest is not None:
+            text += (f"; peak memory per run up to {largest.memory.peak / GIB:.3g} GiB ({largest.model} "
+                     f"D={largest.size})")
         if self.errors:
             text += f"; not estimated: {', '.join(sorted(self.errors))}"
         return text
+
+    def too_big(self, gpu: str) -> list[RunCost]:
+        """The runs whose estimated peak memory exceeds one ``gpu`` (a name of :data:`GPU_MEMORY_GIB`)."""
+        limit = GPU_MEMORY_GIB[gpu_name(gpu)] * GIB
+        return [r for r in self.runs if r.memory is not None and r.memory.peak > limit]
+
+    def memory_warning(self, gpu: str) -> str | None:
+        """One line naming the runs that will not fit in one ``gpu`` (per candidate: from which size), or None."""
+        runs = self.too_big(gpu)
+        if not runs:
+            return None
+        parts = []
+        for model in dict.fromkeys(r.model for r in runs):
+            mine = [r for r in runs if r.model == model]
+            smallest = min(mine, key=lambda r: r.size)
+            peak = max(r.memory.peak for r in mine) / GIB
+            parts.append(f"{model} ({len(mine)} run(s) from D={smallest.size}, up to ~{peak:.3g} GiB)")
+        name = gpu_name(gpu)
+        return (f"{len(runs)} run(s) will not fit in one {name}'s {GPU_MEMORY_GIB[name]:g} GiB (estimated peak): "
+                f"{'; '.join(parts)}; lower per_device_train_batch_size or max_length, set activation_checkpointing: "
+                "true, or train a LoRA adapter (peft) on load_in_4bit weights")
 
 
 def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Sequence[str] | None = None,
@@ -209,12 +250,14 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
     from transformers import AutoTokenizer, TrainingArguments
 
     from .._utils import one_line
+    from .memory import CandidateMemory
     from .plan import RUN_DEFAULTS, user_args
 
     keys = list(keys) if keys is not None else plan.keys(only=names)
     runs: list[RunCost] = []
     full: dict[str, float] = {}
     errors: dict[str, str] = {}
+    memory_errors: dict[str, str] = {}
     by_model: dict[str, list[Any]] = {}
     for key in keys:
         by_model.setdefault(key.model, []).append(key)
@@ -243,10 +286,16 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
                                     "output_dir": tempfile.gettempdir()})
         shape = dict(batch_size=args.train_batch_size, epochs=args.num_train_epochs, max_steps=args.max_steps,
                      gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed)
+        try:
+            memory = CandidateMemory(config, args, model_kwargs=c.model_kwargs, peft_config=c.build_peft_config(),
+                                     probe_examples=runner.params.probe_examples if runner.params.ntk_probe else 0)
+        except Exception as error:  # an architecture the meta device cannot build: FLOPs only
+            memory, memory_errors[name] = None, one_line(error, 200)
         for key in model_keys:
             size = int(key.train_size or 0)
             tokens, flops = estimate_run_flops(parameters, lengths[:size], **shape) if size else (0, 0.0)
-            runs.append(RunCost(name, size, parameters, tokens, flops))
+            runs.append(RunCost(name, size, parameters, tokens, flops,
+                                _run_memory(memory, lengths, size, memory_errors, name)))
         # Fine-tuning on the full data: the pool's padded tokens per row, times target_size rows.
         per_row = padded_tokens(lengths, args.train_batch_size, args.seed) / max(len(lengths), 1)
         if args.max_steps and args.max_steps > 0:
@@ -254,4 +303,17 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
         else:
             rows = target_size * float(args.num_train_epochs)
         full[name] = 6.0 * parameters * per_row * rows
-    return SelectionCost(runs, full, int(target_size), errors)
+    return SelectionCost(runs, full, int(target_size), errors, memory_errors)
+
+
+def _run_memory(memory: Any, lengths: Sequence[int], size: int, errors: dict[str, str], name: str):
+    """One run's :class:`MemoryEstimate` at its subset's longest row (a zero-shot run: the pool's), or None."""
+    if memory is None or not len(lengths):
+        return None
+    try:
+        return memory.estimate(max(lengths[:size] if size else lengths), train=size > 0)
+    except Exception as error:  # an operation the meta device cannot run: this candidate's memory only
+        from .._utils import one_line
+
+        errors.setdefault(name, one_line(error, 200))
+        return None

@@ -9,8 +9,9 @@ The model class comes from the candidate's config: ``is_encoder_decoder`` (T5, B
   bfloat16), then PEFT's ``prepare_model_for_kbit_training``. It needs a CUDA GPU and the
   ``bitsandbytes`` package.
 
-Mixed precision and gradient checkpointing are ``TrainingArguments`` (``bf16``, ``fp16``,
-``gradient_checkpointing``): set them in ``training_args``, they reach the Trainer unchanged.
+Mixed precision and activation checkpointing are ``TrainingArguments`` (``bf16``, ``fp16``,
+``activation_checkpointing``, which transformers 5 names what was ``gradient_checkpointing``):
+set them in ``training_args``, they reach the Trainer unchanged.
 """
 
 from __future__ import annotations
