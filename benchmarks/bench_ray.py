@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,7 @@ def main() -> None:
         pair: dict = {"load_before": os.getloadavg()[0]}
         for kind in order:
             out = folder / f"{kind}-{i}"
+            shutil.rmtree(out, ignore_errors=True)  # a fresh store: every run is made
             extra = ("--backend", "ray", "--ray-num-cpus", str(args.cpus)) if kind == "ray" else ()
             pair[f"{kind}_s"] = select(config, out, *extra)
             pair[f"{kind}_runs_s"] = run_seconds(out)
