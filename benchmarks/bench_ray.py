@@ -12,8 +12,9 @@ as a subprocess into a fresh output folder, imports included, exactly as a user 
 Both pin one torch thread per process (``OMP_NUM_THREADS=1``, as the demo does; Ray's actors get
 one CPU each), so the comparison is two processes against one, not threads. The pairs alternate
 the order (serial first, then Ray first) so a change of load on a shared machine weighs on both.
-Each pair reports the ratio Ray / serial and whether the two rankings agree (same order, same
-predicted losses to 1e-6).
+Each pair reports the ratio Ray / serial, the CPU seconds each spent (all its processes: the
+figure a busy machine does not change much), and whether the two rankings agree (same order,
+same predicted losses to 1e-6).
 
 The breakdown, in this process: ``import ray``, ``ray.init`` of a local cluster, the actors up
 (each imports torch and transformers), and the runs themselves (the records' ``wall_time_s``,
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,17 +37,20 @@ import time
 from pathlib import Path
 
 
-def select(config: Path, out: Path, *extra: str) -> float:
-    """Wall seconds of one ``lensllm select`` subprocess."""
+def select(config: Path, out: Path, *extra: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one ``lensllm select`` subprocess; the CPU time counts every process
+    it started and waited for (Ray's own processes and its actors included)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     command = [sys.executable, "-m", "lensllm_hf.cli", "select", str(config), "--output-dir", str(out),
                "--no-progress", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return took
+    return took, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def ranking(out: Path) -> list[tuple[str, float]]:
@@ -107,7 +112,7 @@ def main() -> None:
             out = folder / f"{kind}-{i}"
             shutil.rmtree(out, ignore_errors=True)  # a fresh store: every run is made
             extra = ("--backend", "ray", "--ray-num-cpus", str(args.cpus)) if kind == "ray" else ()
-            pair[f"{kind}_s"] = select(config, out, *extra)
+            pair[f"{kind}_s"], pair[f"{kind}_cpu_s"] = select(config, out, *extra)
             pair[f"{kind}_runs_s"] = run_seconds(out)
         pair["ratio"] = pair["ray_s"] / pair["serial_s"]
         pair["same_ranking"] = same_ranking(ranking(folder / f"serial-{i}"), ranking(folder / f"ray-{i}"))
