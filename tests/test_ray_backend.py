@@ -47,24 +47,23 @@ def test_one_cluster_and_warm_workers_serve_every_batch_then_stop(monkeypatch):
     runner = Marker(seconds=0.5)
     with RayBackend(cluster_cpus=2, on_done=lambda key: finished.append((key.train_size, time.time()))) as backend:
         backend.start(runs=4)  # returns at once: the cluster and its actor start in the background
-        first = backend.run([RunKey("m", size, 0, "h") for size in (1, 2, 3, 4)], runner.attempt)
-        cluster = ray.get_runtime_context().get_node_id()
-        second = backend.run([RunKey("m", size, 0, "h") for size in (5, 6)], runner.attempt)
-        assert ray.get_runtime_context().get_node_id() == cluster  # the same cluster for the second batch
+        batches = [backend.run([RunKey("m", size, 0, "h") for size in sizes], runner.attempt)
+                   for sizes in ((1, 2, 3, 4), (5, 6), (7, 8))]
     assert not ray.is_initialized()  # the backend started the local cluster, and closed it
-    assert [r["size"] for r in first + second] == [1, 2, 3, 4, 5, 6]
-    pids = {r["pid"] for r in first + second}
-    # 2 CPUs: this process and one actor, the same actor for both batches (imports and data once).
+    first, second, third = batches
+    assert [r["size"] for batch in batches for r in batch] == [1, 2, 3, 4, 5, 6, 7, 8]
+    pids = {r["pid"] for batch in batches for r in batch}
+    # 2 CPUs: this process (it runs runs while the cluster starts, then beside the actor) and one
+    # actor, the same for every batch once up (its imports and the runner's data once).
     assert os.getpid() in pids and len(pids) == 2
     (actor,) = pids - {os.getpid()}
-    assert any(r["pid"] == actor for r in second)
+    assert any(r["pid"] == actor for r in second) and any(r["pid"] == actor for r in third)
     # Each run was reported as it finished, not when its batch did.
-    assert sorted(size for size, _ in finished) == [1, 2, 3, 4, 5, 6]
-    ends = {r["size"]: r["end"] for r in first}
+    assert sorted(size for size, _ in finished) == [1, 2, 3, 4, 5, 6, 7, 8]
     reported = dict(finished)
-    assert min(reported[s] for s in (1, 2, 3, 4)) < max(ends.values())
+    assert min(reported[s] for s in (1, 2, 3, 4)) < max(r["end"] for r in first)
     # Every run counts once among the runs made: this process's own, and the actor's as they came back.
-    assert sorted(k.train_size for k in runner.made) == [1, 2, 3, 4, 5, 6]
+    assert sorted(k.train_size for k in runner.made) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -99,6 +100,7 @@ class RayBackend:
         """
         if self._starter is None:
             self._t0 = time.perf_counter()
+            self._driver_runs = self._local_cpu_runs()
             # Ray ties the processes of a local cluster to the thread that starts them (Linux
             # PR_SET_PDEATHSIG): that thread waits in _start_cluster until close().
             self._starter = threading.Thread(target=self._start_cluster, args=(runs,), name="lensllm-ray-start",
@@ -182,10 +184,23 @@ class RayBackend:
         if gpus:
             limits.append(int(resources.get("GPU", 0) // gpus))
         slots = max(1, min(limits))
-        # On a local cluster of CPU runs, this process is one of the slots: it holds the run stack
-        # and the data already, and would otherwise only wait (it runs a run whenever it is free).
-        self._driver_runs = self._owns_cluster and not gpus
+        self._driver_runs = self._driver_runs and self._owns_cluster and not gpus
         return slots - 1 if self._driver_runs else slots
+
+    def _local_cpu_runs(self) -> bool:
+        """Whether this backend will start a local cluster for CPU runs.
+
+        Then this process is one of its slots: it holds the run stack and the data already, and
+        would otherwise only wait; it runs runs while the cluster starts and whenever it is free.
+        """
+        ray = sys.modules.get("ray")
+        if self.address is not None or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+            return False
+        if self.num_gpus is not None:
+            return self.num_gpus == 0
+        import torch
+
+        return not torch.cuda.is_available()
 
     def _grow(self, wanted: int) -> None:
         """Start actors up to ``wanted`` (at most the pool's size); they import the run stack at once."""
@@ -220,20 +235,24 @@ class RayBackend:
                 queue.append(key)
         if not queue:
             return [results[key] for key in keys]
+        # Smallest runs first: a failure on a small size stops that candidate's larger runs.
+        queue.sort(key=lambda k: k.train_size or 0)
+        retry_at: list[tuple[float, Any]] = []
         self.start(len(queue))
+        while self._driver_runs and queue and not self._started.is_set():  # runs here while the cluster starts
+            key = self._next(queue, results, failures)
+            if key is not None:
+                self._settle(key, self._in_driver(attempt, key), None, False, results, retry_at, failures, made)
         ray = self._wait_started()
-        self._grow(len(queue))
+        self._grow(len(queue) + len(retry_at))
         # The selection (data, store, parameters) is sent once, not per run nor per batch: a loop
         # strategy buys many small batches (what the driver learns meanwhile, it filters itself).
         owner = runner if runner is not None else attempt
         if self._shared is None or self._shared[0] is not owner:
             self._shared = (owner, ray.put(attempt))
         shared = [self._shared[1]]  # in a list: the actor gets the reference and resolves it once
-        # Smallest runs first: a failure on a small size stops that candidate's larger runs.
-        queue.sort(key=lambda k: k.train_size or 0)
         idle = list(self._actors)
         waiting: dict[Any, tuple[Any, Any]] = {}
-        retry_at: list[tuple[float, Any]] = []
         try:
             while queue or waiting or retry_at:
                 now = time.monotonic()
