@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -194,7 +193,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output-dir", type=Path, default=None, help="models and stores (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = args.output_dir or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     report = check(folder, tiny=args.tiny)
     text = json.dumps(report, indent=1, default=float)

@@ -52,7 +52,8 @@ class RayBackend:
     keeps its copy. What an actor's copy learns (a candidate's failure, the runs it made) comes
     back with each run's result and goes into the driver's runner. Runs are sent smallest first
     and one per actor, so a candidate that fails on a small size is known failed before its larger
-    runs start: they are not started, as in the serial backend.
+    runs start: they are not started, as in the serial backend. On a local cluster it starts for
+    CPU runs, this process takes runs too: while the cluster starts, and beside N - 1 actors.
 
     Args:
         address: the Ray cluster (``"auto"``, ``"ray://host:10001"``); None joins the one this
@@ -88,7 +89,7 @@ class RayBackend:
         self._driver_runs = False
         self._actors: list[Any] = []
         self._shared: tuple[Any, Any] | None = None
-        #: seconds from start() to the cluster joined and to the first actor ready (see benchmarks/bench_ray.py).
+        #: seconds from start() to the cluster joined (``cluster_s``) and to the first run done (``first_run_s``).
         self.timings: dict[str, float] = {}
 
     # -- life cycle -------------------------------------------------------------------------------
