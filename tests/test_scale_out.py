@@ -1,7 +1,8 @@
 """Scale-out and cost: the Ray backend, the halving strategy, cost estimates before the run, trackers.
 
 The Ray tests share one local cluster (2 CPUs, 2 *fake* GPUs: Ray only counts them, and sets
-``CUDA_VISIBLE_DEVICES`` per task; torch here has no CUDA, so the runs train on the CPU).
+``CUDA_VISIBLE_DEVICES`` per actor; torch here has no CUDA, so the runs train on the CPU). They
+take minutes: marked slow (``-m slow``); test_ray_backend.py holds the default suite's Ray test.
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def test_importing_the_package_does_not_import_ray():
 def test_ray_params_are_checked_where_they_enter(models, data, tmp_path):
     with pytest.raises(LensLLMError, match="backend='dask': must be one of serial, ray"):
         LensLLMSelector([models["small"]], *data, output_dir=tmp_path, backend="dask", **COMMON)
-    with pytest.raises(LensLLMError, match="ray_address and ray_num_gpus only apply to backend ray"):
-        LensLLMSelector([models["small"]], *data, output_dir=tmp_path, ray_address="auto", **COMMON)
+    with pytest.raises(LensLLMError, match="ray_address and ray_num_cpus only apply to backend ray; drop them"):
+        LensLLMSelector([models["small"]], *data, output_dir=tmp_path, ray_address="auto", ray_num_cpus=2, **COMMON)
+    with pytest.raises(LensLLMError, match="ray_num_cpus=0: must be at least 1"):
+        LensLLMSelector([models["small"]], *data, output_dir=tmp_path, backend="ray", ray_num_cpus=0, **COMMON)
     with pytest.raises(LensLLMError, match="ray_num_gpus=-1: must be at least 0"):
         LensLLMSelector([models["small"]], *data, output_dir=tmp_path, backend="ray", ray_num_gpus=-1, **COMMON)
 
@@ -79,6 +82,7 @@ def test_one_planned_run_needs_no_ray_cluster(models, data, tmp_path):
     assert not ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_ray_ranks_like_serial_and_a_failed_candidate_stays_failed(ray_cluster, models, data, tmp_path):
     candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"},
                   {"model": models["small"], "name": "diverges", "training_args": {"learning_rate": 1e12}},
@@ -124,15 +128,16 @@ class Sleeper:
         return f"record {key.train_size}"
 
 
+@pytest.mark.slow
 def test_one_run_per_gpu_at_a_time(ray_cluster, tmp_path):
     from lensllm_hf.selector.ray_backend import RayBackend
 
     keys = [RunKey("m", size, 0, "h") for size in range(1, 7)]
     done: list = []
     sleeper = Sleeper(str(tmp_path), 1.0)
-    # Half a CPU per run: the CPUs would let 4 run at once, the 2 GPUs only 2. All 6 are submitted.
-    backend = RayBackend(num_gpus=1, num_cpus=0.5, max_in_flight=len(keys), on_done=done.append)
-    assert backend.run(keys, sleeper.attempt) == [f"record {k.train_size}" for k in keys]
+    # Half a CPU per run: the CPUs would hold 4 actors, the 2 GPUs only 2.
+    with RayBackend(num_gpus=1, num_cpus=0.5, max_in_flight=len(keys), on_done=done.append) as backend:
+        assert backend.run(keys, sleeper.attempt) == [f"record {k.train_size}" for k in keys]
     assert sorted(done, key=lambda k: k.train_size) == keys  # each reported once, as it finished
     marks = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
     assert len(marks) == 6 and {m["gpu"] for m in marks} == {"0", "1"}
@@ -164,6 +169,7 @@ class KillOnce:
         os.kill(os.getpid(), signal.SIGKILL)  # the worker dies here, holding the run's claim
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_nothing_is_lost(ray_cluster, models, data, tmp_path):
     marker = tmp_path / "calls.txt"
     selector = LensLLMSelector([{"model": models["small"], "name": "small"}], *data, output_dir=tmp_path,
@@ -183,6 +189,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(ray_cluster, models, dat
     assert took < 300, took
 
 
+@pytest.mark.slow
 def test_halving_runs_through_ray(ray_cluster, models, data, tmp_path):
     candidates = [{"model": models["small"], "name": "small"}, {"model": models["large"], "name": "large"}]
     params = {**COMMON, "budget": 64, "strategy": "halving"}
@@ -227,48 +234,101 @@ def test_plan_estimates_land_near_the_flops_the_runs_record(tmp_path, capsys):
 # -- trackers -----------------------------------------------------------------------------------
 
 
-def test_each_run_logs_to_its_own_tensorboard_run_in_one_group(models, data, tmp_path):
+def test_each_run_logs_to_its_own_tensorboard_run_and_the_selection_beside_them(models, data, tmp_path):
     pytest.importorskip("tensorboardX") if not _has_torch_tensorboard() else None
     training = {**TRAINING, "report_to": ["tensorboard"], "logging_strategy": "steps", "logging_steps": 1}
     selector = LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
                                **{**COMMON, "training_args": training})
-    selector.run()
+    result = selector.run()
     group = tmp_path / "sel" / "logs" / "lensllm-sel"
     runs = sorted(p.name for p in group.iterdir())
-    assert runs == ["tiny_small-D0", "tiny_small-D16", "tiny_small-D32", "tiny_small-D8"]
+    assert runs == ["selection", "tiny_small-D0", "tiny_small-D16", "tiny_small-D32", "tiny_small-D8"]
     assert all(list((group / run).glob("events.out.tfevents.*")) for run in runs)
     assert "TENSORBOARD_LOGGING_DIR" not in os.environ
+    # The selection, read back from its event file: the table, the fits, the plot, the numbers.
+    (events,) = (group / "selection").glob("events.out.tfevents.*")
+    summaries = {v.tag: v for event in _tf_events(events) for v in event.summary.value}
+    texts = {tag.removesuffix("/text_summary"): v.tensor.string_val[0].decode() for tag, v in summaries.items()
+             if v.tensor.string_val}
+    assert "P(best)" in texts["selection/ranking"] and "tiny/small" in texts["selection/ranking"]
+    fits = json.loads(texts["selection/fits"].removeprefix("```json\n").removesuffix("\n```"))
+    assert fits["best"] == result.best == "tiny/small" and fits["ranking"][0]["fit"]
+    assert summaries["selection/curves"].image.encoded_image_string.startswith(b"\x89PNG")
+    assert summaries["p_best/tiny/small"].simple_value == pytest.approx(1.0)
+    assert summaries["predicted_loss/tiny/small"].simple_value == pytest.approx(result.fits.ranked[0].predicted_loss)
+    assert summaries["cost/flops"].simple_value == pytest.approx(result.flops, rel=1e-6)
 
 
-def test_each_run_logs_to_its_own_mlflow_run_tagged_with_the_selection(models, data, tmp_path, monkeypatch):
+def test_each_run_nests_under_the_selections_mlflow_run(models, data, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local folder: no server, no network
     training = {**TRAINING, "report_to": ["mlflow"], "logging_strategy": "steps", "logging_steps": 1}
-    LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
-                    **{**COMMON, "training_args": training}).run()
+    result = LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
+                             **{**COMMON, "training_args": training}).run()
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert sorted(r.info.run_name for r in runs) == [f"tiny/small-D{d}" for d in (0, 16, 32, 8)]
+    (parent,) = [r for r in runs if r.data.tags.get("lensllm.role") == "selection"]
+    children = [r for r in runs if r is not parent]
+    assert sorted(r.info.run_name for r in children) == [f"tiny/small-D{d}" for d in (0, 16, 32, 8)]
     assert {r.data.tags.get("lensllm.selection") for r in runs} == {"lensllm-sel"}
+    assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" for r in runs)
-    assert all("train_loss" in r.data.metrics for r in runs if not r.info.run_name.endswith("-D0"))
+    assert all("train_loss" in r.data.metrics for r in children if not r.info.run_name.endswith("-D0"))
     assert "MLFLOW_TAGS" not in os.environ
+    # The selection's own run: the ranking with its intervals and P(best), the plot, the fits, the cost.
+    assert parent.info.run_name == "lensllm-sel" and parent.data.tags["lensllm.best"] == "tiny/small"
+    assert parent.data.metrics["flops"] == pytest.approx(result.flops, rel=1e-6)
+    assert parent.data.metrics["fraction_saved"] == pytest.approx(result.fraction_saved)
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
+    assert {p.name for p in artifacts.iterdir()} >= {"ranking.json", "selection.json", "selection.md", "selection.png"}
+    table = json.loads((artifacts / "ranking.json").read_text())
+    row = dict(zip(table["columns"], table["data"][0]))
+    assert row["model"] == "tiny/small" and row["p_best"] == pytest.approx(1.0)
+    assert row["interval_low"] < row["predicted_loss"] < row["interval_high"]
+    assert json.loads((artifacts / "selection.json").read_text())["best"] == "tiny/small"
 
 
-def test_each_run_logs_to_its_own_wandb_run_in_one_group(models, data, tmp_path, monkeypatch):
+def test_each_run_logs_to_its_own_wandb_run_in_one_group_with_the_selection(models, data, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
         monkeypatch.setenv(key, value)
     training = {**TRAINING, "report_to": ["wandb"]}
-    LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
-                    **{**COMMON, "training_args": training}).run()
+    result = LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
+                             **{**COMMON, "training_args": training}).run()
     # One offline run per Trainer run (W&B would otherwise log them all into the first), each
-    # holding its own name and the selection's group (W&B's offline log stores them as text).
-    logs = [next(run.glob("run-*.wandb")).read_bytes() for run in (tmp_path / "wandb").glob("offline-run-*")]
+    # holding its own name and the selection's group (W&B's offline log stores them as text),
+    # and one more, the selection's.
+    folders = list((tmp_path / "wandb").glob("offline-run-*"))
+    logs = {run: next(run.glob("run-*.wandb")).read_bytes() for run in folders}
+    (selection,) = [run for run, log in logs.items() if b"selection" in log and b"tiny/small-D" not in log]
     names = sorted(f"tiny/small-D{d}" for d in (0, 8, 16, 32))
-    assert sorted(next(n for n in names if n.encode() in log) for log in logs) == names
-    assert all(b"lensllm-sel" in log for log in logs)
+    assert sorted(next(n for n in names if n.encode() in log) for run, log in logs.items() if run != selection) == names
+    assert all(b"lensllm-sel" in log for log in logs.values())
     assert "WANDB_RUN_GROUP" not in os.environ
+    # Its table (intervals, P(best)), plot and fits are files of that run.
+    (table,) = (selection / "files" / "media" / "table").glob("ranking_*.table.json")
+    table = json.loads(table.read_text())
+    row = dict(zip(table["columns"], table["data"][0]))
+    assert row["model"] == "tiny/small" and row["p_best"] == pytest.approx(1.0)
+    assert row["interval_low"] < row["predicted_loss"] < row["interval_high"]
+    assert list((selection / "files" / "media" / "images").glob("curves_*.png"))
+    assert json.loads((selection / "files" / "selection.json").read_text())["best"] == result.best == "tiny/small"
+
+
+def _tf_events(path: Path):
+    """The events of a TensorBoard event file (TFRecord frames: length, its CRC, the Event proto, its CRC)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    data = path.read_bytes()
+    at = 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at:at + 8])
+        event = Event()
+        event.ParseFromString(data[at + 12:at + 12 + length])
+        yield event
+        at += 12 + length + 4
 
 
 def _has_torch_tensorboard() -> bool:

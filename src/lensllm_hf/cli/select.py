@@ -114,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         # What the runs still to make will cost, before the first one starts.
         pending = [(p.candidate, p.size) for p in selector.plan() if p.status != "complete"]
         if pending:
+            selector.start_backend(runs=len(pending))  # Ray's workers warm up while the cost is estimated
             cost = selector.estimate_cost()
             cost.runs = [r for r in cost.runs if (r.model, r.size) in set(pending)]
             note = " (the full grid; the strategy may buy fewer)" if selector.strategy != "grid" else ""

@@ -7,8 +7,11 @@ when another live process holds the run. Deferred runs are asked again after the
 stops (the claim is then taken over and the run made here). So selections sharing one store
 split the runs between them and never train one twice while both live.
 
-A backend for a cluster (:class:`~lensllm_hf.selector.ray_backend.RayBackend`) keeps this
-contract: ``run(keys, attempt)`` in any order, in parallel, with the deferred runs re-submitted.
+A backend object serves one selection: ``run(keys, attempt)`` once per batch the strategy buys,
+then ``close()``. A backend for a cluster (:class:`~lensllm_hf.selector.ray_backend.RayBackend`)
+keeps this contract: ``run(keys, attempt)`` in any order, in parallel, with the deferred runs
+re-submitted; its workers start once (on the first batch, or earlier with ``start(runs)``) and
+stay warm for the next batches until ``close()``.
 
 Example:
     >>> SerialBackend().run(plan.keys(), runner.attempt)
@@ -31,9 +34,12 @@ Attempt = Callable[[RunKey], "RunRecord | Deferred | None"]
 
 
 class Backend(Protocol):
-    """Runs a batch of runs: ``run(keys, attempt) -> [record or None, ...]`` in the order of ``keys``."""
+    """Runs batches of runs for one selection: ``run(keys, attempt) -> [record or None, ...]`` in the order of
+    ``keys``, then ``close()`` (stops its workers, if any)."""
 
     def run(self, keys: Sequence[RunKey], attempt: Attempt) -> list[RunRecord | None]: ...
+
+    def close(self) -> None: ...
 
 
 class SerialBackend:
@@ -65,6 +71,9 @@ class SerialBackend:
                     self.on_wait(deferred)
                 time.sleep(self.poll_s)
         return [results[key] for key in keys]
+
+    def close(self) -> None:
+        """Nothing to stop: the runs ran in this process."""
 
 
 def _ray_backend(**kwargs) -> Backend:

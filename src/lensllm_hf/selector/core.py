@@ -36,7 +36,7 @@ from ..records import RunKey, RunRecord
 from .candidates import as_candidates, peft_summary
 from .data import check_text_column, content_fingerprint, split_eval, subset_pool
 from .params import SelectionParams, check_params, check_task, params_doc, params_of, run_sizes
-from .plan import PlannedRun, RunPlan, check_training_args, config_hash_of, name_of
+from .plan import PlannedRun, RunPlan, check_training_args, config_hash_of, name_of, user_args
 from .published import published_rows
 from .result import SelectionResult
 from .runner import Deferred, Runner, is_main_process
@@ -102,6 +102,8 @@ class LensLLMSelector(SelectionParams):
         check_training_args(self.training_args, self.candidates_)
         self.store_: str = str(self.store) if self.store is not None else os.path.join(str(self.output_dir), "store")
         self._prepared: dict[str, Any] | None = None
+        self._ray: Any = None  # the selection's RayBackend, from start_backend() or the first batch to its close
+        self._log: Any = None  # the selection's SelectionLog in the trackers, from run() to its result
 
     @property
     def failures_(self) -> dict[str, str]:
@@ -206,12 +208,15 @@ class LensLLMSelector(SelectionParams):
                 warnings.warn(f"max_flops: no cost estimate for {', '.join(map(display, sorted(cost.errors)))} "
                               f"({display(next(iter(cost.errors.values())))}); their first runs are bought before "
                               "their cost is known", stacklevel=2)
-        with self._progress(len(names) * len(self.run_sizes_)) as bar:
+        # The selection's own tracker log exists before its runs, so that they can name it (MLflow's parent run).
+        self._log = self._selection_log()
+        runner.mlflow_parent = self._log.mlflow_parent if self._log is not None else None
+        with self._progress(len(names) * len(self.run_sizes_)) as bar, self._backend_closed(), self._log_closed():
             buyer = RecordBuyer(ready["plan"], self._buyer(bar), ready["metric"], runner.failures)
             result = self._select(policy, buyer, flops_per_example=expected)
             bar.total = bar.n  # the runs not bought are not coming
             bar.refresh()
-        return result
+        return self._logged(result)
 
     def train(self, only: Iterable[str] | str | None = None, sizes: Iterable[int] | int | None = None, *,
               local_workers: int = 1) -> list[RunRecord]:
@@ -229,12 +234,24 @@ class LensLLMSelector(SelectionParams):
         """
         ready = self._prepare()
         keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
-        with self._progress(len(keys)) as bar:
+        with self._progress(len(keys)) as bar, self._backend_closed():
             # One run (a line of `lensllm plan`, a cluster array task) needs no local Ray cluster of
             # its own; with a ray_address it still goes to that cluster (not the login node).
             made = self._buyer(bar, parallel=len(keys) > 1 or self.params_.ray_address is not None,
                                local_workers=local_workers)(keys)
         return [rec for rec in made if rec is not None]
+
+    def start_backend(self, runs: int | None = None) -> None:
+        """Start the backend's workers now, in the background, so that they are ready when the runs come.
+
+        With ``backend="ray"``: joins or starts the Ray cluster and starts up to ``runs`` actors
+        (default: as many as it holds), each importing torch and transformers, while this
+        process goes on preparing (``lensllm select`` calls it before estimating the cost).
+        :meth:`run` starts them itself when needed; both stop them at their end. Nothing to do
+        for the serial backend.
+        """
+        if self.params_.backend == "ray":
+            self._ray_backend().start(runs)
 
     def from_store(self) -> SelectionResult:
         """Fit and rank from the records in the store only (no training): ``--from-store``.
@@ -257,7 +274,7 @@ class LensLLMSelector(SelectionParams):
         for c in result.fits.candidates:
             if c.status != "complete" and c.model not in runner.failures and c.model not in buyer.records:
                 c.error = f"no complete run in the store {self.store_}; run 'lensllm select' without --from-store first"
-        return result
+        return self._logged(result)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -320,11 +337,17 @@ class LensLLMSelector(SelectionParams):
                                 + (f" (+{len(deferred) - 1} more)" if len(deferred) > 1 else ""), refresh=True)
 
         if self.params_.backend == "ray" and parallel:
-            # The runs execute in Ray workers: the runner's own method is sent (a bar cannot be
-            # pickled), and the bar here follows each run as it finishes.
+            # The runs execute in Ray actors: the runner's own method is sent (a bar cannot be
+            # pickled), and the bar here moves as each run finishes.
             records.require_persistent(self.store_)
-            ray_backend = make_backend("ray", address=self.params_.ray_address, num_gpus=self.params_.ray_num_gpus,
-                                       on_done=lambda key: bar.update(1))
+            ray_backend = self._ray_backend()
+
+            def finished(key: RunKey) -> None:
+                bar.update(1)
+                bar.set_postfix_str(f"{_short(key.model)} D={key.train_size} done", refresh=True)
+
+            ray_backend.on_done = finished
+            bar.set_postfix_str("starting Ray workers", refresh=True)
             return lambda keys: ray_backend.run(keys, runner.attempt)
         backend = make_backend(self.params_.backend if parallel else "serial", on_wait=waiting)
 
@@ -333,6 +356,56 @@ class LensLLMSelector(SelectionParams):
                 return backend.run(keys, attempt)
 
         return buy
+
+    def _ray_backend(self):
+        """The selection's :class:`~lensllm_hf.selector.ray_backend.RayBackend`, made once: every batch reuses its
+        cluster and warm actors."""
+        if self._ray is None:
+            self._ray = make_backend("ray", address=self.params_.ray_address, num_gpus=self.params_.ray_num_gpus,
+                                     cluster_cpus=self.params_.ray_num_cpus)
+        return self._ray
+
+    def _selection_log(self):
+        """The selection's :class:`~lensllm_hf.selector.trackers.SelectionLog` in the trackers its runs report to,
+        or None when they report to none."""
+        from .trackers import SelectionLog, named_trackers, selection_group
+
+        args = [user_args(self.params_.training_args, c) for c in self.candidates_]
+        trackers = set().union(*(named_trackers(a.get("report_to")) for a in args))
+        if not trackers:
+            return None
+        group, log_root = selection_group(self.output_dir)
+        projects = {a.get("project") for a in args if a.get("project")}
+        return SelectionLog(trackers, group=group, log_root=log_root,
+                            project=projects.pop() if len(projects) == 1 else "huggingface")
+
+    def _logged(self, result: SelectionResult) -> SelectionResult:
+        """The result, once logged in the trackers the runs report to (the selection itself, beside its runs)."""
+        log, self._log = self._log or self._selection_log(), None
+        if log is not None:
+            log.publish(result)
+        return result
+
+    @contextlib.contextmanager
+    def _log_closed(self):
+        """A selection that fails or is interrupted ends its tracker log (MLflow: the parent run FAILED)."""
+        try:
+            yield
+        except BaseException:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            raise
+
+    @contextlib.contextmanager
+    def _backend_closed(self):
+        """The backend's workers stop when the runs end (or fail, or are interrupted)."""
+        try:
+            yield
+        finally:
+            if self._ray is not None:
+                self._ray.close()
+                self._ray = None
 
     def _select(self, policy: Policy, buyer: RecordBuyer, *, strategy: str | None = None,
                 flops_per_example: dict[str, float] | None = None) -> SelectionResult:

@@ -148,6 +148,10 @@ class SelectionParams:
                                         "Ray tasks in parallel, pip install 'lensllm_hf[ray]')")
     ray_address: str | None = param(None, cli="--ray-address", metavar="ADDR", example="auto or ray://head:10001",
                                     help="backend ray: the cluster to join (default: start a local one)")
+    ray_num_cpus: Annotated[int, Field(ge=1, le=10**6)] | None = param(
+        None, cli="--ray-num-cpus", metavar="N", example="2",
+        help="backend ray: CPUs the runs may use, one per run (a local cluster starts with this many; default: all "
+             "of this machine's, or of the cluster)")
     ray_num_gpus: Annotated[float, Field(ge=0, le=1024)] | None = param(
         None, cli="--ray-num-gpus", metavar="N", example="1",
         help="backend ray: GPUs per run (default: 1 where the cluster has GPUs, else 0)")
@@ -289,9 +293,12 @@ def run_sizes(values: Mapping[str, Any], *, where: str | None = None) -> list[in
     if v["strategy"] == "halving" and len(sizes) < 3:
         raise ConfigError(f"{head}strategy halving needs at least 3 subset sizes, got {sizes}; raise the budget or "
                           "lower min_size", key="strategy", value="halving", path=where)
-    if v["backend"] != "ray" and (v["ray_address"] is not None or v["ray_num_gpus"] is not None):
-        raise ConfigError(f"{head}ray_address and ray_num_gpus only apply to backend ray; drop them or set "
-                          "backend: ray", key="backend", value=v["backend"], path=where)
+    ray_only = [name for name in ("ray_address", "ray_num_cpus", "ray_num_gpus") if v[name] is not None]
+    if v["backend"] != "ray" and ray_only:
+        one = len(ray_only) == 1
+        raise ConfigError(f"{head}{' and '.join(ray_only)} only appl{'ies' if one else 'y'} to backend ray; drop "
+                          f"{'it' if one else 'them'} or set backend: ray", key=ray_only[0], value=v[ray_only[0]],
+                          path=where)
     return ([0] if v["zero_shot"] else []) + sizes
 
 

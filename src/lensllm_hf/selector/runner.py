@@ -88,6 +88,8 @@ class Runner:
         self.failures: dict[str, str] = {}
         #: the runs this process made (trained or evaluated), in order; the others were read from the store.
         self.made: list[RunKey] = []
+        #: the selection's MLflow run, which each run's MLflow run names as its parent (see :mod:`.trackers`).
+        self.mlflow_parent: str | None = None
         self._features_cache: tuple[tuple[str, str], Any, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -188,12 +190,12 @@ class Runner:
         of its output folder); TensorBoard writes under ``<output_dir>/logs``, not into the
         run's scratch folder, which is deleted.
         """
-        from .trackers import tracked_run
+        from .trackers import selection_group, tracked_run
 
-        out = os.path.abspath(str(self.params.output_dir))
-        return tracked_run(user_args(self.params.training_args, c).get("report_to"),
-                           group=f"lensllm-{os.path.basename(out) or 'selection'}",
-                           run_name=f"{key.model}-D{key.train_size}", log_root=os.path.join(out, "logs"))
+        group, log_root = selection_group(self.params.output_dir)
+        return tracked_run(user_args(self.params.training_args, c).get("report_to"), group=group,
+                           run_name=f"{key.model}-D{key.train_size}", log_root=log_root,
+                           mlflow_parent=self.mlflow_parent)
 
     def trainer(self, key: RunKey, workdir: str, tracker_args: dict[str, Any] | None = None):
         """(Trainer, LensLLMCallback or None for a zero-shot run, model) of one run, ready to train.
