@@ -75,9 +75,9 @@ def test_bench_command_writes_every_row(curves_dir, tmp_path, capsys):
                             "median_rel_error", "p_best_brier", "pick_p_best", "pick_is_best"}
         assert 0.0 <= row["p_best_brier"] <= 2.0
     assert data["summary"]["flan"]["default"]["p_best_brier"] > 0
-    assert "calibration: mean P(best)" in printed and "Brier" in printed
+    assert "| method | PearCorr | RelAcc | 90 % coverage | Brier (uniform) | P(best) of pick / truly best" in printed
     assert data["seconds"] > 0
-    assert "gigaword" in printed and "adaptive" in printed
+    assert "### finetune-curves: 2 table(s) (flan, gigaword); target 1,638,400" in printed and "| adaptive |" in printed
     # Bit-for-bit deterministic.
     again = tmp_path / "again.json"
     main(["bench", "--curves", str(curves_dir / "flan.csv"), "--curves", str(curves_dir / "gigaword.csv"),

@@ -455,6 +455,8 @@ def _table_from_rows(cls: type[CurveTable], data: bytes, lines: _Lines, layout: 
         for i in np.flatnonzero(np.isnan(params)):
             params[i] = _as_number(text(int(i), layout.param_col)) or np.nan
         params[~(np.isfinite(params) & (params > 0))] = np.nan  # unknown, not an error: cost uses examples
+        if np.all(np.isnan(params)):
+            params = None  # an empty 'size' column (LCDB's learners have no parameter count) says nothing
     families = ([cell.strip() for cell in rows[layout.family_col].tolist()]
                 if layout.family_col is not None else None)
 
