@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -153,7 +154,12 @@ def check_level(level: Any, where: str = "level") -> float:
 
 def level_z(level: float) -> float:
     """The standard-normal quantile of a two-sided ``level`` interval."""
-    return float(stats.norm.ppf(0.5 + check_level(level) / 2))
+    return _two_sided_z(check_level(level))
+
+
+@functools.lru_cache(maxsize=64)
+def _two_sided_z(level: float) -> float:  # cached: every interval asks, and scipy's ppf is slow
+    return float(stats.norm.ppf(0.5 + level / 2))
 
 
 def cov_key(i: str, j: str) -> str:
