@@ -145,17 +145,18 @@ def validate_points(sizes, losses, *, where: str = "points", problem: str | None
         raise CurveError(f"{where}: sizes and losses must be two lists of the same length")
     if problem:
         raise CurveError(f"{where}: {problem}")
-    if not np.all(np.isfinite(losses)) or np.any(losses <= 0):
+    if not (np.isfinite(losses).all() and (losses > 0).all()):  # array methods: this runs per fit
         raise CurveError(f"{where}: a loss is NaN, infinite or <= 0; fix or drop that point")
-    if np.any(~np.isfinite(sizes)) or np.any(sizes < 0):
+    if not (np.isfinite(sizes).all() and (sizes >= 0).all()):
         raise CurveError(f"{where}: subset sizes must be finite and >= 0")
-    if np.unique(sizes).size != sizes.size:
+    order = np.argsort(sizes)
+    sizes, losses = sizes[order], losses[order]
+    if (sizes[1:] == sizes[:-1]).any():
         raise CurveError(f"{where}: a subset size repeats; give one loss per size")
     if sizes.size < min_points:
         raise CurveError(f"{where}: only {sizes.size} usable points, at least {min_points} are needed; "
                          "raise the budget or add subset sizes")
-    order = np.argsort(sizes)
-    return sizes[order], losses[order]
+    return sizes, losses
 
 
 _QUOTE_LIMIT = 60

@@ -390,7 +390,7 @@ def _sizes(sizes) -> np.ndarray:
         out = np.atleast_1d(np.asarray(sizes, dtype=float))
     except (TypeError, ValueError):
         raise LensLLMError(f"sizes must be numbers, got {sizes!r}") from None
-    if out.ndim != 1 or not np.all(np.isfinite(out)) or np.any(out < 0):
+    if out.ndim != 1 or not (np.isfinite(out).all() and (out >= 0).all()):
         raise LensLLMError("sizes to predict at must be finite numbers >= 0")
     return out
 

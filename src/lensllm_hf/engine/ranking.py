@@ -106,12 +106,16 @@ def p_best(log_means, log_sds, log_sds_above=None) -> np.ndarray:
         edges = edges[np.unique(np.linspace(0, edges.size - 1, _MAX_POINTS).round().astype(int))]
     # Cell 0 is everything below the band, where S / S_i is 1 within 1e-9: it is read at its top.
     middle = np.concatenate([edges[:1], 0.5 * (edges[1:] + edges[:-1])])
-    log_total = survival.total(middle)
+    blocks = list(survival.blocks(middle.size))
+    # One block (a few candidates) keeps its log survivals for the second pass; more recompute theirs.
+    kept = survival.log(middle, blocks[0]) if len(blocks) == 1 else None
+    log_total = kept.sum(axis=0) if kept is not None else survival.total(middle)
     p = np.empty(mu.size)
-    for rows in survival.blocks(edges.size):
+    for rows in blocks:
         cdf = special.ndtr(survival.standard(edges, rows))
         mass = np.diff(cdf, axis=1, prepend=0.0)  # P(L_i in cell), the first cell unbounded below
-        others = np.exp(np.minimum(log_total - survival.log(middle, rows), 0.0))  # S / S_i <= 1
+        log_own = kept if kept is not None else survival.log(middle, rows)
+        others = np.exp(np.minimum(log_total - log_own, 0.0))  # S / S_i <= 1
         p[rows] = np.sum(mass * others, axis=1)
     total = p.sum()
     return p / total if total > 0 else np.full(mu.size, 1.0 / mu.size)
