@@ -43,6 +43,14 @@ def curves_dir() -> Path:
     return CURVES
 
 
+@pytest.fixture(scope="session")
+def lcdb_dir() -> Path:
+    folder = CURVES.parent / "learning-curves-lcdb"
+    if not (folder / "lcdb-1000.csv").is_file():
+        pytest.skip(f"the shared LCDB tables are not at {folder}")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models gain nothing from intra-op threads, which only contend on a shared 2-core machine

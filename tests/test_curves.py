@@ -71,7 +71,7 @@ def test_names_stay_text_and_cells_are_trimmed(tmp_path):
     table = CurveTable.read_csv(write(tmp_path, text))
     assert table.models == ["1e3", "007", "NA"]
     assert table.families == ["F", "G", ""]
-    assert np.isnan(table.params).all()  # '7B', inf and -1 are unknown sizes, not errors
+    assert table.params is None  # '7B', inf and -1 are unknown sizes, not errors (and none is known)
     assert np.array_equal(table.losses, [[5, 4, 3, 2]] * 3)
 
 

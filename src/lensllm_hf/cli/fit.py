@@ -11,7 +11,7 @@ from pathlib import Path
 from .._utils import check_output_file, display
 from ..engine.curves import CurveTable
 from ..errors import LensLLMError
-from ..engine.methods.base import RunInfo, run_info
+from ..engine.methods.base import RunInfo, run_info, showing_progress
 from ..engine.methods import LEVEL, METHODS, rank
 
 
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         table = table.up_to(args.budget)
         if table.sizes.size == 0:
             raise LensLLMError(f"{display(args.source)}: no subset size is <= --budget {args.budget:g}; raise the budget")
-    ranking = rank(table, args.target, args.method, args.level, runs=runs)
+    with showing_progress():
+        ranking = rank(table, args.target, args.method, args.level, runs=runs)
     print(f"{display(table.source)}: {args.method} ranking at {args.target:,.0f} examples "
           f"(sizes {int(table.sizes.min()):,}..{int(table.sizes.max()):,})")
     print(ranking.format())

@@ -142,17 +142,18 @@ def validate_points(sizes, losses, *, where: str = "points", problem: str | None
         raise CurveError(f"{where}: sizes and losses must be two lists of the same length")
     if problem:
         raise CurveError(f"{where}: {problem}")
-    if not np.all(np.isfinite(losses)) or np.any(losses <= 0):
+    if not (np.isfinite(losses).all() and (losses > 0).all()):  # array methods: this runs per fit
         raise CurveError(f"{where}: a loss is NaN, infinite or <= 0; fix or drop that point")
-    if np.any(~np.isfinite(sizes)) or np.any(sizes < 0):
+    if not (np.isfinite(sizes).all() and (sizes >= 0).all()):
         raise CurveError(f"{where}: subset sizes must be finite and >= 0")
-    if np.unique(sizes).size != sizes.size:
+    order = np.argsort(sizes)
+    sizes, losses = sizes[order], losses[order]
+    if (sizes[1:] == sizes[:-1]).any():
         raise CurveError(f"{where}: a subset size repeats; give one loss per size")
     if sizes.size < min_points:
         raise CurveError(f"{where}: only {sizes.size} usable points, at least {min_points} are needed; "
                          "raise the budget or add subset sizes")
-    order = np.argsort(sizes)
-    return sizes[order], losses[order]
+    return sizes, losses
 
 
 _QUOTE_LIMIT = 60
@@ -457,6 +458,8 @@ def _table_from_rows(cls: type[CurveTable], data: bytes, lines: _Lines, layout: 
         for i in np.flatnonzero(np.isnan(params)):
             params[i] = _as_number(text(int(i), layout.param_col)) or np.nan
         params[~(np.isfinite(params) & (params > 0))] = np.nan  # unknown, not an error: cost uses examples
+        if np.all(np.isnan(params)):
+            params = None  # an empty 'size' column (LCDB's learners have no parameter count) says nothing
     families = ([cell.strip() for cell in rows[layout.family_col].tolist()]
                 if layout.family_col is not None else None)
 

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,7 +151,12 @@ def check_level(level: Any, where: str = "level") -> float:
 
 def level_z(level: float) -> float:
     """The standard-normal quantile of a two-sided ``level`` interval."""
-    return float(stats.norm.ppf(0.5 + check_level(level) / 2))
+    return _two_sided_z(check_level(level))
+
+
+@functools.lru_cache(maxsize=64)
+def _two_sided_z(level: float) -> float:  # cached: every interval asks, and scipy's ppf is slow
+    return float(stats.norm.ppf(0.5 + level / 2))
 
 
 def cov_key(i: str, j: str) -> str:
@@ -413,7 +419,7 @@ def _sizes(sizes) -> np.ndarray:
         out = np.atleast_1d(np.asarray(sizes, dtype=float))
     except (TypeError, ValueError):
         raise ConfigError(f"sizes must be numbers, got {sizes!r}", key="sizes", value=sizes) from None
-    if out.ndim != 1 or not np.all(np.isfinite(out)) or np.any(out < 0):
+    if out.ndim != 1 or not (np.isfinite(out).all() and (out >= 0).all()):
         raise ConfigError("sizes to predict at must be finite numbers >= 0", key="sizes", value=sizes)
     return out
 

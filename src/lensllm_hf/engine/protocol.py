@@ -1,13 +1,18 @@
 """The selection protocol of DESIGN.md §2 on curve tables: PearCorr, RelAcc, compute, error.
 
 Every method sees the columns up to each budget, ranks the candidates, and is scored against
-the true losses at the target column.
+the true losses at the target column. Without a target and budgets a table sets its own
+(:func:`plan_table`): its largest size, and its sizes from target / 8 down to target / 512.
+Rows are summarised per table (:func:`summarize`) and per family of tables
+(:func:`summarize_families`): a family's figure is the mean of its tables' means.
 
 Example:
     >>> sizes = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800])
     >>> slopes = np.array([[-0.05], [-0.08], [-0.11]])
     >>> losses = np.exp(1.0 + slopes * np.log(np.maximum(sizes, 100) / 100))
     >>> table = CurveTable(["a", "b", "c"], sizes, losses, source="toy.csv")
+    >>> plan_table(table).budgets   # 12800 / 8 down to 12800 / 512, with 3 fine-tuned sizes or more
+    (1600, 800)
     >>> rows = run_bench([table], methods=["ats"], target=12800, budgets=[3200])
     >>> rows[0]["relacc"], rows[0]["pick_is_best"]
     (1.0, 1.0)
@@ -19,8 +24,9 @@ import math
 import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
-
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -29,13 +35,83 @@ from .loop import Buyer, Run, run_loop
 from .methods import METHODS, rank
 from .policies import AdaptivePolicy, HalvingPolicy
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_TARGET", "grid_flops", "run_bench", "score_p_best", "score_ranking",
-           "score_row", "summarize", "table_buyer"]
+__all__ = ["BUDGET_RATIOS", "DEFAULT_BUDGETS", "DEFAULT_TARGET", "MIN_BUDGET_POINTS", "BenchTable", "grid_flops",
+           "plan_table", "run_bench", "score_p_best", "score_ranking", "score_row", "summarize", "summarize_families",
+           "table_buyer"]
 
 DEFAULT_TARGET = 1_638_400
 DEFAULT_BUDGETS = (204_800, 102_400, 51_200, 25_600, 12_800, 6_400, 3_200)
+#: A table's own budgets are its sizes between these fractions of the target (the papers' 1/8 .. 1/512).
+BUDGET_RATIOS = (1 / 512, 1 / 8)
+#: ... that leave a method at least this many fine-tuned sizes (D > 0) to fit.
+MIN_BUDGET_POINTS = 3
 #: The adaptive method may spend at most this fraction of fine-tuning every candidate at the target.
 ADAPTIVE_FLOPS_FRACTION = 1 / 16
+
+
+@dataclass(frozen=True)
+class BenchTable:
+    """One table as the protocol scores it: its target, budgets (descending) and family.
+
+    ``notes`` say what :func:`plan_table` left out (rows without a true loss at the target).
+    """
+
+    table: CurveTable
+    target: int
+    budgets: tuple[int, ...]
+    family: str
+    notes: tuple[str, ...] = ()
+
+
+def plan_table(table: CurveTable, target: int | None = None, budgets: Sequence[int] | None = None,
+               family: str | None = None) -> BenchTable:
+    """What the protocol scores on ``table``; a table that cannot be scored raises CurveError.
+
+    ``target`` defaults to the table's largest size; ``budgets`` to its sizes from target / 8
+    down to target / 512 with at least :data:`MIN_BUDGET_POINTS` fine-tuned sizes at or below
+    them; ``family`` to the name of the table's folder. Rows without a usable loss at the
+    target cannot be judged and are left out (the notes say which).
+    """
+    where = Path(table.source).name
+    target = int(table.sizes.max()) if target is None else int(target)
+    positive = np.sort(table.sizes[table.sizes > 0])
+    if budgets is None:
+        low, high = (ratio * target for ratio in BUDGET_RATIOS)
+        budgets = [int(s) for s in positive[::-1]
+                   if low <= s <= high and np.count_nonzero(positive <= s) >= MIN_BUDGET_POINTS]
+        if not budgets:
+            raise CurveError(f"{where}: no size between target/512 and target/8 ({low:g}..{high:g}, target {target}) "
+                             f"leaves {MIN_BUDGET_POINTS} fine-tuned sizes to fit; pass --target and --budgets")
+    budgets = tuple(sorted({int(b) for b in budgets}, reverse=True))
+    if budgets[0] >= target:
+        raise CurveError(f"{where}: budget {budgets[0]} is not below the target {target}; lower it or raise --target")
+    truth = table.column(target)
+    judged = np.isfinite(truth)
+    notes: tuple[str, ...] = ()
+    if not judged.all():
+        missing = [m for m, ok in zip(table.models, judged) if not ok]
+        if judged.sum() < 2:
+            raise CurveError(f"{where}: fewer than two rows have a usable loss at the target {target}; "
+                             "fix those cells or pick another target")
+        notes = (f"{where}: left out {len(missing)} row(s) without a usable loss at the target {target}: "
+                 + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""),)
+        table = _rows(table, judged)
+    family = family if family is not None else (Path(table.source).parent.name or "tables")
+    return BenchTable(table, target, budgets, family, notes)
+
+
+def _rows(table: CurveTable, keep: np.ndarray) -> CurveTable:
+    """``table`` with only the rows where ``keep`` is True."""
+    pick = np.flatnonzero(keep)
+    return replace(
+        table,
+        models=[table.models[i] for i in pick],
+        losses=table.losses[pick],
+        params=None if table.params is None else table.params[pick],
+        families=None if table.families is None else [table.families[i] for i in pick],
+        flops=None if table.flops is None else table.flops[pick],
+        problems={m: p for m, p in table.problems.items() if m in {table.models[i] for i in pick}},
+    )
 
 
 def score_ranking(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -55,29 +131,28 @@ def score_ranking(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return pearson, relacc
 
 
-def run_bench(tables: Sequence[CurveTable], methods: Iterable[str] | None = None, target: int = DEFAULT_TARGET,
-              budgets: Sequence[int] = DEFAULT_BUDGETS) -> list[dict]:
+def run_bench(tables: Sequence[CurveTable | BenchTable], methods: Iterable[str] | None = None,
+              target: int | None = None, budgets: Sequence[int] | None = None) -> list[dict]:
     """One row per (table, method, budget) with the scores of the protocol.
 
-    Tables are scored in parallel processes (one per core), each on its own; the rows come
-    back in input order, so the output does not depend on scheduling.
+    A :class:`CurveTable` is planned by :func:`plan_table` with ``target`` and ``budgets`` (each
+    table's own when None); a :class:`BenchTable` is scored as planned. Tables are scored in
+    parallel processes (one per core), each on its own; the rows come back in input order, so
+    the output does not depend on scheduling.
     """
     methods = list(methods or METHODS)
-    jobs = [(table, methods, target, tuple(budgets)) for table in tables]
-    workers = min(len(jobs), os.cpu_count() or 1)
+    plans = [t if isinstance(t, BenchTable) else plan_table(t, target, budgets) for t in tables]
+    workers = min(len(plans), os.cpu_count() or 1)
     # fork needs no `if __name__ == "__main__"` guard in the caller's script; elsewhere run serially.
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [row for job in jobs for row in _bench_table(*job)]
+        return [row for plan in plans for row in _bench_table(plan, methods)]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return [row for rows in pool.map(_bench_table, *zip(*jobs)) for row in rows]
+        return [row for rows in pool.map(_bench_table, plans, [methods] * len(plans)) for row in rows]
 
 
-def _bench_table(table: CurveTable, methods: list[str], target: int, budgets: Sequence[int]) -> list[dict]:
+def _bench_table(plan: BenchTable, methods: list[str]) -> list[dict]:
+    table, target, budgets = plan.table, plan.target, plan.budgets
     truth = table.column(target)
-    if not np.all(np.isfinite(truth)):
-        bad = [m for m, t in zip(table.models, truth) if not np.isfinite(t)]
-        raise CurveError(f"{table.source}: no usable true loss at the target {target} for {', '.join(bad)}; "
-                         "fix those cells or drop the rows")
     full_cost = _full_cost(table, target)
     rows = [_score(table.up_to(budget), method, target, budget, truth, full_cost)
             for budget in budgets for method in methods if method not in ("adaptive", "halving")]
@@ -85,7 +160,7 @@ def _bench_table(table: CurveTable, methods: list[str], target: int, budgets: Se
         rows.append(_score_adaptive(table.up_to(max(budgets)), target, truth, full_cost))
     if "halving" in methods:
         rows.extend(_score_halving(table.up_to(max(budgets)), target, budgets, truth, full_cost))
-    return rows
+    return [{"family": plan.family, **row} for row in rows]
 
 
 def _score_adaptive(table: CurveTable, target: int, truth: np.ndarray, full_cost: float) -> dict:
@@ -136,29 +211,44 @@ def _score(seen: CurveTable, method: str, target: int, budget: int, truth: np.nd
 
 
 def score_row(seen: CurveTable, method: str, budget: int | None, target: int, ranking, truth: np.ndarray,
-         compute_fraction: float) -> dict:
+              compute_fraction: float) -> dict:
+    """The scores of one ranking of ``seen``'s candidates against their true losses at ``target``.
+
+    Besides PearCorr and RelAcc: ``coverage``, the share of candidates whose interval at the target
+    holds the truth (None for methods without intervals); ``p_best_brier`` and the uniform
+    forecast's ``uniform_brier`` (1 - 1/n); ``p_best_by_model`` (the forecast, in table order) and
+    ``truly_best`` (the truly best candidate's position in it), for reliability diagrams.
+    """
     by_model = {c.model: c for c in ranking.candidates}
     scores = np.array([by_model[m].score if by_model[m].status == "complete" else np.nan for m in seen.models])
     ok = np.isfinite(scores)
     # A failed candidate cannot be chosen: it scores as the worst prediction.
     scores = np.where(ok, scores, np.nanmax(scores) + 1 if ok.any() else 0.0)
-    pearson, relacc = score_ranking(scores, truth)
+    pearson, relacc = score_ranking(scores, truth) if ok.any() else (float("nan"), float("nan"))
     errors = [abs(by_model[m].predicted_loss - t) / t for m, t in zip(seen.models, truth)
               if by_model[m].predicted_loss is not None]
-    brier, pick_p, pick_right = score_p_best(ranking, seen.models, truth)
+    intervals = [(by_model[m].interval, t) for m, t in zip(seen.models, truth) if by_model[m].interval is not None]
+    brier, pick_p, pick_right = score_p_best(ranking, seen.models, truth) if ok.any() else (float("nan"),) * 3
+    forecast = [by_model[m].p_best if by_model[m].status == "complete" else 0.0 for m in seen.models]
     return {
         "dataset": seen.name,
         "method": method,
         "budget": budget,
+        "target": target,
         "ratio": None if budget is None else budget / target,
+        "candidates": len(seen.models),
         "pearson": pearson,
         "relacc": relacc,
         "compute_fraction": compute_fraction,
         "median_rel_error": float(np.median(errors)) if errors and _predicts_loss(method) else None,
+        "coverage": float(np.mean([lo <= t <= hi for (lo, hi), t in intervals])) if intervals else None,
         "failed": int((~ok).sum()),
         "p_best_brier": brier,
+        "uniform_brier": 1.0 - 1.0 / len(seen.models),
         "pick_p_best": pick_p,
         "pick_is_best": pick_right,
+        "p_best_by_model": forecast if all(p is not None for p in forecast) else None,
+        "truly_best": int(np.argmin(truth)),
     }
 
 
@@ -199,29 +289,65 @@ def _full_cost(table: CurveTable, target: int) -> float:
     return float(len(table.models) * target)
 
 
-def summarize(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """Means over budgets per dataset and method, scores in percent (as the papers print them).
+#: What :func:`summarize` averages per (table, method), besides the scores in percent.
+_MEANS = ("compute_fraction", "median_rel_error", "coverage", "p_best_brier", "uniform_brier", "pick_p_best",
+          "pick_is_best")
 
-    Besides PearCorr and RelAcc: ``p_best_brier`` (mean Brier score of the P(best) forecasts),
-    ``pick_p_best`` (mean P(best) the method gave its picks) and ``pick_is_best`` (how often the
-    pick was truly the best): a calibrated method has the last two about equal.
+
+def summarize(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Means over budgets per dataset and method, PearCorr and RelAcc in percent (as the papers print them).
+
+    Besides them: ``coverage`` (share of true losses inside the 90 % intervals at the target),
+    ``p_best_brier`` (mean Brier score of the P(best) forecasts) against ``uniform_brier`` (that of
+    the forecast 1/n for every candidate), ``pick_p_best`` (mean P(best) the method gave its
+    picks) and ``pick_is_best`` (how often the pick was truly the best): a calibrated method has
+    the last two about equal.
     """
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row in rows:
         out.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault("_rows", []).append(row)
     for methods in out.values():
-        for name, cell in methods.items():
+        for cell in methods.values():
             group = cell.pop("_rows")
-            cell.update(
-                pearson=100 * _mean(r["pearson"] for r in group),
-                relacc=100 * _mean(r["relacc"] for r in group),
-                compute_fraction=_mean(r["compute_fraction"] for r in group),
-                median_rel_error=_mean(r["median_rel_error"] for r in group),
-                p_best_brier=_mean(r["p_best_brier"] for r in group),
-                pick_p_best=_mean(r["pick_p_best"] for r in group),
-                pick_is_best=_mean(r["pick_is_best"] for r in group),
-            )
+            cell.update(pearson=100 * _mean(r["pearson"] for r in group), relacc=100 * _mean(r["relacc"] for r in group),
+                        **{key: _mean(r.get(key) for r in group) for key in _MEANS})
     return out
+
+
+def summarize_families(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per family and method: the mean over its tables of :func:`summarize`'s per-table means,
+    ``tables`` (how many), and the coverage at the target pooled per distance from the budget
+    (doublings, to the half) with its lowest and highest (``coverage_min``, ``coverage_max``).
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    families: dict[str, list[dict]] = {}
+    for row in rows:
+        families.setdefault(row["family"], []).append(row)
+    for family, group in families.items():
+        per_table = summarize(group)
+        methods = list(dict.fromkeys(r["method"] for r in group))
+        out[family] = {}
+        for method in methods:
+            cells = [cells[method] for cells in per_table.values() if method in cells]
+            by_distance = coverage_by_distance([r for r in group if r["method"] == method])
+            out[family][method] = {
+                **{key: _mean(c[key] for c in cells) for key in ("pearson", "relacc", *_MEANS)},
+                "tables": len(cells),
+                "coverage_min": min(by_distance.values(), default=float("nan")),
+                "coverage_max": max(by_distance.values(), default=float("nan")),
+            }
+    return out
+
+
+def coverage_by_distance(rows: Iterable[dict]) -> dict[float, float]:
+    """Coverage at the target pooled over ``rows`` (of one method) per doublings from budget to
+    target, rounded to the half (LCDB's sizes step by sqrt(2)); each row weighs its candidates."""
+    hits: dict[float, list[tuple[float, int]]] = {}
+    for r in rows:
+        if r.get("coverage") is not None and r.get("budget"):
+            key = round(2 * math.log2(r["target"] / r["budget"])) / 2
+            hits.setdefault(key, []).append((r["coverage"] * r["candidates"], r["candidates"]))
+    return {k: sum(h for h, _ in v) / sum(n for _, n in v) for k, v in sorted(hits.items())}
 
 
 def _mean(values: Iterable[float | None]) -> float:

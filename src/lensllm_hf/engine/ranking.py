@@ -57,6 +57,14 @@ MAX_ROWS = 10_000
 #: Grid of the P(best) integral: each candidate contributes points at its median +- this many
 #: spreads (its own on each side).
 _GRID = np.linspace(-8.0, 8.0, 161)
+#: Most grid points the integral keeps (thinned evenly among the candidates' points beyond it):
+#: its cost is candidates x this, linear in the candidates.
+_MAX_POINTS = 4096
+#: The integral runs where log P(every loss > x) lies between these: below the first the
+#: others' survival is 1 within 1e-9 (one cell holds it), above the second it is below e^-60.
+_LOG_SURVIVAL_BAND = (-1e-9, -60.0)
+#: Candidates per block of the integral (bounds its memory at about 8 MB per array).
+_BLOCK = 2**20
 
 
 def p_best(log_means, log_sds, log_sds_above=None) -> np.ndarray:
@@ -64,12 +72,16 @@ def p_best(log_means, log_sds, log_sds_above=None) -> np.ndarray:
 
     log L_i has median ``log_means[i]`` and, on either side, a normal's shape of spread
     ``log_sds[i]`` below and ``log_sds_above[i]`` above (``log_sds`` when None: log-normal);
-    see :mod:`lensllm_hf.engine.fit`. ``P_i = integral of P(L_i in dx) * prod_{j != i} P(L_j > x)``,
-    computed on a fixed grid made of 161 points across each candidate's own distribution
-    (median +- 8 spreads): in each cell, the exact probability mass of L_i times the others'
-    survival at the cell's middle. Deterministic, within 1e-4 of the exact integral whatever the
-    spreads (checked against a 200,001-point quadrature), and normalised so that the
-    probabilities sum to 1.
+    see :mod:`lensllm_hf.engine.fit`. With S_j(x) = P(L_j > x) and S = prod_j S_j,
+    ``P_i = integral of P(L_i in dx) * S(x) / S_i(x)``, so one pass over the candidates gives S
+    and another every P_i: time and memory linear in the candidates.
+
+    The grid is made of 161 points across each candidate's own distribution (median +- 8
+    spreads), kept where S falls from 1 (within 1e-9) to e^-60, where all the integral's
+    variation lies, and thinned evenly to at most 4,096 points; in each cell, the exact
+    probability mass of L_i times S / S_i at the cell's middle. Deterministic, within 1e-4 of
+    the exact integral whatever the spreads (checked against quadrature), and normalised so that
+    the probabilities sum to 1.
 
     Example:
         >>> p_best([0.0, 0.0], [0.1, 0.1]).tolist()
@@ -85,20 +97,71 @@ def p_best(log_means, log_sds, log_sds_above=None) -> np.ndarray:
     above = below if log_sds_above is None else np.clip(np.asarray(log_sds_above, dtype=float), 1e-9, 1e100)
     if mu.size <= 1:
         return np.ones(mu.size)
-
-    def standard(x: np.ndarray) -> np.ndarray:  # (x - median) / the spread of x's side
-        dx = x - mu[:, None]
-        return dx / np.where(dx < 0, below[:, None], above[:, None])
-
-    edges = np.unique(np.concatenate([mu[:, None] + below[:, None] * _GRID[None, _GRID < 0],
-                                      mu[:, None] + above[:, None] * _GRID[None, _GRID >= 0]], axis=1).ravel())
-    middle = 0.5 * (edges[1:] + edges[:-1])
-    mass = np.diff(special.ndtr(standard(edges[None, :])), axis=1)  # P(L_i in cell), (k, cells)
-    log_sf = special.log_ndtr(-standard(middle[None, :]))  # log P(L_j > middle)
-    others = np.exp(log_sf.sum(axis=0)[None, :] - log_sf)
-    p = np.sum(mass * others, axis=1)
+    points = np.unique(np.concatenate([mu[:, None] + below[:, None] * _GRID[None, _GRID < 0],
+                                       mu[:, None] + above[:, None] * _GRID[None, _GRID >= 0]], axis=1).ravel())
+    survival = _LogSurvival(mu, below, above)
+    # S falls as x grows: keep the points from the last where it is still 1 to the first where it is gone.
+    first = max(survival.first_below(points, _LOG_SURVIVAL_BAND[0]) - 1, 0)
+    edges = points[first: survival.first_below(points, _LOG_SURVIVAL_BAND[1]) + 1]
+    if edges.size > _MAX_POINTS:
+        edges = edges[np.unique(np.linspace(0, edges.size - 1, _MAX_POINTS).round().astype(int))]
+    # Cell 0 is everything below the band, where S / S_i is 1 within 1e-9: it is read at its top.
+    middle = np.concatenate([edges[:1], 0.5 * (edges[1:] + edges[:-1])])
+    blocks = list(survival.blocks(middle.size))
+    # One block (a few candidates) keeps its log survivals for the second pass; more recompute theirs.
+    kept = survival.log(middle, blocks[0]) if len(blocks) == 1 else None
+    log_total = kept.sum(axis=0) if kept is not None else survival.total(middle)
+    p = np.empty(mu.size)
+    for rows in blocks:
+        cdf = special.ndtr(survival.standard(edges, rows))
+        mass = np.diff(cdf, axis=1, prepend=0.0)  # P(L_i in cell), the first cell unbounded below
+        log_own = kept if kept is not None else survival.log(middle, rows)
+        others = np.exp(np.minimum(log_total - log_own, 0.0))  # S / S_i <= 1
+        p[rows] = np.sum(mass * others, axis=1)
     total = p.sum()
     return p / total if total > 0 else np.full(mu.size, 1.0 / mu.size)
+
+
+@dataclass(frozen=True)
+class _LogSurvival:
+    """log P(L_j > x) of split normals (median ``mu``, spreads ``below``/``above``), in blocks of candidates."""
+
+    mu: np.ndarray
+    below: np.ndarray
+    above: np.ndarray
+
+    def blocks(self, width: int):
+        step = max(1, _BLOCK // max(width, 1))
+        return (slice(start, start + step) for start in range(0, self.mu.size, step))
+
+    def standard(self, x: np.ndarray, rows: slice) -> np.ndarray:
+        """(x - median) / the spread of x's side, per candidate of ``rows`` (clipped: past 1e10
+        spreads every probability is 0 or 1 to the last bit, and the logs stay finite)."""
+        dx = x[None, :] - self.mu[rows, None]
+        return np.clip(dx / np.where(dx < 0, self.below[rows, None], self.above[rows, None]), -1e10, 1e10)
+
+    def log(self, x: np.ndarray, rows: slice) -> np.ndarray:
+        return special.log_ndtr(-self.standard(x, rows))
+
+    def first_below(self, points: np.ndarray, level: float) -> int:
+        """The first index of the ascending ``points`` where :meth:`total` < ``level`` (their count
+        if none). :meth:`total` falls as x grows: each round evaluates it at up to 512 points
+        spread over the range left and keeps the part between the two around the crossing."""
+        lo, hi = 0, points.size  # the answer lies in [lo, hi]
+        while lo < hi:
+            probe = np.unique(np.linspace(lo, hi - 1, min(hi - lo, 512)).round().astype(int))
+            k = int(np.searchsorted(-self.total(points[probe]), -level, side="right"))
+            if probe.size == hi - lo:
+                return lo + k
+            lo, hi = (int(probe[k - 1]) + 1 if k > 0 else lo), (int(probe[k]) if k < probe.size else hi)
+        return lo
+
+    def total(self, x: np.ndarray) -> np.ndarray:
+        """log prod_j P(L_j > x): the log survival of the lowest loss."""
+        out = np.zeros(x.size)
+        for rows in self.blocks(x.size):
+            out += self.log(x, rows).sum(axis=0)
+        return out
 
 
 @dataclass
@@ -218,7 +281,8 @@ class Ranking:
     def __post_init__(self) -> None:
         object.__setattr__(self, "level", check_level(self.level))
         ok = [c for c in self.candidates if c.status == "complete" and c.score is not None and math.isfinite(c.score)]
-        rest = [c for c in self.candidates if c not in ok]
+        chosen = {id(c) for c in ok}
+        rest = [c for c in self.candidates if id(c) not in chosen]
         for c in rest:
             if c.status == "complete":
                 c.status, c.error = "failed", c.error or "no finite score"
@@ -278,7 +342,8 @@ class Ranking:
             return f"best: {name} (the only candidate ranked)"
         if best.p_best is None:
             return f"best: {name} (ranked by {display(self.method)}, which gives no probabilities)"
-        ties = [c for c in ranked[1:] if c.model in set(self.near_ties)]
+        near = set(self.near_ties)
+        ties = [c for c in ranked[1:] if c.model in near]
         if not ties:
             return f"best: {name}, P(best) {best.p_best:.2f}"
         others = [display(c.model) for c in ties]

@@ -21,16 +21,20 @@ def transition_index(sizes, losses, k: int = 3, delta: float = 5.0) -> int:
     n = log_x.size
     if n <= k:
         return -1
-    m = k
-    for m in range(k, n):
-        x, y = log_x[-m:], log_y[-m:]
-        slope, intercept = np.polyfit(x, y, 1)
-        spread = np.std(y - (slope * x + intercept))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = abs(log_y[-m - 1] - (slope * log_x[-m - 1] + intercept)) / spread
-        if score > delta:  # NaN (a perfect line and a point on it) is not a break
-            break
-    return n - m - 1
+    # Every candidate line at once: row r fits the last m = k + r points (a mask over the curve).
+    m = np.arange(k, n)
+    inside = np.arange(n)[None, :] >= (n - m)[:, None]
+    x_mean = np.where(inside, log_x, 0.0).sum(axis=1) / m
+    y_mean = np.where(inside, log_y, 0.0).sum(axis=1) / m
+    dx = np.where(inside, log_x - x_mean[:, None], 0.0)
+    dy = np.where(inside, log_y - y_mean[:, None], 0.0)
+    slope = (dx * dy).sum(axis=1) / (dx * dx).sum(axis=1)
+    spread = np.sqrt(((dy - slope[:, None] * dx) ** 2).sum(axis=1) / m)
+    before = n - m - 1  # the point each line predicts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.abs(log_y[before] - (y_mean + slope * (log_x[before] - x_mean))) / spread
+    breaks = np.flatnonzero(score > delta)  # NaN (a perfect line and a point on it) is not a break
+    return int(before[breaks[0]]) if breaks.size else 0
 
 
 def detect_transition(sizes, losses, k: int = 3, delta: float = 5.0) -> float | None:

@@ -25,7 +25,7 @@ from .default import DefaultMethod
 from ...errors import LensLLMError
 from ..fit import check_level
 from ..laws import AtSLaw, LensLLMLaw, PowerLaw, RectifiedLaw, ScalingLaw
-from .base import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
+from .base import LEVEL, Method, RunInfo, each_row, extrapolation_warnings, flops_spent
 from ..ranking import CandidateFit, Ranking
 
 __all__ = ["LEVEL", "METHODS", "LawMethod", "Method", "ObservedMethod", "rank"]
@@ -43,7 +43,8 @@ class LawMethod(Method):
 
     def rank(self, table, target, level=LEVEL, runs=None):
         runs = runs or {}
-        rows = [self.fit_one(table, i, target, runs.get(table.models[i], RunInfo())) for i in range(len(table.models))]
+        rows = [self.fit_one(table, i, target, runs.get(table.models[i], RunInfo()))
+                for i in each_row(table, f"{self.name}: fitting")]
         return Ranking(target, self.name, rows, level)
 
     def fit_one(self, table: CurveTable, row: int, target: float, info: RunInfo = RunInfo()) -> CandidateFit:

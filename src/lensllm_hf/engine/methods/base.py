@@ -8,7 +8,10 @@ this module sits below it (``default`` and ``methods`` both import it, never eac
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +20,8 @@ from ..curves import CurveTable
 from ..fit import Fit
 from ..ranking import Ranking
 
-__all__ = ["LEVEL", "Method", "RunInfo", "extrapolation_warnings", "flops_spent", "run_info"]
+__all__ = ["LEVEL", "Method", "RunInfo", "each_row", "extrapolation_warnings", "flops_spent", "run_info",
+           "showing_progress"]
 
 #: Interval level used throughout (a 90 % interval).
 LEVEL = 0.9
@@ -83,6 +87,29 @@ class Method:
     def sizes_used(self, table: CurveTable) -> np.ndarray:
         """The subset sizes whose fine-tuning this method needs (for its compute cost)."""
         return table.sizes[table.sizes > 0]
+
+
+_PROGRESS: ContextVar[bool] = ContextVar("lensllm_progress", default=False)
+
+
+@contextmanager
+def showing_progress() -> Iterator[None]:
+    """Within this block, :func:`each_row` shows a progress bar on stderr (``lensllm fit`` on a
+    large table); elsewhere (benchmarks, the selector, worker processes) it shows nothing."""
+    token = _PROGRESS.set(True)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def each_row(table: CurveTable, what: str) -> Iterable[int]:
+    """The row indices of ``table``, counted by a tqdm bar named ``what`` inside :func:`showing_progress`."""
+    from tqdm.auto import tqdm
+
+    # delay: a table fitted within a second shows no bar at all.
+    return tqdm(range(len(table.models)), desc=what, unit="row", file=sys.stderr, leave=False, delay=1.0,
+                mininterval=0.5, disable=not _PROGRESS.get())
 
 
 def flops_spent(table: CurveTable, row: int, sizes: np.ndarray) -> float:

@@ -155,7 +155,7 @@ from ..curves import CurveTable
 from ...errors import LensLLMError
 from ..fit import EXTRAPOLATION_SD_PER_DOUBLING, Fit, cov_key
 from ..laws import transition_index
-from .base import LEVEL, Method, RunInfo, extrapolation_warnings, flops_spent
+from .base import LEVEL, Method, RunInfo, each_row, extrapolation_warnings, flops_spent
 from ..ranking import CandidateFit, Ranking
 
 __all__ = ["BANDWIDTHS", "LAW", "DefaultMethod", "backtest", "choose_bandwidth", "extrapolation_spread"]
@@ -239,7 +239,7 @@ def _fit_all(table: CurveTable, bandwidth: float) -> dict[int, _Line | str]:
         if len(_LINES) > 4096:
             _LINES.clear()
         out: dict[int, _Line | str] = {}
-        for row in range(len(table.models)):
+        for row in each_row(table, "default: fitting lines"):
             try:
                 out[row] = _fit_line(*table.points(row), bandwidth)
             except (LensLLMError, ValueError, np.linalg.LinAlgError) as error:
