@@ -161,6 +161,8 @@ def main() -> None:
     for family in chosen:
         group = [r for r in rows if r["family"] == family]
         print(format_family(family, [p for p in plans if p.family == family], summary[family]))
+        if family == "LLM":
+            print("\n(the tables' own target and budgets, lensllm bench's default, are these: the same rows)")
         for method in ("default", "ats"):
             if method in methods:
                 cov = coverage_by_distance([r for r in group if r["method"] == method])
