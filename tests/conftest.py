@@ -115,3 +115,19 @@ class SmallThenLeader:
 @pytest.fixture
 def small_then_leader() -> SmallThenLeader:
     return SmallThenLeader()
+
+
+@pytest.fixture
+def no_hang():
+    """Fail, instead of hanging the suite, if something blocks for good (a FIFO read, a connection
+    retried for minutes): a guard against hangs, far above any run's time, not a timing check."""
+    import signal
+
+    def stop(*_):
+        raise TimeoutError("blocked for 5 minutes")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(300)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,7 +45,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from huggingface_hub import ModelCard
 
-__all__ = ["FakeHub", "PullRequest", "Request"]
+__all__ = ["FakeHub", "PullRequest", "Request", "SilentServer"]
 
 
 @dataclass
@@ -336,6 +337,58 @@ class _Handler(BaseHTTPRequestHandler):
         repo.commits.append(header["summary"])
         repo.sha = sha
         self._json({"commitUrl": f"{self.hub.url}/{repo_id}/commit/{sha}", "commitOid": sha})
+
+
+class SilentServer:
+    """A server on 127.0.0.1 that accepts every connection and never answers (a hung Hub or proxy).
+
+    Each connection is held open, unread, until :meth:`stop`, so a client without a timeout would
+    wait forever; a test asserts that ours gives up. ``connections`` counts the accepted ones.
+
+    Example:
+        >>> with SilentServer() as silent:
+        ...     silent.url
+        'http://127.0.0.1:...'
+    """
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def start(self) -> SilentServer:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        threading.Thread(target=self._accept, name="silent-server", daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while self._listener is not None:
+            try:
+                connection, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections += 1
+            self._held.append(connection)
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        for connection in self._held:
+            connection.close()
+
+    def __enter__(self) -> SilentServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._listener is not None, "start() the SilentServer first"
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}"
 
 
 def _sha(data: bytes) -> str:

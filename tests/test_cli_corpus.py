@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 
 import pytest
@@ -119,21 +118,7 @@ def terminal_safe(text: str) -> bool:
     return all(display(line) == line for line in text.split("\n"))
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
-    """Fail instead of hanging (a FIFO opened for reading waits for a writer forever)."""
-    if not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def stop(signum, frame):
-        raise TimeoutError("the command hung")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("no_hang")  # a FIFO opened for reading waits for a writer forever
 
 
 def write(tmp_path, content, name="curves.csv"):

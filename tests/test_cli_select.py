@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -43,6 +44,25 @@ def test_select_writes_outputs_and_resumes(tmp_path, capsys):
     assert main(["select", str(config), "--output-dir", str(out), "--no-progress"]) == 0  # resumes: nothing to run
     assert {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")} == stamps
     assert json.loads((out / "selection.json").read_text())["best"] == data["best"]
+
+    # Two records made hostile (a 5,001-digit number, an eval loss of 1e308): each named and skipped in one
+    # line, the selection ranks from the others, and no other record is touched.
+    digits, huge = (next(p for p in stamps if Path(p).name.startswith(f"{name}__D8__"))
+                    for name in ("large", "models--small"))
+    Path(digits).write_text(re.sub(r'"num_parameters": \d+', '"num_parameters": ' + "9" * 5001,
+                                   Path(digits).read_text(encoding="utf-8")), encoding="utf-8")
+    Path(huge).write_text(re.sub(r'"final_eval_loss": [0-9.e+-]+', '"final_eval_loss": 1e308',
+                                 Path(huge).read_text(encoding="utf-8")), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["select", str(config), "--output-dir", str(out), "--from-store", "--no-progress"]) == 0
+    warned = capsys.readouterr().err.splitlines()
+    assert any(f"{Path(digits).name}: a number written with 5,001 characters" in line for line in warned), warned
+    assert any(f"{Path(huge).name}: final_eval_loss must be a number from -1e+06 to 1e+06, got 1e+308" in line
+               for line in warned), warned
+    assert all(line.startswith("lensllm select: warning: ") and ".py:" not in line for line in warned), warned
+    assert {c["status"] for c in json.loads((out / "selection.json").read_text())["ranking"]} == {"complete"}
+    assert {p: os.stat(p).st_mtime_ns for p in stamps if p not in (digits, huge)} == \
+        {p: t for p, t in stamps.items() if p not in (digits, huge)}
 
 
 def test_plan_lines_run_from_anywhere_and_from_store_ranks(tmp_path, capsys, monkeypatch):
@@ -140,9 +160,13 @@ def test_a_damaged_record_is_run_again(tmp_path, capsys):
     Path(damaged).write_text('{"schema_version": 2, "model": ', encoding="utf-8")  # cut mid-write by hand
     kept = {p: os.stat(p).st_mtime_ns for p in list_records(out / "store") if p != damaged}
     capsys.readouterr()
-    with pytest.warns(Warning, match="__D16__"):
-        assert main(["select", str(config), "--output-dir", str(out), "--only", "large", "--no-progress"]) == 0
-    assert "large D=16: complete" in capsys.readouterr().out
+    assert main(["select", str(config), "--output-dir", str(out), "--only", "large", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "large D=16: complete" in captured.out
+    # Said on stderr, one line per warning naming the file: no source path of the code that warned.
+    warned = captured.err.splitlines()
+    assert warned and all(line.startswith("lensllm select: warning: ") and ".py:" not in line for line in warned)
+    assert "__D16__" in warned[0] and "not valid JSON" in warned[0]
     assert read_record(damaged).status == "complete"
     assert {p: os.stat(p).st_mtime_ns for p in kept} == kept  # only the damaged run ran again
 

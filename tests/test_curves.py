@@ -52,18 +52,19 @@ def test_text_path_and_float_path_agree(tmp_path):
     assert np.array_equal(slow.losses[:-1], fast.losses) and np.array_equal(slow.params[:-1], fast.params)
     assert slow.losses[-1, 3] == 1000.0  # float() spellings the vectorized parsers refuse still count
     assert slow.problems == {
-        "odd": "row 302: unusable loss at column '400' = 'abc' (losses must be finite numbers > 0)"}
+        "odd": "row 302: unusable loss at column '400' = 'abc' (losses must be finite numbers > 0, at most 1e+06)"}
 
 
 def test_rows_are_file_lines(tmp_path):
     text = "\r\n\r\n" + HEADER + "\r\n\r\n   \r\n,,,\r\na,5,4,nan,3,1e8,F\r\n\r\nb,5,,3,2,1e8,F\r\n"
     table = CurveTable.read_csv(write(tmp_path, text))
     assert table.problems == {
-        "a": "row 7: unusable loss at column '400' = 'nan' (losses must be finite numbers > 0)",
-        "b": "row 9: unusable loss at column '200' = 'empty' (losses must be finite numbers > 0)",
+        "a": "row 7: unusable loss at column '400' = 'nan' (losses must be finite numbers > 0, at most 1e+06)",
+        "b": "row 9: unusable loss at column '200' = 'empty' (losses must be finite numbers > 0, at most 1e+06)",
     }
     cr_only = CurveTable.read_csv(write(tmp_path, HEADER + "\ra,5,4,3,2,1e8,F\r\rb,5,4,3,0,1e8,F", "cr.csv"))
-    assert cr_only.problems == {"b": "row 4: unusable loss at column '800' = '0' (losses must be finite numbers > 0)"}
+    assert cr_only.problems == {
+        "b": "row 4: unusable loss at column '800' = '0' (losses must be finite numbers > 0, at most 1e+06)"}
 
 
 def test_names_stay_text_and_cells_are_trimmed(tmp_path):

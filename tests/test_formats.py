@@ -111,7 +111,7 @@ def test_encoder_decoder_candidate_trains_with_seq2seq(t5, tmp_path):
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     assert trainer.evaluate()["eval_loss"] < before
-    with pytest.raises(LensLLMError, match="encoder-decoder candidate needs prompt -> completion"):
+    with pytest.raises(LensLLMError, match="is an encoder-decoder, which needs prompt -> completion"):
         TaskFormat().trainer(model=model, tokenizer=tok, args={**ARGS, "output_dir": str(tmp_path)},
                              train=None, evalset=rows)
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard, ModelCardData, constants
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from hub_server import FakeHub
+from hub_server import FakeHub, SilentServer
 
 from lensllm_hf.cli import main
 from lensllm_hf.hub_cards import (
@@ -238,7 +238,8 @@ def test_published_candidate_is_none_when_nothing_matches_or_the_hub_cannot_answ
     assert published_candidate("alice/gpt2", **ask).model == "gpt2"
     hub.add_repo("alice/never-read", {"README.md": _card_text({"lensllm": [_fit(split="test").to_dict()]}).encode()})
     hub.fail_with = 503
-    assert published_candidate("alice/gpt2", **ask) is not None  # read before: huggingface_hub's cached copy
+    with pytest.warns(UserWarning, match="did not answer .status 503.; using the copy of its card cached"):
+        assert published_candidate("alice/gpt2", **ask) is not None  # read before: huggingface_hub's cached copy
     assert published_candidate("alice/never-read", **ask) is None
     hub.fail_with = None
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -636,6 +637,77 @@ def test_a_server_that_is_not_a_hub_is_one_line(hub, action, status, content_typ
     assert hub.retry_waits == [] and hub.repos["alice/gpt2"].commits == []
     if action == "push":
         assert message.endswith("nothing was changed on the Hub or here")
+
+
+@pytest.fixture
+def silent(hub, tmp_path, monkeypatch):
+    """A Hub that accepts every connection and never answers, with the client's timeouts cut to 0.3 s
+    (HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT) and its retry waits skipped, as in ``hub``."""
+    with SilentServer() as server:
+        _point_client_at(monkeypatch, server.url, tmp_path)
+        monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 0.3)
+        monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.3)
+        yield server
+
+
+def test_a_hub_that_never_answers_fails_a_push_in_one_line_and_nothing_waits_forever(silent, tmp_path, capsys):
+    """Local server that accepts and never answers: 'card push' and 'card show' give up after the timeout
+    (one try for the push's calls, huggingface_hub's 5 bounded retries for the card) with one line naming
+    the endpoint and the fix."""
+    fit_json = tmp_path / "fit.json"
+    _ranking("alice/gpt2").to_json(fit_json)
+    assert main(["card", "push", "alice/gpt2", "--from", str(fit_json), "--dataset", "imdb"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the Hub at {silent.url} did not answer in time" in err, err
+    assert "HF_HUB_DOWNLOAD_TIMEOUT" in err and "nothing was changed on the Hub or here" in err
+    assert main(["card", "show", "alice/gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not answer in time" in err, err
+    assert silent.connections >= 2
+
+
+def test_a_hub_that_never_answers_in_a_fresh_process_honours_hf_hub_download_timeout(tmp_path):
+    """Local server that never answers: 'lensllm card push' in a subprocess gives up after the
+    HF_HUB_DOWNLOAD_TIMEOUT of its environment (1 s here), exit 2, one line."""
+    fit_json = tmp_path / "fit.json"
+    _ranking("alice/gpt2").to_json(fit_json)
+    with SilentServer() as silent:
+        url = silent.url
+        env = {**os.environ, "HF_ENDPOINT": url, "HF_TOKEN": ALICE, "HF_HOME": str(tmp_path / "home"),
+               "HF_HUB_DOWNLOAD_TIMEOUT": "1", "HF_HUB_ETAG_TIMEOUT": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        done = subprocess.run([sys.executable, "-c", "import sys; from lensllm_hf.cli import main; sys.exit(main())",
+                               "card", "push", "alice/gpt2", "--from", str(fit_json), "--dataset", "imdb"],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"the Hub at {url} did not answer in time (ReadTimeout after 1 s)" in done.stderr
+
+
+@pytest.mark.parametrize("how", ["503", "500", "401", "429", "no answer"])
+def test_a_cached_card_shown_because_the_hub_failed_says_so(hub, tmp_path, monkeypatch, capsys, how):
+    """Local server: after one good read, 'card show' while the Hub answers 5xx, 401, 429 or nothing prints
+    the cached card, exit 0, and says on stderr, in one line, that it is the cached copy."""
+    hub.add_repo("alice/gpt2", {"README.md": _card_text({"lensllm": [_fit().to_dict()]}).encode()})
+    assert main(["card", "show", "alice/gpt2"]) == 0
+    fresh = capsys.readouterr()
+    assert "1 fit" in fresh.out and not fresh.err
+    if how == "401":
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_1234")
+    elif how == "no answer":
+        server = SilentServer().start()
+        _point_client_at(monkeypatch, server.url, tmp_path)
+        monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 0.3)
+    else:
+        hub.fail_with = int(how)
+    try:
+        assert main(["card", "show", "alice/gpt2"]) == 0
+    finally:
+        if how == "no answer":
+            server.stop()
+    shown = capsys.readouterr()
+    assert shown.out == fresh.out
+    said = "no answer within 0.3 s" if how == "no answer" else f"status {how}"
+    assert shown.err.count("\n") == 1 and shown.err.startswith("lensllm card: warning: alice/gpt2: the Hub at ")
+    assert f"did not answer ({said}); using the copy of its card cached on this machine" in shown.err
 
 
 def test_cli_card_show_of_a_server_that_is_not_a_hub(hub, capsys):

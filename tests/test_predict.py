@@ -117,8 +117,9 @@ def test_far_extrapolation_is_warned_on_stderr(ranking, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, words", [
     (["--at", "lots"], "--at 'lots': not a number"),
-    (["--at", "-5"], "--at -5: must be a finite number of examples > 0"),
-    (["--at", "inf"], "--at inf: must be a finite number"),
+    (["--at", "-5"], "--at -5: must be a number of examples above 0"),
+    (["--at", "inf"], "--at inf: must be a number of examples above 0 and at most 1e+15"),
+    (["--at", "1e300"], "--at 1e300: must be a number of examples above 0 and at most 1e+15"),
     (["--at", "1e6", "--level", "1.5"], "--level '1.5': must be a number between 0 and 1"),
     (["--at", "1e6", "--model", "nobody"], "no model 'nobody'; it ranks"),
     (["--at", "1e6", "--dataset", "flan"], "--dataset: only for a model card"),

@@ -307,6 +307,38 @@ def test_a_published_fit_is_reused_instead_of_training(grid, models, data, tmp_p
     assert again.bought == {"large": [0, 8, 16, 32]}
 
 
+@pytest.mark.parametrize("card, words", [
+    ("---\ndeep: " + "[" * 50_000 + "]" * 50_000 + "\n---\n# small\n", "YAML nested deeper than 32 levels"),
+    ("absurd", "refused at 4,000 examples: its prediction is not a finite number"),
+])
+def test_a_hostile_published_card_is_ignored_with_a_warning_and_the_selection_goes_on(grid, models, data, tmp_path,
+                                                                                       card, words):
+    """A card nested 50,000 deep, or a fit whose parameter reads 1e300: the candidate's published fit is not
+    used (a warning names the card), it is ranked from its own runs and the other candidates as ever."""
+    import shutil
+
+    from lensllm_hf.hub_cards import write_card
+
+    _, result, out = grid
+    published = tmp_path / "small-with-card"
+    shutil.copytree(models["small"], published)
+    if card == "absurd":
+        write_card(published, result.card_fits("small"))
+        text = (published / "README.md").read_text(encoding="utf-8")
+        card = re.sub(r"(params:\s*\n\s*a: )[-0-9.e+]+", r"\g<1>1.0e+300", text)
+        assert card != text
+    (published / "README.md").write_text(card, encoding="utf-8")
+    candidates = [{"model": str(published), "name": "small"}, {"model": models["large"], "name": "large"}]
+    # The grid's store holds every run of both: nothing trains, the reading of the card is what is tested.
+    selector = LensLLMSelector(candidates, *data, output_dir=tmp_path / "out", store=str(out / "store"),
+                               reuse_published=True, **COMMON)
+    with pytest.warns(UserWarning, match=f"{re.escape(str(published))}.*{words}.*small is trained instead"):
+        again = selector.run()
+    row = next(c for c in again.fits.candidates if c.model == "small")
+    assert row.status == "complete" and not (row.source or "").startswith("hub card")
+    assert again.best == result.best and again.bought == result.bought  # small from its runs, as in the grid
+
+
 def test_a_run_claimed_by_another_owner_is_done_last_and_never_twice(models, data, tmp_path):
     import threading
 

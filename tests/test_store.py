@@ -287,21 +287,6 @@ def test_bad_ttl_is_refused(tmp_path):
 # -- nothing silently changes a ranking ---------------------------------------------------------
 
 
-@pytest.fixture
-def no_hang():
-    """Fail, instead of hanging the suite, if something blocks on a FIFO."""
-    import signal
-
-    def stop(*_):
-        raise TimeoutError("blocked reading the store")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
 def test_fifos_devices_sockets_and_link_loops_are_skipped_never_read(tmp_path, no_hang):
     store = Store(tmp_path)
     store.write(make_record("good"))

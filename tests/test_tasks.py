@@ -112,12 +112,29 @@ def assert_plan_estimates_what_the_runs_recorded(path: Path, out: Path, recs) ->
         assert 0.9 < estimated[(r.model["id"], r.train_size)] / r.total_flos < 1.1, (r.model["id"], r.train_size)
 
 
+@pytest.mark.parametrize("command", ["select", "plan"])
+@pytest.mark.parametrize("case", ["encoder-decoder on plain text", "chat without a template"])
+def test_a_candidate_the_data_cannot_train_is_a_config_error_before_any_model_loads(folder, tmp_path, capsys,
+                                                                                    monkeypatch, command, case):
+    """Known from the candidate's config.json and tokenizer: one line, exit 2, no run listed or started."""
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(runner_module, "load_candidate", no_model)
+    if case == "chat without a template":
+        path = config(folder, "chat-bare", data="chat", candidates=["models/gpt2"])
+        words = "candidate 'models/gpt2': its tokenizer has no chat template"
+    else:
+        path = config(folder, "t5-text", candidates=["models/gpt2", "models/t5"],
+                      dataset={"prompt_column": None, "completion_column": None, "text_column": "question"})
+        words = "candidate 'models/t5' is an encoder-decoder, which needs prompt -> completion data"
+    assert main([command, str(path), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and words in captured.err and str(path) in captured.err, captured.err
+    assert "lensllm select" not in captured.out and not (tmp_path / "out" / "store").exists()
+
+
 def test_conversations_take_the_chat_template_from_the_config(folder, tmp_path, capsys):
-    # Without a template the tiny tokenizer cannot render chats: that candidate alone fails, saying how to fix it.
-    no_template = config(folder, "chat-bare", data="chat", candidates=["models/gpt2"])
-    assert select(no_template, tmp_path / "bare", "--only", "models/gpt2", "--size", "0") == 1
-    printed = capsys.readouterr().out
-    assert "no chat template" in printed and "set chat_template in the config" in printed
     path = config(folder, "chat", data="chat", chat_template=CHAT_TEMPLATE)
     assert select(path, tmp_path / "out") == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "out" / "selection.json").read_text())

@@ -1,8 +1,16 @@
-"""Small helpers every part of the package shares: one-line errors, safe display, atomic writes.
+"""Small helpers every part of the package shares: one-line errors, safe display, atomic writes,
+and bounded reading of outside data.
 
 :func:`first_problem` puts pydantic's first validation error in words, so the selection
 parameters, the YAML config, the callback's arguments and the run records all say a bad value
 the same way (``sizes[1]='x': must be a whole number``).
+
+Run records, model cards, fit JSON, curve tables and configs come from files and servers we do
+not control: their readers parse them through :func:`read_bounded`, :func:`load_json` and
+:func:`load_yaml` (pyyaml's loader and the json module, with their hooks), so a hostile or
+damaged input is one :class:`~lensllm_hf.errors.BoundsError` line naming it, never a
+``RecursionError``, an ``int()`` that refuses 5,000 digits, a blocked read of a FIFO or a
+gigabyte in memory; :func:`check_prediction` refuses a fit whose numbers cannot be a loss.
 
 Kept free of torch and of the rest of the package (it imports only :mod:`lensllm_hf.errors`), so
 the fitting core, the records and the command line can all use it.
@@ -16,7 +24,9 @@ import difflib
 import functools
 import math
 import os
+import json
 import re
+import socket
 import stat
 import tempfile
 import typing
@@ -24,10 +34,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import LensLLMError
+from .errors import BoundsError, LensLLMError
 
-__all__ = ["Problem", "atomic_write_text", "check_output_file", "display", "fields_adapter", "first_problem",
-           "json_safe", "one_line", "short", "suggest", "whole"]
+__all__ = ["MAX_DEPTH", "MAX_DOCUMENT_BYTES", "MAX_LOSS", "MAX_NUMBER_CHARS", "Problem", "atomic_write_text",
+           "check_depth", "check_output_file", "check_prediction", "display", "fields_adapter", "first_problem",
+           "implausible_prediction", "json_safe", "load_json", "load_yaml", "node_id", "one_line", "pid_alive",
+           "read_bounded", "short", "suggest", "whole"]
 
 #: Longest error text kept in one line (records, tables, terminal messages).
 ONE_LINE_LIMIT = 500
@@ -250,3 +262,239 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def node_id() -> str:
+    """This machine and pid namespace, ``host/namespace`` (two containers may share a host name, not a
+    namespace): where a process id means the same process."""
+    global _NODE
+    if _NODE is None:
+        try:
+            namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+        except OSError:
+            namespace = "-"
+        _NODE = f"{socket.gethostname()}/{namespace}"
+    return _NODE
+
+
+_NODE: str | None = None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this :func:`node_id` exists (True when unsure: a pid out of range is not
+    a process; one owned by another user is)."""
+    if not 0 < pid < 2**31:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
+
+
+# -- bounded reading of outside data ------------------------------------------------------------
+
+#: Deepest nesting of lists and mappings read from any document (a record nests 4 deep, a card 6).
+MAX_DEPTH = 32
+#: Longest number literal read (a count, a seed or a float's repr takes well under 30 characters).
+MAX_NUMBER_CHARS = 100
+#: Largest document read whole (a record, a card, a fit JSON, a config; a real one is under 10 MB).
+MAX_DOCUMENT_BYTES = 64 * 2**20
+#: Most YAML aliases in one document (real cards and configs use none; each may expand a subtree).
+MAX_YAML_ALIASES = 100
+#: Largest loss a reader takes as a measurement: a per-token cross-entropy (or 1 - metric) is tens
+#: at most; a loss of 1e6 would be a perplexity of e^1e6.
+MAX_LOSS = 1e6
+#: A prediction more than this many times the largest loss the fit saw is refused as absurd.
+PREDICTION_FACTOR = 10.0
+
+_DAMAGED = "the file is damaged or not what it should be"
+
+
+def read_bounded(path: str | os.PathLike, where: str | None = None, *, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    A folder, FIFO, device or socket is refused before it is opened for a blocking read. Raises
+    :class:`~lensllm_hf.errors.BoundsError` for those and for a file over ``limit``; ``OSError`` (``FileNotFoundError``
+    ...) for a file that cannot be read, for the caller to word.
+    """
+    where = display(where if where is not None else os.fspath(path))
+    info = os.stat(path)
+    _check_regular(info, where, limit)
+    # O_NONBLOCK: if a FIFO took the name since the stat, opening it still returns at once.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        _check_regular(os.fstat(handle.fileno()), where, limit)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise BoundsError(f"{where}: over {limit:,} bytes, too large to be read; {_DAMAGED}", path=where)
+    return data
+
+
+def _check_regular(info: os.stat_result, where: str, limit: int) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(21, "is a folder", where)
+    if not stat.S_ISREG(info.st_mode):
+        raise BoundsError(f"{where}: not a regular file (a FIFO, device or socket); pass a file", path=where)
+    if info.st_size > limit:
+        raise BoundsError(f"{where}: {info.st_size:,} bytes, more than the {limit:,} read; {_DAMAGED}", path=where)
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _number(text: str, kind: type) -> Any:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _TooLong(len(text))
+    return kind(text)
+
+
+def load_json(text: str | bytes, where: str) -> Any:
+    """``json.loads`` within the bounds: numbers of at most :data:`MAX_NUMBER_CHARS` characters,
+    nesting of at most :data:`MAX_DEPTH`; past them, a :class:`~lensllm_hf.errors.BoundsError`.
+    (``json.JSONDecodeError`` keeps its own type: callers word it themselves.)
+
+    Example:
+        >>> load_json('{"loss": 2.5}', "run.json")
+        {'loss': 2.5}
+        >>> load_json('{"loss": ' + '9' * 200 + '}', "run.json")
+        Traceback (most recent call last):
+        ...
+        lensllm_hf.errors.BoundsError: run.json: a number written with 200 characters (at most 100 are read); ...
+    """
+    try:
+        data = json.loads(text, parse_int=lambda s: _number(s, int), parse_float=lambda s: _number(s, float))
+    except _TooLong as error:
+        raise BoundsError(f"{display(where)}: a number written with {error.args[0]:,} characters (at most "
+                          f"{MAX_NUMBER_CHARS} are read); {_DAMAGED}", path=where) from None
+    except RecursionError:
+        raise BoundsError(f"{display(where)}: nested deeper than {MAX_DEPTH} levels; {_DAMAGED}", path=where) from None
+    check_depth(data, where)
+    return data
+
+
+def check_depth(data: Any, where: str, limit: int = MAX_DEPTH) -> None:
+    """A :class:`~lensllm_hf.errors.BoundsError` when lists and mappings nest deeper than ``limit``
+    (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise BoundsError(f"{display(where)}: nested deeper than {limit} levels; {_DAMAGED}", path=where)
+        stack.extend((child, depth + 1) for child in children)
+
+
+# -- YAML --------------------------------------------------------------------------------------
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` within the bounds: at most :data:`MAX_DEPTH` levels, :data:`MAX_YAML_ALIASES`
+    aliases and number literals of :data:`MAX_NUMBER_CHARS` characters. ``yaml.YAMLError`` keeps
+    its type (callers word a syntax error with its line); a bound is a :class:`~lensllm_hf.errors.BoundsError`."""
+    import yaml
+
+    loader = _bounded_loader(yaml)(text)
+    loader.lensllm_where = display(where)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_LOADER: type | None = None
+
+
+def _bounded_loader(yaml) -> type:
+    """pyyaml's SafeLoader, counting depth and aliases as it composes and number lengths as it constructs."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+
+    class BoundedLoader(yaml.SafeLoader):
+        lensllm_where = "YAML"
+        _depth = 0
+        _aliases = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self._aliases += 1
+                if self._aliases > MAX_YAML_ALIASES:
+                    raise BoundsError(f"{self.lensllm_where}: more than {MAX_YAML_ALIASES} YAML aliases; {_DAMAGED}",
+                                      path=self.lensllm_where)
+                return super().compose_node(parent, index)
+            self._depth += 1
+            try:
+                if self._depth > MAX_DEPTH:
+                    raise BoundsError(f"{self.lensllm_where}: YAML nested deeper than {MAX_DEPTH} levels; "
+                                      f"{_DAMAGED}", path=self.lensllm_where)
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def _short_number(self, node) -> None:
+            if len(node.value) > MAX_NUMBER_CHARS:
+                line = node.start_mark.line + 1 if node.start_mark is not None else "?"
+                raise BoundsError(f"{self.lensllm_where}: a number written with {len(node.value):,} characters at "
+                                  f"line {line} (at most {MAX_NUMBER_CHARS} are read); {_DAMAGED}",
+                                  path=self.lensllm_where)
+
+        def construct_yaml_int(self, node):
+            self._short_number(node)
+            return super().construct_yaml_int(node)
+
+        def construct_yaml_float(self, node):
+            self._short_number(node)
+            return super().construct_yaml_float(node)
+
+    BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+    BoundedLoader.add_constructor("tag:yaml.org,2002:float", BoundedLoader.construct_yaml_float)
+    _LOADER = BoundedLoader
+    return _LOADER
+
+
+def check_prediction(fit: Any, at: float, level: float, where: str) -> tuple[float, float, float]:
+    """(predicted loss, interval low, interval high) of ``fit`` at ``at`` examples, or a
+    :class:`~lensllm_hf.errors.BoundsError` naming ``where`` (the fit) when the numbers cannot be a loss
+    (:func:`implausible_prediction`). numpy's overflow warnings are not printed: the error says it."""
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        low, high = fit.predict_interval([at], level)
+        predicted = float(fit.predict([at])[0])
+    low, high = float(low[0]), float(high[0])
+    problem = implausible_prediction(fit, predicted, low, high)
+    if problem:
+        raise BoundsError(f"{display(where)}: refused at {at:,.0f} examples: {problem}; the fit was edited or damaged, "
+                          "fit it again (lensllm fit, lensllm select)", path=where)
+    return predicted, low, high
+
+
+def implausible_prediction(fit: Any, predicted: float, low: float, high: float) -> str | None:
+    """Why a fit's prediction cannot be a loss (None when it can).
+
+    Refused: a prediction or interval bound that is not finite, a negative prediction, or one
+    above :data:`PREDICTION_FACTOR` times the largest loss the fit saw (a law fitted to those
+    points falls with more data; such a number comes from a hand-edited or damaged fit).
+    """
+    if not all(math.isfinite(x) for x in (predicted, low, high)):
+        return f"its prediction is not a finite number (loss {predicted:.4g}, interval [{low:.4g}, {high:.4g}])"
+    largest = max(fit.losses, default=math.inf)
+    if predicted < 0 or predicted > PREDICTION_FACTOR * largest:
+        return (f"it predicts a loss of {predicted:.4g}, outside what its points allow (0 to {PREDICTION_FACTOR:g} "
+                f"times its largest loss, {largest:.4g})")
+    return None

@@ -19,12 +19,14 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "BoundsError",
     "CandidateError",
     "CardError",
     "CardMetadataError",
     "ConfigError",
     "CurveError",
     "FitError",
+    "HubCacheWarning",
     "HubError",
     "LensLLMError",
     "NetworkError",
@@ -52,6 +54,22 @@ class ConfigError(LensLLMError, ValueError):
     def __init__(self, message: str, *, key: str | None = None, value: Any = None, path: str | None = None) -> None:
         super().__init__(message)
         self.key, self.value, self.path = key, value, path
+
+
+class BoundsError(LensLLMError, ValueError):
+    """Outside data past a bound: nested too deep, a number written too long, a file too large or not
+    a regular file, a value out of range (a fit predicting an infinite loss).
+
+    Readers turn it into their own error (a skipped record, a :class:`CardMetadataError`, a
+    :class:`ConfigError`) or let it through as one line.
+
+    Attributes:
+        path: the file or source concerned (``"runs/x.lensllm.json"``, ``"fit.json.ranking[0].fit"``).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class CurveError(LensLLMError, ValueError):
@@ -161,6 +179,20 @@ class HubError(CardError):
 
 class NetworkError(HubError):
     """The Hub could not be reached, answered with a server error (5xx), or ``HF_HUB_OFFLINE`` is set."""
+
+
+class HubCacheWarning(UserWarning):
+    """The Hub did not answer (no answer in time, 5xx, 401, 429...) and the copy of a card cached on
+    this machine was used instead; it may be out of date.
+
+    Attributes:
+        source: the repo ID.
+        endpoint: the Hub's URL.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.source, self.endpoint = source, endpoint
 
 
 class RecordWarning(UserWarning):

@@ -11,8 +11,10 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
+from .._utils import one_line
 from ..errors import LensLLMError
 
 #: Sub-command modules, in the order ``lensllm --help`` lists them.
@@ -43,14 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except LensLLMError as error:
-        print(f"lensllm {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"lensllm {args.command}: interrupted; what was recorded so far is kept", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning(args.command)
+        try:
+            return int(args.run(args) or 0)
+        except LensLLMError as error:
+            print(f"lensllm {args.command}: error: {one_line(str(error), limit=2000)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"lensllm {args.command}: interrupted; what was recorded so far is kept", file=sys.stderr)
+            return 130
+
+
+def _one_line_warning(command: str):
+    """A ``warnings.showwarning`` that prints ``lensllm COMMAND: warning: ...`` on one line: the
+    message is for the user, the source file and line of the code that warned are not."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"lensllm {command}: warning: {one_line(str(message), limit=2000)}", file=file or sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

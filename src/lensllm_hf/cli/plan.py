@@ -101,7 +101,7 @@ def planned_commands(selector, config_path: str, config, given: dict | None = No
 def run(args: argparse.Namespace) -> int:
     from .._utils import atomic_write_text, check_output_file
     from ..selector.cost import gpu_hours
-    from .select import load_config
+    from .select import check_candidates, load_config
 
     device = {"gpu": args.gpu, "flops_per_second": args.flops_per_second}
     if args.gpu is not None or args.flops_per_second is not None:
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json)
     config, given = load_config(args)
     selector = config.selector(output_dir=config.resolved_output_dir(), progress=False)
+    check_candidates(selector, config)
     plan = selector.plan()
     pending = planned_commands(selector, args.config, config, given, include_done=args.all)
     for _, line in pending:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._utils import atomic_write_text, check_output_file, display
+from .._utils import atomic_write_text, check_output_file, check_prediction, display, load_json, read_bounded
+from ..engine.curves import MAX_SUBSET_SIZE
 from ..engine.fit import Prediction
 from ..errors import LensLLMError
 
@@ -110,7 +111,9 @@ def predict(source: str | Path, model: str, at: float, *, level: float | None = 
     from ..engine.methods.base import extrapolation_warnings
 
     fit, source_level, name = _find(str(source), model, dataset=dataset, config=config, split=split, adapter=adapter)
-    prediction = fit.prediction(at, source_level if level is None else level)
+    level = source_level if level is None else level
+    check_prediction(fit, at, level, f"{_shown(Path(source))}: the {display(fit.law)} fit of {_name(name)}")
+    prediction = fit.prediction(at, level)
     notes = tuple(dict.fromkeys([*fit.warnings, *extrapolation_warnings(fit, at)]))
     return ModelPrediction(**vars(prediction), model=name, law=fit.law, warnings=notes)
 
@@ -136,15 +139,16 @@ def _find(source: str, model: str, **card_filters: str | None):
 
 
 def _json_or_none(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is not JSON (then it may be a model card)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, _shown(path)).decode("utf-8")
     except UnicodeDecodeError:
         raise LensLLMError(f"{_shown(path)}: not a text file; {_SOURCE_HINT}") from None
     except OSError as error:
         raise LensLLMError(f"{_shown(path)}: cannot read it ({error.strerror or error}); {_SOURCE_HINT}") from None
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        return load_json(text, _shown(path))
+    except json.JSONDecodeError:
         return None
 
 
@@ -210,8 +214,9 @@ def _positive(text: str, flag: str) -> float:
         value = float(text)
     except ValueError:
         raise LensLLMError(f"{flag} {display(text)!r}: not a number; pass a number of examples, e.g. 1638400") from None
-    if not math.isfinite(value) or value <= 0:
-        raise LensLLMError(f"{flag} {display(text)}: must be a finite number of examples > 0")
+    if not 0 < value <= MAX_SUBSET_SIZE:
+        raise LensLLMError(f"{flag} {display(text)}: must be a number of examples above 0 and at most "
+                           f"{MAX_SUBSET_SIZE:.0e} (no data set is larger)")
     return value
 
 

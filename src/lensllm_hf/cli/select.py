@@ -29,7 +29,7 @@ from pathlib import Path
 from .._utils import atomic_write_text, display
 from ..errors import LensLLMError
 
-__all__ = ["add_parser", "load_config", "run", "write_outputs"]
+__all__ = ["add_parser", "check_candidates", "load_config", "run", "write_outputs"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,6 +75,16 @@ def load_config(args: argparse.Namespace):
     return config, overrides
 
 
+def check_candidates(selector, config) -> None:
+    """The selector's :meth:`~lensllm_hf.LensLLMSelector.check_candidates`, its error naming the config file."""
+    from ..errors import ConfigError
+
+    try:
+        selector.check_candidates()
+    except LensLLMError as error:
+        raise ConfigError(f"{display(config.path or 'config')}: {error}", key="candidates", path=config.path) from None
+
+
 def run(args: argparse.Namespace) -> int:
     with log_to_stderr("select"):
         return _run(args)
@@ -101,6 +111,8 @@ def _run(args: argparse.Namespace) -> int:
         raise LensLLMError(f"--local-workers {args.local_workers}: give a whole number >= 1, with --worker")
     config, _ = load_config(args)
     selector = config.selector(output_dir=config.resolved_output_dir())
+    if not args.from_store:  # the runs to make must be able to start, before any model loads
+        check_candidates(selector, config)
     out = Path(selector.output_dir)
     if args.worker and selector.params_.backend == "ray":
         raise LensLLMError("--worker makes its runs in this process; add --backend serial (Ray spreads the runs "

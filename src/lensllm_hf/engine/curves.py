@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._utils import atomic_write_text, display, one_line
+from .._utils import MAX_DOCUMENT_BYTES, MAX_LOSS, atomic_write_text, display, one_line
 from ..errors import CurveError
 
 __all__ = ["MAX_SUBSET_SIZE", "CurveError", "CurveTable", "validate_points"]
@@ -142,8 +142,8 @@ def validate_points(sizes, losses, *, where: str = "points", problem: str | None
         raise CurveError(f"{where}: sizes and losses must be two lists of the same length")
     if problem:
         raise CurveError(f"{where}: {problem}")
-    if not (np.isfinite(losses).all() and (losses > 0).all()):  # array methods: this runs per fit
-        raise CurveError(f"{where}: a loss is NaN, infinite or <= 0; fix or drop that point")
+    if not ((losses > 0) & (losses <= MAX_LOSS)).all():  # array methods: this runs per fit
+        raise CurveError(f"{where}: a loss is NaN, infinite or <= 0, or above {MAX_LOSS:g}; fix or drop that point")
     if not (np.isfinite(sizes).all() and (sizes >= 0).all()):
         raise CurveError(f"{where}: subset sizes must be finite and >= 0")
     order = np.argsort(sizes)
@@ -177,6 +177,9 @@ def _read_regular_file(path: Path, where: str) -> bytes:
         raise CurveError(f"{where}: cannot be read ({one_line(error.strerror or error)}); "
                          "pass the path of a curve table (CSV)", path=where) from None
     _check_regular(info.st_mode, where)
+    if info.st_size > MAX_DOCUMENT_BYTES:
+        raise CurveError(f"{where}: {info.st_size:,} bytes, more than a curve table may have ({MAX_DOCUMENT_BYTES:,}); "
+                         "pass a CSV with one row per model", path=where)
     try:
         # O_NONBLOCK: if the name was swapped for a FIFO since the stat, opening must not wait for a writer
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -439,18 +442,19 @@ def _table_from_rows(cls: type[CurveTable], data: bytes, lines: _Lines, layout: 
     for k, j in enumerate(layout.size_cols):
         column = rows[j]
         values = np.array(pd.to_numeric(column, errors="coerce") if column.dtype == object else column, dtype=float)
-        for i in np.flatnonzero(~(np.isfinite(values) & (values > 0))):
+        for i in np.flatnonzero(~((values > 0) & (values <= MAX_LOSS))):
             # the vectorized parsers refuse a few spellings float() takes ('1_000'); bad cells are few
             cell = text(int(i), j)
             value = _as_number(cell)
-            if value is not None and math.isfinite(value) and value > 0:
+            if value is not None and 0 < value <= MAX_LOSS:
                 values[i] = value
                 continue
             values[i] = np.nan
             bad.setdefault(int(i), []).append(f"column {layout.header[j]!r} = {_quote(cell.strip() or 'empty')}")
         losses[:, k] = values
     problems = {models[i]: (f"row {kept[i] + 1}: unusable loss at " + ", ".join(cells)
-                            + " (losses must be finite numbers > 0)") for i, cells in sorted(bad.items())}
+                            + f" (losses must be finite numbers > 0, at most {MAX_LOSS:g})")
+                for i, cells in sorted(bad.items())}
     params = None
     if layout.param_col is not None:
         column = rows[layout.param_col]

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from .._utils import atomic_write_text, display, json_safe
+from .._utils import atomic_write_text, check_prediction, display, json_safe, load_json, read_bounded
 from ..errors import LensLLMError
 from .fit import MAX_ENTRIES, MAX_TEXT, Fit, FitError, Prediction, check_level
 
@@ -409,17 +409,22 @@ class Ranking:
             candidates = [CandidateFit.from_dict(row, f"{where}.ranking[{i}]") for i, row in enumerate(rows)]
         except FitError as error:
             raise LensLLMError(str(error)) from None
+        for i, c in enumerate(candidates):  # a hand-edited parameter must not rank as an infinite loss
+            if c.fit is not None:
+                check_prediction(c.fit, float(target), level, f"{where}.ranking[{i}].fit ({display(c.model[:80])!r})")
         return cls(target=float(target), method=method, candidates=candidates, level=level)
 
     @classmethod
     def read_json(cls, path: str | Path) -> Ranking:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = load_json(read_bounded(path).decode("utf-8"), str(path))
         except FileNotFoundError:
             raise LensLLMError(f"{display(path)}: no such file; pass what 'lensllm fit --json' writes") from None
         except IsADirectoryError:
             raise LensLLMError(f"{display(path)}: is a folder; pass the JSON file 'lensllm fit --json' writes") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        except OSError as error:
+            raise LensLLMError(f"{display(path)}: cannot be read ({error.strerror or error}); check the path") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise LensLLMError(f"{display(path)}: not valid JSON ({type(error).__name__}); "
                                "pass what 'lensllm fit --json' writes") from None
         return cls.from_dict(data, where=display(path))

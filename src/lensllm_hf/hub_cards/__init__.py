@@ -18,7 +18,7 @@ Example:
     >>> fit.predict_interval([1_638_400])  # the ranking's Fit, rebuilt  # doctest: +SKIP
 """
 
-from ..errors import CardError, CardMetadataError, HubError, NetworkError, redact
+from ..errors import CardError, CardMetadataError, HubCacheWarning, HubError, NetworkError, redact
 from .hub import load_fits, push_fits
 from .local import card_with_fits, read_card, write_card
 from .metadata import METADATA_KEY, CardFit, eval_results_for, find_fit, fits_from_ranking, merge_fits, parse_fits
@@ -36,6 +36,7 @@ __all__ = [
     "CardFit",
     "CardMetadataError",
     "HubAuthError",
+    "HubCacheWarning",
     "HubError",
     "HubNotFoundError",
     "HubPermissionError",

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,11 @@ from huggingface_hub import (
     HfApi,
     ModelCard,
     constants,
+    get_hf_file_metadata,
+    get_session,
     get_token,
+    hf_hub_download,
+    hf_hub_url,
     metadata_update,
     try_to_load_from_cache,
 )
@@ -41,19 +46,20 @@ from huggingface_hub.errors import (
     OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
+    RevisionNotFoundError,
 )
 from huggingface_hub.repocard_data import eval_results_to_model_index
 from huggingface_hub.utils import validate_repo_id
 
 from .._utils import one_line
-from ..errors import CardError, CardMetadataError, HubError, NetworkError, redact
+from ..errors import CardError, CardMetadataError, HubCacheWarning, HubError, NetworkError, redact
 from .local import CARD_NAME, read_card
 from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, merge_fits, parse_fits
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
-    from httpx2 import DecodingError, TransportError
+    from httpx2 import DecodingError, TimeoutException, TransportError
 except ImportError:  # pragma: no cover
-    from httpx import DecodingError, TransportError
+    from httpx import DecodingError, TimeoutException, TransportError
 
 __all__ = ["load_fits", "push_fits"]
 
@@ -107,12 +113,12 @@ def push_fits(repo_id: str, fits: CardFit | Iterable[CardFit], *, create_pr: boo
     if not token:
         raise HubError("no Hugging Face token: set HF_TOKEN to a token with write access or run "
                        "'hf auth login'; nothing was changed on the Hub or here", source=repo_id, status=401)
-    with _explained(repo_id, "pushing fits to", pushing=True, secrets=(token,)):
+    with _explained(repo_id, "pushing fits to", pushing=True, secrets=(token,)), _bounded_waits():
         api = HfApi()
         if create_pr is None:
             create_pr = not _may_commit(repo_id, api.whoami(token=token))
         # The head of main before reading the card: the commit is refused if it moves (no lost update).
-        head = api.model_info(repo_id, token=token).sha
+        head = api.model_info(repo_id, token=token, timeout=request_timeout()).sha
         card = _hub_card(repo_id, token)
         existing = parse_fits(card.data.get(METADATA_KEY), repo_id) if card else []  # malformed: stop here
         model_name = (card.data.model_name if card else None) or repo_id
@@ -151,7 +157,7 @@ def load_fits(repo_id_or_path: str | os.PathLike, *, token: str | None = None) -
         return parse_fits(card.data.get(METADATA_KEY), str(path))
     repo_id = str(repo_id_or_path)
     _redact_client_logs()
-    with _explained(repo_id, "reading the card of", pushing=False, secrets=(token, get_token())):
+    with _explained(repo_id, "reading the card of", pushing=False, secrets=(token, get_token())), _bounded_waits():
         card = _hub_card(repo_id, token, offline=is_offline())
     return parse_fits(card.data.get(METADATA_KEY), repo_id) if card else []
 
@@ -208,25 +214,97 @@ def is_offline() -> bool:
 
 
 def _hub_card(repo_id: str, token: str | None, *, offline: bool = False) -> ModelCard | None:
-    """The repo's card as huggingface_hub loads it, or None when the repo has no README.md."""
+    """The repo's card, read within bounds (:func:`read_card`), or None when the repo has no README.md."""
     try:
-        validate_repo_id(repo_id)  # before ModelCard.load probes it as a path (a 5,000-character name: OSError)
+        validate_repo_id(repo_id)  # before anything probes it as a path (a 5,000-character name: OSError)
         if offline:  # the cached card or nothing: no request, not even the client's header lookups
             cached = try_to_load_from_cache(repo_id, CARD_NAME)
             if cached is None:
                 raise NetworkError(f"reading the card of {_shown(repo_id)}: HF_HUB_OFFLINE is set and the card is "
                                    "not in the local Hugging Face cache; unset HF_HUB_OFFLINE to reach the Hub",
                                    source=repo_id)
-            return ModelCard.load(Path(cached)) if isinstance(cached, str) else None  # else: known to have none
-        return ModelCard.load(repo_id, token=token)
+            return read_card(cached, _shown(repo_id)) if isinstance(cached, str) else None  # else: known to have none
+        return read_card(_fetch_card(repo_id, token), _shown(repo_id))
     except RemoteEntryNotFoundError:  # not LocalEntryNotFoundError: that one means "could not ask the Hub"
         return None
     except HFValidationError:
         raise CardError(f"{_shown(repo_id)}: no such folder or file here, and not a Hub repo ID "
                         "('namespace/name')", source=repo_id) from None
+    except (CardError, HfHubHTTPError):  # BadRequestError is a ValueError too: not the card's fault
+        raise
     except (ValueError, yaml.YAMLError) as error:
         raise CardMetadataError(f"{_shown(repo_id)}: the card's metadata is malformed ({one_line(str(error), 300)}); "
                                 "fix it on the Hub first", source=repo_id) from None
+
+
+def _fetch_card(repo_id: str, token: str | None) -> str:
+    """The path of the repo's README.md in huggingface_hub's cache, asked for with a timeout.
+
+    huggingface_hub's own download falls back to a cached copy in silence when the Hub fails,
+    and without one retries with 60 s waits. Here the card's metadata is asked for once first,
+    with :func:`metadata_timeout`: when that fails (no answer, 5xx, 401, 429...) a cached copy is
+    used with a :class:`~lensllm_hf.errors.HubCacheWarning` that says so; without one the question
+    is asked again with huggingface_hub's bounded retries (5, backing off 1 to 8 s, the same
+    timeout), and a last failure goes up (one line).
+    """
+    url = hf_hub_url(repo_id, CARD_NAME)
+    try:
+        get_hf_file_metadata(url, token=token, timeout=metadata_timeout())
+    except (RemoteEntryNotFoundError, RevisionNotFoundError):
+        raise
+    except (HfHubHTTPError, TransportError, FileMetadataError) as error:
+        cached = try_to_load_from_cache(repo_id, CARD_NAME)
+        if not isinstance(cached, str):
+            get_hf_file_metadata(url, token=token, timeout=metadata_timeout(), retry_on_errors=True)
+            raise
+        endpoint = redact(constants.ENDPOINT)
+        warnings.warn(HubCacheWarning(f"{_shown(repo_id)}: the Hub at {endpoint} did not answer ({_failure(error)}); "
+                                      "using the copy of its card cached on this machine, which may be out of date",
+                                      source=repo_id, endpoint=endpoint), stacklevel=4)
+        return cached
+    return hf_hub_download(repo_id, CARD_NAME, token=token, etag_timeout=metadata_timeout())
+
+
+def metadata_timeout() -> float:
+    """Seconds to wait for the Hub's answer about a file: huggingface_hub's ``HF_HUB_ETAG_TIMEOUT`` (10)."""
+    return float(constants.HF_HUB_ETAG_TIMEOUT)
+
+
+def request_timeout() -> float:
+    """Seconds to wait for any other Hub answer: huggingface_hub's ``HF_HUB_DOWNLOAD_TIMEOUT`` (10), which
+    it documents as the default timeout of its requests."""
+    return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+
+
+@contextmanager
+def _bounded_waits() -> Iterator[None]:
+    """Give huggingface_hub's shared HTTP client a timeout while this module's calls run.
+
+    Its default client waits forever (``timeout=None``) on the API calls that pass none
+    (``whoami``, the commit, its pre-upload); a Hub that accepts the connection and never
+    answers would hang a push. A client the user configured with timeouts of their own
+    (``set_client_factory``) is left as it is.
+    """
+    session = get_session()
+    before = session.timeout
+    if any(value is not None for value in (before.connect, before.read, before.write, before.pool)):
+        yield
+        return
+    session.timeout = request_timeout()
+    try:
+        yield
+    finally:
+        session.timeout = before
+
+
+def _failure(error: BaseException) -> str:
+    """A few words on how a request failed: ``no answer within 10 s``, ``status 503``, ``ConnectError``."""
+    if isinstance(error, TimeoutException):
+        return f"no answer within {metadata_timeout():g} s"
+    response = getattr(error, "response", None)
+    if isinstance(error, HfHubHTTPError) and response is not None:
+        return f"status {response.status_code}"
+    return type(error).__name__
 
 
 def _may_commit(repo_id: str, who: dict) -> bool:
@@ -278,6 +356,11 @@ def _as_hub_error(error: BaseException, repo_id: str, doing: str, pushing: bool)
                  f"({{what}}); check HF_ENDPOINT, a proxy or the network's login page, and retry{safe}")
     if isinstance(cause, OfflineModeIsEnabled):
         return NetworkError(f"{doing} {repo_id}: HF_HUB_OFFLINE is set; unset it to reach the Hub{safe}")
+    if isinstance(cause, TimeoutException):
+        return NetworkError(f"{doing} {repo_id}: the Hub at {where} did not answer in time ({type(cause).__name__} "
+                            f"after {max(metadata_timeout(), request_timeout()):g} s); check the network or "
+                            "HF_ENDPOINT and retry, or wait longer with HF_HUB_DOWNLOAD_TIMEOUT and "
+                            f"HF_HUB_ETAG_TIMEOUT (seconds){safe}")
     if isinstance(cause, TransportError):
         return NetworkError(f"{doing} {repo_id}: cannot reach the Hub at {where} ({type(cause).__name__}); "
                             f"check the network or HF_ENDPOINT and retry{safe}")

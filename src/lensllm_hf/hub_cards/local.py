@@ -8,9 +8,10 @@ from pathlib import Path
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from .._utils import atomic_write_text, one_line
-from ..errors import CardError, CardMetadataError
+from .._utils import atomic_write_text, display, load_yaml, one_line, read_bounded
+from ..errors import BoundsError, CardError, CardMetadataError
 from .metadata import METADATA_KEY, CardFit, as_fit_list, eval_results_for, is_result_of, merge_fits, parse_fits
 
 __all__ = ["CARD_NAME", "card_with_fits", "read_card", "write_card"]
@@ -74,13 +75,34 @@ def write_card(model_dir: str | os.PathLike, fits: CardFit | Iterable[CardFit]) 
     return path
 
 
-def read_card(path: str | os.PathLike) -> ModelCard:
-    """Load a local card with huggingface_hub's own parsing; malformed metadata is a :class:`CardMetadataError`."""
+def read_card(path: str | os.PathLike, source: str | None = None) -> ModelCard:
+    """Load a local card with huggingface_hub's own parsing, within bounds; malformed metadata is a
+    :class:`CardMetadataError` naming ``source`` (default: the path).
+
+    The file is read whole only when it is a regular file of at most
+    :data:`~lensllm_hf._utils.MAX_DOCUMENT_BYTES`, and its YAML front matter is first read with
+    the bounded loader (depth, aliases, number lengths), so a hostile card is one line, never a
+    ``RecursionError`` inside ``yaml.safe_load``.
+    """
+    source = display(source or str(path))
     try:
-        return ModelCard.load(Path(path))
+        content = read_bounded(path, source).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CardMetadataError(f"{source}: the card is not UTF-8 text; fix it by hand first", source=source) from None
+    except OSError as error:
+        raise CardError(f"{source}: cannot read the card ({error.strerror or error})", source=source) from None
+    except BoundsError as error:
+        raise CardMetadataError(str(error), source=source) from None
+    try:
+        block = REGEX_YAML_BLOCK.search(content)
+        if block is not None:
+            load_yaml(block.group(2), f"{source}: the card's metadata")
+        return ModelCard(content)
+    except BoundsError as error:
+        raise CardMetadataError(f"{error}; fix the card by hand first", source=source) from None
     except (ValueError, yaml.YAMLError) as error:
-        raise CardMetadataError(f"{path}: the card's metadata is malformed ({one_line(str(error), 300)}); "
-                                "fix it by hand first", source=str(path)) from None
+        raise CardMetadataError(f"{source}: the card's metadata is malformed ({one_line(str(error), 300)}); "
+                                "fix it by hand first", source=source) from None
 
 
 def card_with_fits(card: ModelCard, fits: Iterable[CardFit], *, source: str, model_name: str) -> ModelCard:

@@ -45,10 +45,10 @@ import numpy as np
 from huggingface_hub import EvalResult
 
 from .. import __version__
-from ..errors import LensLLMError
+from .._utils import check_prediction
 from ..engine.fit import Fit, FitError, Prediction, check_level
 from ..engine.ranking import CandidateFit, Ranking
-from ..errors import CardError, CardMetadataError
+from ..errors import BoundsError, CardError, CardMetadataError, LensLLMError
 
 __all__ = [
     "METADATA_KEY",
@@ -240,6 +240,12 @@ class CardFit:
         except LensLLMError as error:
             raise CardMetadataError(str(error), field=f"{where}.level") from None
         date = data.get("date")
+        target_size = check.size("target_size")
+        if target_size is not None:  # a hand-edited parameter must not read as an infinite loss
+            try:
+                check_prediction(fit, target_size, level, f"{where}.fit")
+            except BoundsError as error:
+                raise CardMetadataError(str(error), field=f"{where}.fit") from None
         return cls(
             fit=fit,
             dataset=check.text("dataset", required=True),
@@ -248,7 +254,7 @@ class CardFit:
             metric=check.text("metric", required=True),
             adapter=check.text("adapter"),
             model=check.text("model"),
-            target_size=check.size("target_size"),
+            target_size=target_size,
             level=level,
             library_version=check.text("library_version") or "unknown",
             # an unquoted date in hand-edited YAML loads as a datetime.date

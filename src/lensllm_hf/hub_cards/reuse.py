@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import warnings
 
+from .._utils import check_prediction
 from ..engine.ranking import CandidateFit
-from ..errors import CardError, CardMetadataError, HubError
+from ..errors import BoundsError, CardError, CardMetadataError, HubError
 from .hub import load_fits
 from .metadata import find_fit
 
@@ -43,12 +44,14 @@ def published_candidate(model: str, *, name: str, dataset: str, config: str | No
     """
     try:
         fits = load_fits(model)
-    except CardMetadataError as error:
+        found = find_fit(fits, dataset=dataset, config=config, split=split, metric=metric, adapter=adapter)
+        if found is not None:  # the card's fit at this selection's target: a loss, or not reused
+            check_prediction(found.fit, target, level, f"{found.source}: the published fit of {name}")
+    except (CardMetadataError, BoundsError) as error:
         warnings.warn(f"{error}; {name} is trained instead of reusing its published fit", stacklevel=2)
         return None
     except (HubError, CardError):  # unreachable, or not a repo ID and not a folder: train it instead
         return None
-    found = find_fit(fits, dataset=dataset, config=config, split=split, metric=metric, adapter=adapter)
     if found is None:
         return None
     row = found.to_candidate_fit(target)

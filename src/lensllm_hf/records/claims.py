@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .._utils import atomic_write_text
+from .._utils import atomic_write_text, load_json, node_id, pid_alive
 from ..errors import ConfigError, RecordError
 from .files import basename, join, write_remote
 from .schema import STORE_SUFFIX, RunKey
@@ -35,6 +35,8 @@ __all__ = ["CLAIMS_FOLDER", "Claim", "claim", "claim_of"]
 
 #: Hidden folder of a store holding claim and lock files (never listed as records).
 CLAIMS_FOLDER = ".lensllm-claims"
+#: Longest heartbeat period a claim file may ask for (a day); a longer one is the caller's ttl.
+MAX_CLAIM_TTL_S = 86_400
 _CLAIM_SUFFIX = ".claim"
 
 
@@ -200,7 +202,7 @@ def _claims(store: Store, key: RunKey) -> list[tuple[int, str]]:
 def _read_claim(store: Store, path: str) -> dict[str, Any] | None:
     try:
         raw = store._read_bytes(path)
-        info = json.loads(raw.decode("utf-8"))
+        info = load_json(raw.decode("utf-8"), path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, RecordError):
@@ -272,14 +274,14 @@ def _create_exclusive(store: Store, path: str, text: str, owner: str) -> bool:
     store._fs.pipe_file(fs_path, data)
     time.sleep(0.05)
     try:
-        return json.loads(store._fs.cat_file(fs_path).decode("utf-8")).get("owner") == owner
+        return load_json(store._fs.cat_file(fs_path).decode("utf-8"), path).get("owner") == owner
     except (OSError, ValueError):
         return False
 
 
 def _claim_text(key: RunKey, owner: str, generation: int, ttl_s: float) -> str:
     now = time.time()
-    return json.dumps({"owner": owner, "host": socket.gethostname(), "node": _node(), "pid": os.getpid(),
+    return json.dumps({"owner": owner, "host": socket.gethostname(), "node": node_id(), "pid": os.getpid(),
                        "heartbeat_at": now, "heartbeat_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(),
                        "ttl_s": ttl_s, "generation": generation, "key": key.to_dict()}) + "\n"
 
@@ -289,33 +291,13 @@ def _live(info: dict[str, Any] | None, ttl_s: float) -> bool:
     if info is None:
         return False
     ttl = info.get("ttl_s")
-    ttl = float(ttl) if isinstance(ttl, (int, float)) and math.isfinite(ttl) and ttl > 0 else ttl_s
-    if time.time() - float(info["heartbeat_at"]) > ttl:
+    ttl = float(ttl) if isinstance(ttl, (int, float)) and 0 < ttl <= MAX_CLAIM_TTL_S else ttl_s
+    age = time.time() - float(info["heartbeat_at"])
+    if not -MAX_CLAIM_TTL_S <= age <= ttl:  # stale; or from past tomorrow (damaged, else it would hold forever)
         return False
     pid = info.get("pid")
-    if info.get("node") == _node() and isinstance(pid, int) and pid > 0:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False  # its process is gone: no need to wait for the heartbeat to age
-        except OSError:
-            pass  # exists, owned by another user
-    return True
-
-
-_NODE: str | None = None
-
-
-def _node() -> str:
-    """This machine and pid namespace (two containers may share a host name, not a namespace)."""
-    global _NODE
-    if _NODE is None:
-        try:
-            namespace = str(os.stat("/proc/self/ns/pid").st_ino)
-        except OSError:
-            namespace = "-"
-        _NODE = f"{socket.gethostname()}/{namespace}"
-    return _NODE
+    # its process gone, on this machine: no need to wait for the heartbeat to age
+    return not (info.get("node") == node_id() and isinstance(pid, int) and not pid_alive(pid))
 
 
 def _claims_dir(store: Store) -> str:

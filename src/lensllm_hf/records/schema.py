@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field, Strict, with_config
 from typing_extensions import Required, TypedDict
 
-from .._utils import fields_adapter, first_problem, json_safe, short
+from .._utils import MAX_LOSS, fields_adapter, first_problem, json_safe, short
 from ..errors import RecordError, SchemaError
 
 __all__ = [
@@ -62,11 +62,19 @@ def _plain_int(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
+#: Largest count a record holds (examples, steps, tokens, sizes): beyond any real data set.
+MAX_COUNT = 10**15
+#: Most FLOPs a record holds (the largest training runs spend about 1e26).
+MAX_FLOPS = 1e32
+
 # What a record's values may be, checked by pydantic when a record is read (or a key made):
-# no text for a number, no true for 1, no fraction for a count.
+# no text for a number, no true for 1, no fraction for a count, nothing out of range (an eval
+# loss of 1e308 is no measurement; a count of 10^5000 no count).
 Whole = Annotated[int, Strict()]
-Count = Annotated[int, Strict(), Field(ge=0)]
-Number = Annotated[float, Strict()]
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Loss = Annotated[float, Strict(), Field(ge=-MAX_LOSS, le=MAX_LOSS)]
+Flops = Annotated[float, Strict(), Field(ge=0, le=MAX_FLOPS)]
 Status = Literal[STATUSES]
 
 
@@ -177,11 +185,11 @@ class Evaluation:
 
     step: Count
     examples_seen: Count
-    eval_loss: Number | None
+    eval_loss: Loss | None
     metrics: dict[str, Number | None] = field(default_factory=dict)
     epoch: Number | None = None
     tokens_seen: Count | None = None
-    total_flos: Number | None = None
+    total_flos: Flops | None = None
     at_examples: Count | None = None
 
 
@@ -242,10 +250,10 @@ class RunRecord:
     training: dict[str, Any] = field(default_factory=dict)
     metric: str = "eval_loss"
     evaluations: list[Evaluation] = field(default_factory=list)
-    final_eval_loss: Number | None = None
-    train_loss: Number | None = None
+    final_eval_loss: Loss | None = None
+    train_loss: Loss | None = None
     train_curve: list[dict[str, Any]] = field(default_factory=list)
-    total_flos: Number | None = None
+    total_flos: Flops | None = None
     ntk: dict[str, Any] | None = None
     stream: dict[str, Any] | None = None
     wall_time_s: Number | None = None

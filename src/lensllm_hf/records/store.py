@@ -19,7 +19,8 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RecordError, SchemaError
+from .._utils import load_json
+from ..errors import BoundsError, RecordError, SchemaError
 from . import claims
 from .claims import CLAIMS_FOLDER, Claim
 from .files import (MAX_RECORD_BYTES, basename, fs_of, is_local, join, read_local, regular_stat, warn, why,
@@ -428,10 +429,12 @@ def check_writable(folder: str | os.PathLike | Store) -> None:
     try:
         fs.makedirs(path, exist_ok=True)
         fs.pipe_file(probe, b"ok")
-        fs.rm(probe)
     except (OSError, ValueError) as error:
         raise RecordError(f"{folder}: cannot write run records there ({error.__class__.__name__}: {error}); "
                           "pass a writable output_dir or store (a folder or fsspec URL)", path=folder) from error
+    finally:  # on every path: a write that failed half-way ("no space left") may have left the file
+        with contextlib.suppress(OSError, ValueError):
+            fs.rm(probe)
 
 
 def require_persistent(url: str | os.PathLike | Store) -> None:
@@ -455,15 +458,15 @@ def require_persistent(url: str | os.PathLike | Store) -> None:
 
 def _parse(raw: bytes, where: str) -> RunRecord:
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = load_json(raw.decode("utf-8"), where)
     except UnicodeDecodeError:
         raise SchemaError(f"{where}: not a text file; a record is JSON written by LensLLMCallback",
                           path=where) from None
     except json.JSONDecodeError as error:
         raise SchemaError(f"{where}: not valid JSON ({error.msg} at line {error.lineno}); the file is damaged, "
                           "re-run the run or delete the file", path=where) from None
-    except RecursionError:
-        raise SchemaError(f"{where}: JSON nested too deep; the file is not a record, delete it", path=where) from None
+    except BoundsError as error:
+        raise SchemaError(f"{error}; delete it", path=where) from None
     return RunRecord.from_dict(data, where=where)
 
 

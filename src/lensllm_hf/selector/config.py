@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ from typing import Any
 from pydantic import with_config
 from typing_extensions import NotRequired, TypedDict
 
-from .._utils import display, one_line
-from ..errors import ConfigError, LensLLMError
+from .._utils import display, load_yaml, one_line, read_bounded
+from ..errors import BoundsError, ConfigError, LensLLMError
 from .params import Examples, Param, SelectionParams, check_params, check_task, param, params_of, run_sizes
 
 __all__ = ["DatasetConfig", "SelectConfig"]
@@ -161,15 +162,19 @@ class SelectConfig:
 
         where = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_bounded(path, where).decode("utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{display(where)}: no such file; pass a YAML config (see 'lensllm select --help')",
                               path=where) from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"{display(where)}: cannot read it ({one_line(error)}); pass a readable YAML text "
                               "file", path=where) from None
+        except BoundsError as error:
+            raise ConfigError(str(error), path=where) from None
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text, where)
+        except BoundsError as error:
+            raise ConfigError(f"{error}; fix the file", path=where) from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -183,6 +188,7 @@ class SelectConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{display(where)}: the config must be a YAML mapping with 'candidates' and 'dataset', "
                               f"got {type(data).__name__}", path=where)
+        _refuse_nul(data, where)
         for key in _SECTIONS:
             if not data.get(key):
                 raise ConfigError(f"{display(where)}: '{key}' is missing or empty; "
@@ -262,9 +268,9 @@ def _candidates(items: Any, where: str, base: Path) -> list[Any]:
         resolved = _resolve_candidate(item, base)
         model = resolved.get("model") if isinstance(resolved, dict) else resolved
         written = item.get("model") if isinstance(item, dict) else item
-        if isinstance(model, str) and _looks_local(str(written)) and not Path(model).is_dir():
-            raise ConfigError(f"{display(where)}: candidates[{i}]: the local model folder {display(written)!r} does not "
-                              f"exist (looked at {display(model)}); fix the path (relative paths start at the config's "
+        if isinstance(model, str) and _looks_local(str(written)) and not _is(Path.is_dir, Path(model)):
+            raise ConfigError(f"{display(where)}: candidates[{i}]: the local model folder {_short(written)!r} does not "
+                              f"exist (looked at {_short(model)}); fix the path (relative paths start at the config's "
                               "folder) or give a Hub ID", path=where)
         out.append(resolved)
     return out
@@ -289,7 +295,7 @@ def _dataset(data: Any, where: str, base: Path) -> DatasetConfig:
         resolved = {}
         for split, file in files.items():
             resolved[split] = _resolve_path(file, base)
-            if "://" not in resolved[split] and not Path(resolved[split]).is_file():
+            if "://" not in resolved[split] and not _is(Path.is_file, Path(resolved[split])):
                 raise ConfigError(f"{display(where)}: dataset.files.{split} {display(file)!r} does not exist (looked at "
                                   f"{display(resolved[split])}); fix the path (relative paths start at the config's "
                                   "folder)", path=where)
@@ -323,12 +329,46 @@ def _resolve_candidate(item: Any, base: Path) -> Any:
     return item
 
 
+def _refuse_nul(data: Any, where: str) -> None:
+    """A NUL character in any key or value of the config is one line naming it: no file name or model
+    ID holds one, and the operating system refuses it in a path (``ValueError: embedded null byte``)."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        at, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{at}.{key}" if at else str(key)
+                if "\x00" in name:
+                    raise ConfigError(f"{display(where)}: the key '{display(name)}' holds a NUL character; remove it",
+                                      key=name, path=where)
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{at}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            raise ConfigError(f"{display(where)}: {display(at)} '{display(value[:80])}' holds a NUL character, "
+                              "which no path or model ID may; remove it", key=at, value=value, path=where)
+
+
+def _short(text: object, limit: int = 120) -> str:
+    """``text`` for a one-line message: displayed safely, cut in the middle past ``limit`` characters."""
+    text = display(text)
+    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"
+
+
+def _is(test: Callable[[Path], bool], path: Path) -> bool:
+    """``test(path)`` (``Path.is_dir``, ``Path.is_file``), False for a name no file system takes (too long)."""
+    try:
+        return test(path)
+    except (OSError, ValueError):
+        return False
+
+
 def _looks_local(model: str) -> bool:
     return model.startswith((".", "/", "~"))
 
 
 def _maybe_local(model: str, base: Path) -> str:
-    if _looks_local(model) or (base / model).is_dir():
+    if _looks_local(model) or _is(Path.is_dir, base / model):
         return str((base / os.path.expanduser(model)).resolve())
     return model
 

@@ -153,6 +153,37 @@ class LensLLMSelector(SelectionParams):
                                   rec.status if rec is not None else "pending", key))
         return out
 
+    def check_candidates(self) -> None:
+        """Check, before any model loads, that the task's data can train every candidate.
+
+        An encoder-decoder (known from its config) needs prompt -> completion data, and
+        conversations need a chat template (the tokenizer's, or ``chat_template``): each candidate's
+        config is read (no weights), and for conversations without ``chat_template`` its tokenizer.
+        A candidate whose config or tokenizer cannot be read is left to its runs, which say why;
+        with ``model_loader`` the candidates are the user's to load, and are not checked.
+
+        Raises:
+            LensLLMError: one line naming the candidate and the fix.
+        """
+        if self.model_loader is not None:
+            return
+        from .cost import model_config
+        from .runner import quiet_logs
+
+        for c in self.candidates_:
+            try:
+                with quiet_logs(self.verbose):
+                    config = model_config(c.model, revision=c.revision)
+                    tokenizer = None
+                    if self.format_.layout == "messages" and self.chat_template is None:
+                        from transformers import AutoTokenizer
+
+                        tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.model, revision=c.revision)
+            except Exception:  # its runs will say why it cannot load
+                continue
+            encoder_decoder = self.preprocess is None and bool(getattr(config, "is_encoder_decoder", False))
+            self.format_.check_candidate(c.name, encoder_decoder=encoder_decoder, tokenizer=tokenizer)
+
     def estimate_cost(self, only: Iterable[str] | str | None = None, sizes: Iterable[int] | int | None = None):
         """What the planned runs will cost before anything trains (:class:`~lensllm_hf.selector.cost.SelectionCost`).
 

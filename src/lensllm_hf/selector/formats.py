@@ -100,7 +100,21 @@ class TaskFormat:
         """Give the tokenizer the configured chat template; conversations need one."""
         if self.chat_template is not None:
             tokenizer.chat_template = self.chat_template
-        if self.layout == "messages" and not getattr(tokenizer, "chat_template", None):
+        self.check_candidate(candidate, tokenizer=tokenizer)
+
+    def check_candidate(self, candidate: str, *, encoder_decoder: bool = False, tokenizer=None) -> None:
+        """One line naming ``candidate`` when this layout cannot train it: an encoder-decoder on plain
+        text, or conversations with a tokenizer that has no chat template (and none is configured).
+
+        What :meth:`trainer` and :meth:`prepare_tokenizer` would find when a run starts; the selector
+        asks it before any model loads, from the candidate's config and tokenizer.
+        """
+        if encoder_decoder and self.layout == "text":
+            raise LensLLMError(f"candidate {candidate!r} is an encoder-decoder, which needs prompt -> completion "
+                               "data; set prompt_column and completion_column (or messages_column) in the config, "
+                               "or drop the candidate")
+        if (self.layout == "messages" and tokenizer is not None and self.chat_template is None
+                and not getattr(tokenizer, "chat_template", None)):
             raise LensLLMError(f"candidate {candidate!r}: its tokenizer has no chat template, which conversational "
                                "data needs; set chat_template in the config (a Jinja template) or pick a chat model")
 
@@ -186,9 +200,7 @@ class TaskFormat:
         plain text).
         """
         if is_encoder_decoder(model):
-            if self.layout == "text":
-                raise LensLLMError("an encoder-decoder candidate needs prompt -> completion data; set "
-                                   "prompt_column and completion_column (or messages_column) in the config")
+            self.check_candidate(getattr(model, "name_or_path", "") or "this", encoder_decoder=True)
             from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
             training = _make_args(Seq2SeqTrainingArguments, args)

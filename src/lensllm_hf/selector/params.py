@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import os
 import typing
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Annotated, Any
@@ -54,6 +55,29 @@ def _one_of(options: Callable[[], Iterable[str]]) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _ray_address(value: str) -> str:
+    """A Ray address: ``auto``, ``local``, ``host:port``, ``ray://host[:port]`` or ``http(s)://host[:port]``;
+    anything else would be copied into every planned command and fail there."""
+    problem = ValueError("must be auto, host:port (e.g. 10.0.0.5:6379), ray://host:10001 or http(s)://host:port; "
+                         "or leave it out to start a local cluster")
+    text = value.strip()
+    if text in ("auto", "local"):
+        return text
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if scheme not in ("", "ray", "http", "https") or not rest or any(c.isspace() or not c.isprintable() for c in rest):
+        raise problem
+    try:
+        parts = urllib.parse.urlsplit("//" + rest)
+        port = parts.port  # a port that is not a number from 0 to 65535 raises
+    except ValueError:
+        raise problem from None
+    if not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment or (not scheme and not port):
+        raise problem
+    return text
+
+
 def _path_text(value: Any) -> Any:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 
@@ -72,6 +96,7 @@ PathText = Annotated[str, BeforeValidator(_path_text)]
 Strategy = Annotated[str, _one_of(lambda: STRATEGIES)]
 Method = Annotated[str, _one_of(lambda: METHODS)]
 Backend = Annotated[str, _one_of(lambda: BACKENDS)]
+RayAddress = Annotated[str, AfterValidator(_ray_address)]
 
 
 @with_config({"extra": "forbid", "strict": True})
@@ -146,8 +171,9 @@ class SelectionParams:
     backend: Backend = param(
         "serial", cli="--backend", help="where the runs execute (serial: one after another in this process; ray: "
                                         "Ray tasks in parallel, pip install 'lensllm_hf[ray]')")
-    ray_address: str | None = param(None, cli="--ray-address", metavar="ADDR", example="auto or ray://head:10001",
-                                    help="backend ray: the cluster to join (default: start a local one)")
+    ray_address: RayAddress | None = param(None, cli="--ray-address", metavar="ADDR",
+                                           example="auto or ray://head:10001",
+                                           help="backend ray: the cluster to join (default: start a local one)")
     ray_num_cpus: Annotated[int, Field(ge=1, le=10**6)] | None = param(
         None, cli="--ray-num-cpus", metavar="N", example="2",
         help="backend ray: CPUs the runs may use, one per run (a local cluster starts with this many; default: all "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import records
-from .._utils import one_line
+from .._utils import fields_adapter, first_problem, one_line
 from ..errors import ConfigError, LensLLMError
 from ..records import RunKey
 from .candidates import Candidate
@@ -142,16 +142,24 @@ def check_training_args(shared: Any, candidates: Sequence[Candidate], *, where: 
     from transformers import TrainingArguments
 
     scratch = tempfile.gettempdir()
+    head = f"{where}: " if where else ""
     for c in candidates:
-        kwargs = {**RUN_DEFAULTS, **user_args(shared, c), "output_dir": scratch}
+        given = user_args(shared, c)
+        kwargs = {**RUN_DEFAULTS, **given, "output_dir": scratch}
+        own = set(c.training_args) - set(shared or {}) if isinstance(shared, Mapping) else set()
+        try:  # each value against its field's type: TrainingArguments keeps learning_rate='fast' as given
+            fields_adapter(TrainingArguments, frozenset(given), extra="ignore").validate_python(given)
+        except ValueError as error:  # pydantic's ValidationError
+            problem = first_problem(error, yaml=True)
+            key = f"candidate {c.name!r} training_args" if problem.key.split(".")[0] in own else "training_args"
+            raise ConfigError(f"{head}{key}: {problem.shown}: {problem.text}", key=f"training_args.{problem.key}",
+                              value=problem.value, path=where) from None
         try:
             TrainingArguments(**kwargs)
         except Exception as error:  # TypeError (unknown keyword), ValueError (bad combination), ...
             unknown = _unknown_keyword(error, TrainingArguments)
-            own = set(c.training_args) - set(shared or {}) if isinstance(shared, Mapping) else set()
             key = f"candidate {c.name!r} training_args" if (unknown in own or not unknown and c.training_args) \
                 else "training_args"
-            head = f"{where}: " if where else ""
             if unknown:
                 from .params import suggest
 

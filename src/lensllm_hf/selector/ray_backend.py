@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -41,7 +42,7 @@ from typing import Any
 
 from ..errors import LensLLMError
 
-__all__ = ["RayBackend"]
+__all__ = ["RayBackend", "check_reachable"]
 
 
 class RayBackend:
@@ -66,12 +67,16 @@ class RayBackend:
         poll_s: seconds before a run claimed by another selection is sent again.
         max_in_flight: at most this many actors (runs at once); None: as many as the cluster holds.
         on_done: called with each run's key as it finishes (progress display).
+        connect_timeout_s: how long to wait for a TCP connection to a given address before Ray is
+            asked to join it (Ray itself retries an address where nothing listens for minutes).
     """
 
     def __init__(self, address: str | None = None, *, num_gpus: float | None = None, num_cpus: float = 1,
                  cluster_cpus: int | None = None, max_retries: int = 3, poll_s: float = 2.0,
-                 max_in_flight: int | None = None, on_done: Callable[[Any], None] | None = None):
+                 max_in_flight: int | None = None, on_done: Callable[[Any], None] | None = None,
+                 connect_timeout_s: float = 5.0):
         self.address = address
+        self.connect_timeout_s = connect_timeout_s
         self.num_gpus = num_gpus
         self.num_cpus = num_cpus
         self.cluster_cpus = cluster_cpus
@@ -138,6 +143,7 @@ class RayBackend:
         try:
             ray = _ray_module()
             if not ray.is_initialized():
+                check_reachable(self.address, self.connect_timeout_s)
                 local = self.address is None and not os.environ.get("RAY_ADDRESS")
                 # Started from this thread, Ray cannot set its SIGTERM handler and says so: a
                 # plain SIGTERM ends the process, and its cluster with it, all the same.
@@ -395,3 +401,38 @@ def _ray_module():
     except ImportError:
         raise LensLLMError("the Ray backend needs Ray: pip install 'lensllm_hf[ray]' (or pick backend: serial)") from None
     return ray
+
+
+#: Port of each address scheme when the address names none (Ray client, Ray dashboard over HTTP(S)).
+_DEFAULT_PORTS = {"ray": 10001, "http": 80, "https": 443}
+
+
+def check_reachable(address: str | None, timeout_s: float) -> None:
+    """Fail within ``timeout_s``, in one line, when nothing listens at the Ray cluster's address.
+
+    ``address`` is the selection's (``host:port``, ``ray://host[:port]``, ``http(s)://...``;
+    ``auto`` and None mean ``RAY_ADDRESS`` when it is set). ``ray.init`` would retry an address
+    where nothing answers for minutes, printing a GCS line every 40 s. ``auto`` without
+    ``RAY_ADDRESS`` (Ray looks for a cluster started on this machine) and a local cluster are
+    left to Ray.
+    """
+    from urllib.parse import urlsplit
+
+    target = os.environ.get("RAY_ADDRESS") if address in (None, "auto") else address
+    if not target or target in ("auto", "local"):
+        return
+    scheme, sep, _ = target.partition("://")
+    try:
+        parts = urlsplit(target if sep else f"//{target}")
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme if sep else "", 0)
+    except ValueError:
+        host, port = None, 0
+    if not host or not port:
+        raise LensLLMError(f"Ray address {target!r} is not host:port, ray://host:port or auto; fix --ray-address "
+                           "(or RAY_ADDRESS)")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        why = "no answer" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__).lower()
+        raise LensLLMError(f"cannot reach the Ray cluster at {target} ({why} within {timeout_s:g} s); start it "
+                           "(ray start --head) or fix --ray-address, or drop it to start a local cluster") from None

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .._utils import display, json_safe, one_line
+from .._utils import display, json_safe, node_id, one_line, pid_alive
 from ..errors import CandidateError, LensLLMError
 from ..records import Evaluation, RunKey, RunRecord, Store
 from .candidates import Candidate
@@ -38,7 +40,46 @@ from .scoring import Metric
 if TYPE_CHECKING:  # task_metrics imports transformers: only when a run is made
     from .task_metrics import GenerationConfig
 
-__all__ = ["Deferred", "Runner", "free_memory", "is_main_process", "main_decides", "quiet_logs"]
+__all__ = ["Deferred", "Runner", "clean_stale_scratch", "free_memory", "is_main_process", "main_decides",
+           "quiet_logs", "scratch_dir"]
+
+
+#: A run's scratch folder in ``$TMPDIR``: ``lensllm-run-<node>-<pid>-<random>`` (see :func:`scratch_dir`).
+SCRATCH_PREFIX = "lensllm-run-"
+_SCRATCH_CLEANED = False
+
+
+def scratch_dir() -> str:
+    """A new scratch folder for one run's Trainer output (deleted when the run ends).
+
+    Its name carries this machine's :func:`~lensllm_hf._utils.node_id` (hashed) and this
+    process's id, so that the first run of every process removes the folders that runs of dead
+    processes of this machine left behind (a SIGKILL skips every ``finally``):
+    :func:`clean_stale_scratch`.
+    """
+    global _SCRATCH_CLEANED
+    if not _SCRATCH_CLEANED:
+        _SCRATCH_CLEANED = True
+        clean_stale_scratch()
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_node_tag()}-{os.getpid()}-")
+
+
+def clean_stale_scratch(root: str | None = None) -> list[str]:
+    """Remove the scratch folders in ``root`` (default ``$TMPDIR``) of this machine's dead processes; return them."""
+    root = root or tempfile.gettempdir()
+    pattern = re.compile(rf"{re.escape(SCRATCH_PREFIX)}{_node_tag()}-(\d{{1,10}})-[^/]+")
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(root) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_dir(follow_symlinks=False) and not pid_alive(int(match.group(1))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+    return removed
+
+
+def _node_tag() -> str:
+    return hashlib.sha256(node_id().encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -172,7 +213,7 @@ class Runner:
     def execute(self, key: RunKey) -> RunRecord | None:
         """Train (or, for size 0, evaluate) one run now; None when its candidate cannot run."""
         c = self.plan.candidate(key)
-        workdir = tempfile.mkdtemp(prefix="lensllm-run-")
+        workdir = scratch_dir()
         try:
             with quiet_logs(self.params.verbose), self.tracked(c, key) as tracker_args:
                 return self._train(c, key, workdir, tracker_args)
