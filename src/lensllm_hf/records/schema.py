@@ -1,6 +1,8 @@
 """The record layout: one run's identity (:class:`RunKey`) and everything kept about it (:class:`RunRecord`).
 
-Nothing here touches a file system; :mod:`lensllm_hf.records.store` reads and writes records.
+Both are dataclasses whose annotations are the schema: pydantic checks a document against them
+when it is read (:meth:`RunRecord.from_dict`) and a key when it is made. Nothing here touches a
+file system; :mod:`lensllm_hf.records.store` reads and writes records.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, Literal
 
 import numpy as np
-
 from pydantic import BeforeValidator, Field, Strict, with_config
 from typing_extensions import Required, TypedDict
 

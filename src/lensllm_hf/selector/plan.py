@@ -138,7 +138,8 @@ def check_training_args(shared: Any, candidates: Sequence[Candidate], *, where: 
     """Build each candidate's ``TrainingArguments`` now, so a bad keyword fails before any model loads."""
     if shared is not None and not isinstance(shared, Mapping) and not dataclasses.is_dataclass(shared):
         raise ConfigError(f"{where + ': ' if where else ''}training_args must be a mapping of TrainingArguments "
-                         f"keywords or a TrainingArguments, got {type(shared).__name__}")
+                          f"keywords or a TrainingArguments, got {type(shared).__name__}", key="training_args",
+                          value=shared, path=where)
     from transformers import TrainingArguments
 
     scratch = tempfile.gettempdir()
@@ -165,8 +166,10 @@ def check_training_args(shared: Any, candidates: Sequence[Candidate], *, where: 
 
                 fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
                 raise ConfigError(f"{head}{key}: {unknown!r} is not a TrainingArguments keyword"
-                                 f"{suggest(unknown, fields) or '; see transformers.TrainingArguments'}") from None
-            raise ConfigError(f"{head}{key}: TrainingArguments refuses them ({one_line(error, 300)}); fix them") from None
+                                  f"{suggest(unknown, fields) or '; see transformers.TrainingArguments'}",
+                                  key=f"training_args.{unknown}", path=where) from None
+            raise ConfigError(f"{head}{key}: TrainingArguments refuses them ({one_line(error, 300)}); fix them",
+                              key="training_args", path=where) from None
 
 
 def _unknown_keyword(error: Exception, cls: type) -> str | None:
