@@ -170,7 +170,7 @@ class SelectionParams:
                                                         help="interval level of the predictions")
     backend: Backend = param(
         "serial", cli="--backend", help="where the runs execute (serial: one after another in this process; ray: "
-                                        "Ray tasks in parallel, pip install 'lensllm_hf[ray]')")
+                                        "warm Ray actors in parallel, pip install 'lensllm_hf[ray]')")
     ray_address: RayAddress | None = param(None, cli="--ray-address", metavar="ADDR",
                                            example="auto or ray://head:10001",
                                            help="backend ray: the cluster to join (default: start a local one)")
