@@ -348,13 +348,10 @@ def _check_regular(info: os.stat_result, where: str, limit: int) -> None:
 # -- JSON --------------------------------------------------------------------------------------
 
 
-class _TooLong(ValueError):
-    pass
-
-
-def _number(text: str, kind: type) -> Any:
+def _number(text: str, kind: type, where: str) -> Any:
     if len(text) > MAX_NUMBER_CHARS:
-        raise _TooLong(len(text))
+        raise BoundsError(f"{display(where)}: a number written with {len(text):,} characters (at most "
+                          f"{MAX_NUMBER_CHARS} are read); {_DAMAGED}", path=where)
     return kind(text)
 
 
@@ -372,10 +369,8 @@ def load_json(text: str | bytes, where: str) -> Any:
         lensllm_hf.errors.BoundsError: run.json: a number written with 200 characters (at most 100 are read); ...
     """
     try:
-        data = json.loads(text, parse_int=lambda s: _number(s, int), parse_float=lambda s: _number(s, float))
-    except _TooLong as error:
-        raise BoundsError(f"{display(where)}: a number written with {error.args[0]:,} characters (at most "
-                          f"{MAX_NUMBER_CHARS} are read); {_DAMAGED}", path=where) from None
+        data = json.loads(text, parse_int=lambda s: _number(s, int, where),
+                          parse_float=lambda s: _number(s, float, where))
     except RecursionError:
         raise BoundsError(f"{display(where)}: nested deeper than {MAX_DEPTH} levels; {_DAMAGED}", path=where) from None
     check_depth(data, where)
