@@ -103,6 +103,16 @@ def _power_log(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         return np.log(np.maximum(value, 1e-300))
 
 
+def _power_grad(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    beta, E, B = x
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        log_d = _log_d(sizes)
+        power = np.exp(np.clip(-beta * log_d, -700, 700))
+        value = np.maximum(E + B * power, 1e-300)
+        g = np.column_stack([-B * power * log_d, np.ones_like(power), power]) / value[:, None]
+    return np.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _rectified_coords(p: Mapping[str, float]) -> np.ndarray:
     beta, F = p["beta"], p["F"]
     if not (F > 0 and beta > 0):
@@ -117,9 +127,23 @@ def _rectified_log(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         return np.log(np.maximum(E + A / (1.0 + ratio), 1e-300))
 
 
+def _rectified_grad(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    beta, log_dl, E, A = x
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        offset = np.where(sizes > 0, _log_d(np.maximum(sizes, 1e-300)) - log_dl, 0.0)
+        ratio = np.where(sizes > 0, np.exp(np.clip(beta * offset, -700, 700)), 0.0)
+        h = 1.0 / (1.0 + ratio)
+        value = np.maximum(E + A * h, 1e-300)
+        bend = A * h * h * ratio  # -d(A h) / d(beta * offset)
+        g = np.column_stack([-bend * offset, bend * beta, np.ones_like(h), h]) / value[:, None]
+    return np.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 _LOGLINEAR = Form(("a", "b"), ("a", "b"), lambda p: np.array([p["a"], p["b"]]), _loglinear_log, _loglinear_grad)
-_POWER = Form(("B", "beta", "E"), ("beta", "E", "B"), lambda p: np.array([p["beta"], p["E"], p["B"]]), _power_log)
-_RECTIFIED = Form(("B", "F", "beta", "E"), ("beta", "log_Dl", "E", "A"), _rectified_coords, _rectified_log)
+_POWER = Form(("B", "beta", "E"), ("beta", "E", "B"), lambda p: np.array([p["beta"], p["E"], p["B"]]), _power_log,
+              _power_grad)
+_RECTIFIED = Form(("B", "F", "beta", "E"), ("beta", "log_Dl", "E", "A"), _rectified_coords, _rectified_log,
+                  _rectified_grad)
 
 #: Every law name a :class:`Fit` may carry, and the form of its curve.
 #: ``ats``: AtS's line log L = a + b log D through the power phase (Lin et al., 2024);

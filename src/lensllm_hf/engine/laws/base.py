@@ -202,7 +202,9 @@ class SeparableLaw(ScalingLaw):
             to_coords = np.eye(coords.size)
         else:
             to_coords = _numeric_jacobian(lambda x: form.to_coords(self._named(x)), self._x)
-        jac = _numeric_jacobian(lambda x: form.log_curve(x, sizes), coords) @ to_coords
+        curve_grad = form.grad(coords, sizes) if form.grad is not None else _numeric_jacobian(
+            lambda x: form.log_curve(x, sizes), coords)
+        jac = curve_grad @ to_coords
         cov_x = sigma2 * np.linalg.pinv(jac.T @ jac, rcond=1e-10)
         cov = to_coords @ cov_x @ to_coords.T
         return self._new_fit(self.params_, sigma2, cov)
