@@ -46,7 +46,7 @@ def published_candidate(model: str, *, name: str, dataset: str, config: str | No
         fits = load_fits(model)
         found = find_fit(fits, dataset=dataset, config=config, split=split, metric=metric, adapter=adapter)
         if found is not None:  # the card's fit at this selection's target: a loss, or not reused
-            check_prediction(found.fit, target, level, f"{found.source}: the published fit of {name}")
+            check_prediction(found.fit, target, found.level, f"{found.source}: the published fit of {name}")
     except (CardMetadataError, BoundsError) as error:
         warnings.warn(f"{error}; {name} is trained instead of reusing its published fit", stacklevel=2)
         return None

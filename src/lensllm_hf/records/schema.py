@@ -72,7 +72,8 @@ MAX_FLOPS = 1e32
 # no text for a number, no true for 1, no fraction for a count, nothing out of range (an eval
 # loss of 1e308 is no measurement; a count of 10^5000 no count).
 Whole = Annotated[int, Strict()]
-Count = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
+Count = Annotated[int, Strict(), Field(ge=0)]
+Counted = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]  # what a record counts (a key may name any size)
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Loss = Annotated[float, Strict(), Field(ge=-MAX_LOSS, le=MAX_LOSS)]
 Flops = Annotated[float, Strict(), Field(ge=0, le=MAX_FLOPS)]
@@ -184,14 +185,14 @@ class Evaluation:
         at_examples: the stream-mode size that asked for this evaluation, if any.
     """
 
-    step: Count
-    examples_seen: Count
+    step: Counted
+    examples_seen: Counted
     eval_loss: Loss | None
     metrics: dict[str, Number | None] = field(default_factory=dict)
     epoch: Number | None = None
-    tokens_seen: Count | None = None
+    tokens_seen: Counted | None = None
     total_flos: Flops | None = None
-    at_examples: Count | None = None
+    at_examples: Counted | None = None
 
 
 @dataclass
@@ -237,7 +238,7 @@ class RunRecord:
     """
 
     model: ModelInfo
-    train_size: Count | None
+    train_size: Counted | None
     status: Status = "interrupted"
     error: str | None = None
     schema_version: Whole = SCHEMA_VERSION
