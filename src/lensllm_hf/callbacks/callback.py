@@ -69,7 +69,7 @@ class LensLLMCallback(CallbackArguments, TrainerCallback):
             None writes to ``args.output_dir``.
         trainer: the Trainer that runs this callback; same as calling :meth:`bind` (which also
             adds the callback to it).
-        ntk_probe: measure the NTK term F(Theta, t) (DESIGN.md, section 2) on ``probe_examples``
+        ntk_probe: measure the NTK term F(Theta, t) on ``probe_examples``
             examples of the eval set before the first step; False turns it off.
         probe_examples: k, the number of probe examples.
         eval_at_examples: stream mode: ``"geometric"`` (200, 400, 800, ... up to the training-set

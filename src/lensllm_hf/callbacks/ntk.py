@@ -1,4 +1,4 @@
-"""The NTK probe of LensLLM: F(Theta, t) = ||exp(-eta Theta t) r||^2 (DESIGN.md, section 2).
+"""The NTK probe of LensLLM: F(Theta, t) = ||exp(-eta Theta t) r||^2 (LensLLM, ICML 2025).
 
 At the start of fine-tuning, on ``k`` probe examples, :func:`empirical_ntk` builds the empirical
 neural tangent kernel ``Theta`` (k x k): the Gram matrix of the per-example loss gradients with

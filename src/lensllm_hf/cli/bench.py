@@ -1,4 +1,4 @@
-"""``lensllm bench``: the selection protocol of DESIGN.md §2 on curve tables, for every method.
+"""``lensllm bench``: the model-selection protocol (LensLLM, Lin et al.) on curve tables, for every method.
 
 Each table sets its own target (its largest size) and budgets (its sizes from target / 8 down
 to target / 512) unless ``--target``/``--budgets`` say otherwise; a folder stands for its CSV

@@ -50,7 +50,7 @@ class CurveTable:
         params: parameter count per model, or None when unknown.
         families: model family per model, or None.
         flops: ``(n_models, n_sizes)`` FLOPs spent on each run when known (run records),
-            else None: cost is then parameters x examples (DESIGN.md, section 2).
+            else None: cost is then parameters x examples, for a table without token counts.
         source: where the table came from, used in error messages.
         problems: per model, why some of its cells were unusable (row and column named).
     """

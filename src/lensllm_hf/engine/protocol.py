@@ -1,4 +1,4 @@
-"""The selection protocol of DESIGN.md §2 on curve tables: PearCorr, RelAcc, compute, error.
+"""The model-selection protocol of LensLLM and Lin et al. on curve tables: PearCorr, RelAcc, compute, error.
 
 Every method sees the columns up to each budget, ranks the candidates, and is scored against
 the true losses at the target column. Without a target and budgets a table sets its own

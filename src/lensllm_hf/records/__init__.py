@@ -2,7 +2,7 @@
 
 A record is what :class:`~lensllm_hf.LensLLMCallback` writes and what the scaling-law engine
 reads: the model, the subset size D, every evaluation, the final eval loss, the FLOPs spent and
-the NTK probe (DESIGN.md, section 3). Its identity is a :class:`RunKey` (model exactly as given,
+the NTK probe. Its identity is a :class:`RunKey` (model exactly as given,
 revision, adapter, config hash, subset size, seed), from which the file name is derived
 injectively. A :class:`Store` is a folder or any fsspec URL (``s3://...``, ``gs://...``) where
 runs from many machines meet: runs are claimed before they train, writes are atomic and never

@@ -1,7 +1,7 @@
 """Selection methods: turn a curve table (every candidate's points up to the budget) into a ranking.
 
 A method sees only the columns a budget allows (``CurveTable.up_to``). Law methods fit each
-candidate on its own and predict the loss at the target; the baselines of DESIGN.md §2 rank
+candidate on its own and predict the loss at the target; the papers' baselines rank
 by something observed. ``default`` is the method the selector uses (``lensllm_hf.engine.methods.default``).
 
 Example:
