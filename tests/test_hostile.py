@@ -69,7 +69,8 @@ def _one_line_each(err: str, command: str) -> list[str]:
     (lambda text: re.sub(r'"final_eval_loss": [0-9.]+', '"final_eval_loss": 1e308', text),
      "final_eval_loss=1e+308: must be at most 1e+06"),
     (lambda text: text.replace('"train_size": 200', '"train_size": 1e999'), "train_size=inf: must be a whole number"),
-    (lambda text: re.sub(r'"metrics": \{[^}]*\}', '"metrics": {"eval_loss": "low"}', text), "evaluations[0].metrics.eval_loss='low': must be a number"),
+    (lambda text: re.sub(r'"metrics": \{[^}]*\}', '"metrics": {"eval_loss": "low"}', text),
+     "evaluations[0].metrics.eval_loss='low': must be a number"),
     (lambda text: text.replace('"ntk": null', '"ntk": {"x": ' + "[" * 40 + "]" * 40 + "}"), "nested deeper"),
     (lambda text: text.replace('"ntk": null', '"ntk": ' + "[" * 50_000 + "]" * 50_000), "nested deeper"),
 ])
