@@ -350,3 +350,14 @@ class _quiet_streams:
     def __exit__(self, *exc):
         sys.stdout.close()
         sys.stdout, sys.stderr = self.saved
+
+
+def test_a_card_key_that_is_not_text_is_one_line(tmp_path, capsys):
+    """YAML reads '?' as a key that is no string; huggingface_hub then raises TypeError (found by the fuzz)."""
+    from lensllm_hf.cli import main as cli_main
+
+    card = tmp_path / "README.md"
+    card.write_text("---\n?\n---\nhi\n", encoding="utf-8")
+    assert cli_main(["card", "show", str(card)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "malformed" in err and "Traceback" not in err

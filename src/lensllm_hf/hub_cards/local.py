@@ -100,7 +100,7 @@ def read_card(path: str | os.PathLike, source: str | None = None) -> ModelCard:
         return ModelCard(content)
     except BoundsError as error:
         raise CardMetadataError(f"{error}; fix the card by hand first", source=source) from None
-    except (ValueError, yaml.YAMLError) as error:
+    except (ValueError, TypeError, yaml.YAMLError) as error:  # TypeError: a key that is not text
         raise CardMetadataError(f"{source}: the card's metadata is malformed ({one_line(str(error), 300)}); "
                                 "fix it by hand first", source=source) from None
 
