@@ -116,7 +116,7 @@ def test_matches_or_beats_ats_on_the_shared_tables(curves_dir) -> None:
         assert default["pearson"] >= ats["pearson"], name
         assert default["relacc"] >= ats["relacc"], name
     # The measured means this module's docstring quotes.
-    assert summary["flan"]["default"]["pearson"] == pytest.approx(66.7, abs=0.1)
+    assert summary["flan"]["default"]["pearson"] == pytest.approx(66.8, abs=0.1)
     assert summary["gigaword"]["default"]["relacc"] == pytest.approx(95.9, abs=0.1)
 
 
