@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -129,8 +128,14 @@ def _fit_all(table: CurveTable, bandwidth: float, starts: tuple[float, ...] | No
     if key not in _LINES:
         if len(_LINES) > 4096:
             _LINES.clear()
+        detected = None if starts is None else _fit_all(table, bandwidth)
         out: dict[int, _Line | str] = {}
         for row in each_row(table, "default: fitting lines"):
+            same = detected is not None and isinstance(detected[row], _Line) and (
+                math.isnan(starts[row]) or detected[row].sizes[detected[row].start] == starts[row])
+            if same:  # the detected power phase is the one asked for: the same line
+                out[row] = detected[row]
+                continue
             try:
                 out[row] = _fit_line(*table.points(row), bandwidth, math.nan if starts is None else starts[row])
             except (LensLLMError, ValueError, np.linalg.LinAlgError) as error:
@@ -148,35 +153,37 @@ def _table_key(table: CurveTable) -> tuple:
             tuple(sorted(table.problems.items())))
 
 
-class _Prediction(NamedTuple):
-    """One candidate's two predictors at a size, in log-loss (see the module docstring)."""
+@dataclass
+class _Shrunk:
+    """The fitted rows of a table, their slopes shrunk together: both predictors at any size."""
 
-    line: float  # the law: the shrunk, never-rising line
-    line_sd: float  # its own spread there (noise, level and slope), extrapolation left out
-    observed: float  # the last observed loss carried by the candidates' median slope
-    fitted: _Line
-    slope: float  # shrunk, never rising
-    slope_var: float
-    common_slope: float  # the candidates' median slope, which carries the observed order
+    rows: np.ndarray  # the table's row of each line
+    lines: list[_Line]
+    slope: np.ndarray  # shrunk, never rising
+    slope_var: np.ndarray
+    common: float  # the candidates' median slope, which carries the observed order
 
-    def blend(self, weight: float) -> float:
-        return weight * self.line + (1.0 - weight) * self.observed
+    def __post_init__(self) -> None:
+        self.x_mean = np.array([ln.x_mean for ln in self.lines])
+        self.y_mean = np.array([ln.y_mean for ln in self.lines])
+        self.own_var = np.array([ln.noise_var + ln.mean_var for ln in self.lines])
+        self.noise_var = np.array([ln.noise_var for ln in self.lines])
+        self.last_size = np.array([ln.sizes[-1] for ln in self.lines], dtype=float)
+        self.last_loss = np.log(np.array([ln.losses[-1] for ln in self.lines], dtype=float))
+
+    def at(self, size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line, its own spread without extrapolation, observed) in log-loss at ``size``."""
+        dx = math.log(size) - self.x_mean
+        return (self.y_mean + self.slope * dx, np.sqrt(self.own_var + self.slope_var * dx**2),
+                self.last_loss + self.common * np.log(size / self.last_size))
 
 
-def _predict_log(lines: dict[int, _Line | str], target: float) -> dict[int, _Prediction]:
-    """Both predictors at ``target`` for every fitted row."""
+def _shrunk(lines: dict[int, _Line | str]) -> _Shrunk:
     fitted = {row: ln for row, ln in lines.items() if isinstance(ln, _Line)}
     slopes, slope_var = _shrink(list(fitted.values()))
     slopes = np.minimum(slopes, 0.0)
     common = float(np.median(slopes)) if slopes.size else 0.0
-    out = {}
-    for (row, ln), slope, sv in zip(fitted.items(), slopes, slope_var):
-        dx = math.log(target) - ln.x_mean
-        observed = math.log(ln.losses[-1]) + common * math.log(target / ln.sizes[-1])
-        out[row] = _Prediction(float(ln.log_predict(np.array([target]), slope)[0]),
-                               math.sqrt(ln.noise_var + ln.mean_var + sv * dx**2), observed, ln,
-                               float(slope), float(sv), common)
-    return out
+    return _Shrunk(np.array(list(fitted), dtype=int), list(fitted.values()), slopes, slope_var, common)
 
 
 def choose_bandwidth(table: CurveTable, bandwidths: tuple[float, ...] = BANDWIDTHS) -> float:
@@ -195,12 +202,12 @@ def choose_bandwidth(table: CurveTable, bandwidths: tuple[float, ...] = BANDWIDT
     seen, observed = table.up_to(cut), table.column(int(largest))
     best, best_error = math.inf, math.inf
     for bandwidth in bandwidths:
-        preds = _predict_log(_fit_all(seen, bandwidth), largest)
-        errors = [(p.line - math.log(observed[row])) ** 2 for row, p in preds.items()
-                  if np.isfinite(observed[row]) and observed[row] > 0]
-        if len(errors) < 2:
+        fitted = _shrunk(_fit_all(seen, bandwidth))
+        truth = observed[fitted.rows]
+        usable = np.isfinite(truth) & (truth > 0)
+        if usable.sum() < 2:
             return math.inf
-        error = float(np.mean(errors))
+        error = float(np.mean((fitted.at(largest)[0][usable] - np.log(truth[usable])) ** 2))
         if error < best_error - 1e-12:  # ties keep the earlier (smoother) bandwidth
             best, best_error = bandwidth, error
     return best
@@ -311,10 +318,10 @@ def backtest(table: CurveTable, bandwidth: float, weight: float = 1.0,
         if len(_BACKTESTS) > 1024:
             _BACKTESTS.clear()
         _BACKTESTS[key] = _both_predictors(table, bandwidth, starts)
-    frame = _BACKTESTS[key].copy()
-    frame["error"] = weight * frame["line_error"] + (1.0 - weight) * frame["observed_error"]
-    frame["fit_sd"] = np.sqrt((weight * frame["line_sd"]) ** 2 + ((1.0 - weight) * frame["point_sd"]) ** 2)
-    return frame.drop(columns=["line_sd", "point_sd"])
+    both = _BACKTESTS[key]
+    return both[["row", "model", "cut", "size", "ahead", "line_error", "observed_error"]].assign(
+        error=weight * both["line_error"] + (1.0 - weight) * both["observed_error"],
+        fit_sd=np.sqrt((weight * both["line_sd"]) ** 2 + ((1.0 - weight) * both["point_sd"]) ** 2))
 
 
 _BACKTESTS: dict[tuple, pd.DataFrame] = {}
@@ -323,21 +330,28 @@ _BACKTESTS: dict[tuple, pd.DataFrame] = {}
 def _both_predictors(table: CurveTable, bandwidth: float, starts: tuple[float, ...] | None) -> pd.DataFrame:
     positive = _fine_tuned_sizes(table)
     first = _first_cut(positive)
-    rows = []
+    parts: dict[str, list] = {c: [] for c in ("row", "cut", "size", "ahead", "line_error", "observed_error",
+                                              "line_sd", "point_sd")}
     for cut in positive[first:-1]:
         lines = _fit_all(table.up_to(float(cut)), bandwidth, starts)
         if starts is not None:  # lines as long as the unrestricted ones (see _first_cut)
             lines = {row: ln for row, ln in lines.items() if isinstance(ln, _Line) and ln.sizes.size - ln.start > first}
+        fitted = _shrunk(lines)
         for held in positive[positive > cut]:
-            observed = table.column(int(held))
-            for row, pred in _predict_log(lines, float(held)).items():
-                ahead = math.log2(float(held) / float(pred.fitted.sizes[-1]))
-                if np.isfinite(observed[row]) and observed[row] > 0 and ahead > 0:
-                    truth = math.log(observed[row])
-                    rows.append((row, table.models[row], float(cut), float(held), ahead, truth - pred.line,
-                                 truth - pred.observed, pred.line_sd, math.sqrt(pred.fitted.noise_var)))
-    columns = ["row", "model", "cut", "size", "ahead", "line_error", "observed_error", "line_sd", "point_sd"]
-    return pd.DataFrame(rows, columns=columns).astype({"row": int, **{c: float for c in columns[2:]}})
+            truth = table.column(int(held))[fitted.rows]
+            ahead = np.log2(float(held) / fitted.last_size)
+            keep = np.isfinite(truth) & (truth > 0) & (ahead > 0)
+            line, line_sd, observed = fitted.at(float(held))
+            log_truth = np.log(np.where(keep, truth, 1.0))
+            for name, values in (("row", fitted.rows), ("cut", np.full(keep.size, float(cut))),
+                                 ("size", np.full(keep.size, float(held))), ("ahead", ahead),
+                                 ("line_error", log_truth - line), ("observed_error", log_truth - observed),
+                                 ("line_sd", line_sd), ("point_sd", np.sqrt(fitted.noise_var))):
+                parts[name].append(values[keep])
+    frame = pd.DataFrame({name: np.concatenate(values) if values else np.zeros(0, dtype=int if name == "row" else float)
+                          for name, values in parts.items()})
+    frame.insert(1, "model", np.asarray(table.models, dtype=object)[frame["row"].to_numpy()])
+    return frame
 
 
 def _fine_tuned_sizes(table: CurveTable) -> np.ndarray:
@@ -391,7 +405,7 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float, weight: 
             sides["_relative"] = (relative, k > 1, level)
     else:
         sides = {"": (np.abs(e), everyone, level)}
-    weight = n / (PRIOR_LINES + n)  # of the table's own estimate against the prior's
+    trust = n / (PRIOR_LINES + n)  # of the table's own estimate against the prior's
     terms = {"extrapolation_exponent": exponent}
     for side, (side_errors, kept, quantile) in sides.items():
         needed = np.sqrt(np.clip((side_errors[kept] / z) ** 2 - v[kept], 0.0, None))
@@ -406,7 +420,7 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float, weight: 
             used = np.maximum(linear * ahead, far * ahead**exponent)
             joint = float(np.quantile(needed / used, quantile))
             linear, far = linear * joint, far * joint
-        linear = math.sqrt((1 - weight) * EXTRAPOLATION_SD_PER_DOUBLING**2 + weight * linear**2)
+        linear = math.sqrt((1 - trust) * EXTRAPOLATION_SD_PER_DOUBLING**2 + trust * linear**2)
         terms[f"extrapolation_sd_per_doubling{side}"] = linear * inflate
         terms[f"extrapolation_sd_far{side}"] = far * inflate
     return terms
@@ -433,13 +447,14 @@ class DefaultMethod(Method):
         runs = runs or {}
         bandwidth = choose_bandwidth(table)
         lines = _fit_all(table, bandwidth)
-        preds = _predict_log(lines, target)
+        fitted = _shrunk(lines)
+        index = {int(row): i for i, row in enumerate(fitted.rows)}
         # Candidates last seen at different sizes (an adaptive or halving loop's table) have no
         # observed order to follow. Otherwise the weight judges the law as it is extrapolated from
         # the budget: from the power phase (where that leaves no backtest, from every point).
         starts = tuple(float(ln.sizes[ln.start]) if isinstance(ln, _Line) else math.nan for ln in lines.values())
         ahead = _doublings_ahead(table, target)
-        if len({float(p.fitted.sizes[-1]) for p in preds.values()}) > 1:
+        if np.unique(fitted.last_size).size > 1:
             support = Support.ragged_table(ahead)
         else:
             support = law_support(backtest(table, bandwidth, starts=starts), ahead)
@@ -450,18 +465,18 @@ class DefaultMethod(Method):
         rows = []
         for row, model in enumerate(table.models):
             flops = flops_spent(table, row, self.sizes_used(table))
-            if row not in preds:
+            if row not in index:
                 rows.append(CandidateFit.failed(model, f"default: {lines[row]}", flops=flops))
                 continue
-            pred = preds[row]
-            ln, sv = pred.fitted, pred.slope_var
+            i = index[row]
+            ln, own_slope, sv = fitted.lines[i], float(fitted.slope[i]), float(fitted.slope_var[i])
             sizes, losses = table.points(row)
             used = np.zeros(sizes.shape, dtype=bool)
             used[np.flatnonzero(sizes > 0)[ln.start:]] = True
             # The blend of the two predictors is a line in log-log (module docstring).
-            slope = w * pred.slope + (1 - w) * pred.common_slope
-            level_at_zero = (w * (ln.y_mean - pred.slope * ln.x_mean)
-                             + (1 - w) * (math.log(ln.losses[-1]) - pred.common_slope * math.log(ln.sizes[-1])))
+            slope = w * own_slope + (1 - w) * fitted.common
+            level_at_zero = (w * (ln.y_mean - own_slope * ln.x_mean)
+                             + (1 - w) * (math.log(ln.losses[-1]) - fitted.common * math.log(ln.sizes[-1])))
             terms = {
                 "noise_var": ln.noise_var,
                 cov_key("a", "a"): w**2 * (ln.mean_var + ln.x_mean**2 * sv) + (1 - w) ** 2 * ln.noise_var,

@@ -116,30 +116,32 @@ def law_support(errors: pd.DataFrame, ahead: float) -> Support:
     truth minus each predictor's log prediction), as ``default.backtest`` gives them.
     """
     ahead = max(float(ahead), 1e-9)
-    frame = errors.loc[errors["ahead"] >= MIN_AHEAD, ["row", "cut", "size", "ahead", "line_error", "observed_error"]]
-    group = frame.groupby(["cut", "size"]).ngroup().to_numpy()
+    near = errors["ahead"].to_numpy() < MIN_AHEAD
+    row, cut, size, d, t, line_error = (errors[c].to_numpy()[~near] for c in
+                                         ("row", "cut", "size", "ahead", "observed_error", "line_error"))
+    group = np.unique(np.column_stack([cut, size]), axis=0, return_inverse=True)[1].ravel() if cut.size else cut
     counts = np.bincount(group)[group] if group.size else np.zeros(0, dtype=int)
-    frame = frame[counts > 1]  # a candidate alone at a cut and column has nothing to be relative to
-    group = np.unique(group[counts > 1], return_inverse=True)[1]
-    candidates = frame["row"].nunique()
+    keep = counts > 1  # a candidate alone at a cut and column has nothing to be relative to
+    row, d, t, line_error = row[keep], d[keep], t[keep], line_error[keep]
+    group = np.unique(group[keep], return_inverse=True)[1]
+    candidates = np.unique(row).size
     if candidates < 3:
         return Support(0.0, math.nan, math.nan, ahead, 0.0, 0)
-    t = frame["observed_error"].to_numpy()
-    p = t - frame["line_error"].to_numpy()
+    p = t - line_error
     t = t - _group_mean(t, group)
     p = p - _group_mean(p, group)
-    log_d = np.log(frame["ahead"].to_numpy())
-    horizon = float(frame["ahead"].max())
+    log_d = np.log(d)
+    horizon = float(d.max())
     trend = np.unique(np.round(log_d, 9)).size > 1
     x = np.column_stack([p, p * log_d]) if trend else p[:, None]
     at = np.array([1.0, math.log(ahead)]) if trend else np.ones(1)
-    estimate, se = _clustered_fit(x, t, frame["row"].to_numpy(), at)
+    estimate, se = _clustered_fit(x, t, row, at)
     if not math.isfinite(estimate):
-        return Support(0.0, math.nan, math.nan, ahead, horizon, len(frame))
+        return Support(0.0, math.nan, math.nan, ahead, horizon, row.size)
     # One standard error below, as sure as the number of candidates (clusters) allows.
     one_se = float(stats.t.ppf(stats.norm.cdf(1.0), candidates - 1)) * math.sqrt(candidates / (candidates - 1))
     lower = estimate - one_se * se
-    return Support(float(np.clip(2.0 * lower, 0.0, 1.0)), estimate, lower, ahead, horizon, len(frame))
+    return Support(float(np.clip(2.0 * lower, 0.0, 1.0)), estimate, lower, ahead, horizon, row.size)
 
 
 def _group_mean(values: np.ndarray, group: np.ndarray) -> np.ndarray:
