@@ -451,15 +451,13 @@ class DefaultMethod(Method):
         index = {int(row): i for i, row in enumerate(fitted.rows)}
         # Candidates last seen at different sizes (an adaptive or halving loop's table) have no
         # observed order to follow. Otherwise the weight judges the law as it is extrapolated from
-        # the budget: from the power phase (where that leaves no backtest, from every point).
+        # the budget: from the power phase.
         starts = tuple(float(ln.sizes[ln.start]) if isinstance(ln, _Line) else math.nan for ln in lines.values())
         ahead = _doublings_ahead(table, target)
         if np.unique(fitted.last_size).size > 1:
             support = Support.ragged_table(ahead)
         else:
             support = law_support(backtest(table, bandwidth, starts=starts), ahead)
-            if support.predictions == 0:
-                support = law_support(backtest(table, bandwidth), ahead)
         w = support.weight
         spread = extrapolation_spread(table, bandwidth, weight=w)
         rows = []
