@@ -1,4 +1,5 @@
-"""The default selection method: the law (shrunk local log-log lines) or the observed order, as far as the table's own backtest supports each."""
+"""The default selection method: the law (shrunk local log-log lines) or the observed order, as
+far as the table's own backtest supports each."""
 
 from __future__ import annotations
 

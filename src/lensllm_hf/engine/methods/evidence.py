@@ -46,7 +46,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 from scipy import stats
 
 __all__ = ["MIN_AHEAD", "Support", "law_support"]
@@ -67,6 +66,7 @@ class Support:
         ahead: doublings from the table's largest size to the target.
         horizon: the farthest the backtest predicted (0 without one).
         predictions: how many backtest predictions (candidate, cut, column) the weight rests on.
+        ragged: the candidates were last observed at different sizes (no observed order: the law).
     """
 
     weight: float
@@ -89,8 +89,8 @@ class Support:
             return ("law: the candidates were last observed at different sizes (an adaptive or halving "
                     "loop's table), so there is no observed order to follow")
         if self.predictions == 0:
-            return ("observed order: no backtest (fewer than three fine-tuned sizes), so nothing supports "
-                    "extrapolating one candidate past another")
+            return ("observed order: no backtest (fewer than three candidates predicted a doubling or more "
+                    "ahead of a cut), so nothing supports extrapolating one candidate past another")
         seen = (f"on {self.predictions} backtest predictions up to {self.horizon:.1f} doublings ahead, the law's "
                 f"relative falls came true with weight {self.estimate:.2f} at the target's {self.ahead:.1f} "
                 f"(lower bound {self.lower:.2f})")
