@@ -416,7 +416,7 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float, weight: 
             # The interval takes the larger of the two spreads, so two spreads calibrated apart
             # leave fewer of the backtest's errors beyond it than each alone: scale both until the
             # interval as used leaves its share. (P(best) keeps its spreads as they are: scaled
-            # too, the picks' P(best) overstated how often they are right, see the docstring.)
+            # too, the picks' P(best) overstated how often they are right, see docs/methods.md.)
             used = np.maximum(linear * ahead, far * ahead**exponent)
             joint = float(np.quantile(needed / used, quantile))
             linear, far = linear * joint, far * joint
