@@ -1,7 +1,7 @@
 """Every method on every family of curve tables: the figures issue 17 judges the engine by.
 
     python benchmarks/families.py [--methods default,ats] [--families LLM,LCDB] [--out benchmarks/figures]
-                                  [--json families.json]
+                                  [--json families.json] [--lcdb-budgets own|to128|top5] [--split]
 
 Families (each judged on its own, never pooled):
 
@@ -9,7 +9,11 @@ Families (each judged on its own, never pooled):
   7 budgets 3,200 .. 204,800; the budgets these tables give themselves (``lensllm bench``'s
   default, sizes from target/8 down to target/512) are checked to be the same 7.
 - ``LCDB``: the 70 tables of ``../shared/data/learning-curves-lcdb``, each with its own target
-  (largest size) and budgets.
+  (largest size) and budgets (``--lcdb-budgets``: its own, those down to target/128 only, or its
+  five largest sizes up to target/8).
+
+``--split`` scores FLAN, Gigaword and the LCDB tables at even and odd positions (LCDB-A, LCDB-B)
+apart: a setting chosen on one LLM table and one half is read on the others.
 
 Per family and method it prints the mean over tables (of the means over budgets) of PearCorr,
 RelAcc, the 90 % interval's coverage at the target (with its lowest and highest over the
@@ -48,13 +52,15 @@ STRATEGIES = {"default": ("grid, default", "tab:blue", "o"), "ats": ("grid, AtS"
 AIM_FRACTION, AIM_RELACC = 0.02, 0.97
 
 
-def llm_plans() -> list[BenchTable]:
-    """FLAN and Gigaword on the papers' target and budgets (checked equal to their own)."""
+def llm_plans(split: bool = False) -> list[BenchTable]:
+    """FLAN and Gigaword on the papers' target and budgets (checked equal to their own); with
+    ``split``, each table a family of its own."""
     plans = []
     for name in ("flan.csv", "gigaword.csv"):
         table = CurveTable.read_csv(DATA / "finetune-curves" / name)
-        plan = plan_table(table, DEFAULT_TARGET, DEFAULT_BUDGETS, family="LLM")
-        own = plan_table(table, family="LLM")
+        family = table.name if split else "LLM"
+        plan = plan_table(table, DEFAULT_TARGET, DEFAULT_BUDGETS, family=family)
+        own = plan_table(table, family=family)
         if (own.target, own.budgets) != (plan.target, plan.budgets):
             sys.exit(f"{name}: its own target and budgets {own.target}, {own.budgets} differ from the papers'; "
                      "score both")
@@ -62,10 +68,26 @@ def llm_plans() -> list[BenchTable]:
     return plans
 
 
-def lcdb_plans() -> list[BenchTable]:
-    """The LCDB tables, each on its own target and budgets."""
-    return [plan_table(CurveTable.read_csv(path), family="LCDB")
-            for path in sorted((DATA / "learning-curves-lcdb").glob("lcdb-*.csv"))]
+#: Budgets of an LCDB table (its sizes; target = its largest): its own (lensllm bench's: target/8
+#: down to target/512 with 3 sizes to fit), down to target/128 only, or the five largest <= target/8.
+LCDB_BUDGETS = {
+    "own": lambda sizes, target: None,
+    "to128": lambda sizes, target: [s for i, s in enumerate(sizes) if target / 128 <= s <= target / 8 and i >= 2],
+    "top5": lambda sizes, target: [s for s in sizes if s <= target / 8][-5:],
+}
+
+
+def lcdb_plans(budgets: str = "own", split: bool = False) -> list[BenchTable]:
+    """The LCDB tables, each on its own target and the ``budgets`` of :data:`LCDB_BUDGETS`; with
+    ``split``, the tables at even and odd positions are two families (LCDB-A, LCDB-B), to choose
+    a setting on one half and read it on the other."""
+    plans = []
+    for i, path in enumerate(sorted((DATA / "learning-curves-lcdb").glob("lcdb-*.csv"))):
+        table = CurveTable.read_csv(path)
+        sizes = [int(s) for s in np.sort(table.sizes[table.sizes > 0])]
+        family = f"LCDB-{'AB'[i % 2]}" if split else "LCDB"
+        plans.append(plan_table(table, sizes[-1], LCDB_BUDGETS[budgets](sizes, sizes[-1]), family=family))
+    return plans
 
 
 def reliability(rows: list[dict], family: str, out: Path) -> Path:
@@ -148,20 +170,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "figures",
                         help="folder for the PNGs (default: benchmarks/figures)")
     parser.add_argument("--json", type=Path, default=None, help="write every row and the summary")
+    parser.add_argument("--lcdb-budgets", choices=sorted(LCDB_BUDGETS), default="own",
+                        help="the LCDB tables' budgets (default: their own, as lensllm bench sets them)")
+    parser.add_argument("--split", action="store_true",
+                        help="FLAN, Gigaword and two halves of LCDB (tables at even and odd positions) apart")
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    chosen = [f.strip() for f in args.families.split(",") if f.strip()]
-    makers = {"LLM": llm_plans, "LCDB": lcdb_plans}
+    makers = {"LLM": lambda: llm_plans(args.split), "LCDB": lambda: lcdb_plans(args.lcdb_budgets, args.split)}
     start = time.perf_counter()
-    plans = [plan for family in chosen for plan in makers[family]()]
+    plans = [plan for family in args.families.split(",") if family.strip() for plan in makers[family.strip()]()]
     rows = run_bench(plans, methods)
     seconds = time.perf_counter() - start
     summary = summarize_families(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    for family in chosen:
+    for family in dict.fromkeys(p.family for p in plans):
         group = [r for r in rows if r["family"] == family]
         print(format_family(family, [p for p in plans if p.family == family], summary[family]))
-        if family == "LLM":
+        if family in ("LLM", "flan", "gigaword"):
             print("\n(the tables' own target and budgets, lensllm bench's default, are these: the same rows)")
         for method in ("default", "ats"):
             if method in methods:

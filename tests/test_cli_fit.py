@@ -54,8 +54,12 @@ def test_fit_ranks_and_writes_the_documented_json(table, tmp_path, capsys):
     first = data["ranking"][0]
     assert set(first) == {"model", "status", "predicted_loss", "interval", "p_best", "score", "flops", "error",
                           "source", "warnings", "fit"}
-    assert set(first["fit"]) == {"law", "params", "sizes", "losses", "used", "terms", "warnings"}
+    assert set(first["fit"]) == {"law", "params", "sizes", "losses", "used", "terms", "warnings", "basis"}
     assert first["fit"]["law"] == "local-loglog"
+    # Which predictor ranked the models, and why, is in the JSON and in the printed table.
+    basis = first["fit"]["basis"]
+    assert basis.split(":")[0] in ("law", "observed order") or basis.startswith("blend")
+    assert f"ranked by {basis}" in out and 0 <= first["fit"]["terms"]["law_weight"] <= 1
     assert first["status"] == "complete" and first["error"] is None
     lo, hi = first["interval"]
     assert lo < first["predicted_loss"] < hi

@@ -212,6 +212,9 @@ class Fit:
         terms: every term of the interval (module docstring), plus informational numbers such as
             a line's ``bandwidth``.
         warnings: what a reader of the prediction must know (free F, stream-mode runs...).
+        basis: which predictor made the prediction and why, in one sentence, where a method chose
+            among several (``default``: the law, the observed order or a blend, and the backtest
+            evidence for it); empty otherwise, and in fits written before it existed.
     """
 
     law: str
@@ -221,6 +224,7 @@ class Fit:
     used: tuple[bool, ...]
     terms: Mapping[str, float]
     warnings: tuple[str, ...] = ()
+    basis: str = ""
     _coords: np.ndarray = field(init=False, repr=False, compare=False)
     _cov: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -235,6 +239,7 @@ class Fit:
         set_(self, "losses", tuple(float(v) for v in self.losses))
         set_(self, "used", tuple(bool(u) for u in self.used))
         set_(self, "warnings", tuple(str(w) for w in self.warnings))
+        set_(self, "basis", str(self.basis))
         missing = [p for p in form.params if p not in self.params]
         if missing:
             raise FitError(f"a {self.law} fit needs the parameters {', '.join(form.params)}; missing {', '.join(missing)}",
@@ -377,8 +382,8 @@ class Fit:
 
     # -- JSON --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data; :meth:`from_dict` rebuilds an equal fit."""
-        return {
+        """Plain JSON-able data; :meth:`from_dict` rebuilds an equal fit (``basis`` only when set)."""
+        out = {
             "law": self.law,
             "params": dict(self.params),
             "sizes": list(self.sizes),
@@ -387,6 +392,9 @@ class Fit:
             "terms": dict(self.terms),
             "warnings": list(self.warnings),
         }
+        if self.basis:
+            out["basis"] = self.basis
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "fit") -> Fit:
@@ -424,12 +432,15 @@ class Fit:
                 or not all(isinstance(w, str) and len(w) <= MAX_TEXT for w in warnings)):
             raise FitError(f"{where}.warnings: expected a list of at most {MAX_ENTRIES} short strings", law=law,
                            term=f"{where}.warnings")
-        unknown = set(data) - {"law", "params", "sizes", "losses", "used", "terms", "warnings"}
+        basis = data.get("basis", "")
+        if not isinstance(basis, str) or len(basis) > MAX_TEXT:
+            raise FitError(f"{where}.basis: expected a short string", law=law, term=f"{where}.basis")
+        unknown = set(data) - {"law", "params", "sizes", "losses", "used", "terms", "warnings", "basis"}
         if unknown:
             raise FitError(f"{where}: unknown field {sorted(unknown)[0]!r}; a fit has law, params, sizes, losses, "
-                           "used, terms, warnings")
+                           "used, terms, warnings, basis")
         try:
-            return cls(law, params, tuple(sizes), tuple(losses), tuple(used), terms, tuple(warnings))
+            return cls(law, params, tuple(sizes), tuple(losses), tuple(used), terms, tuple(warnings), basis)
         except FitError as error:
             raise FitError(f"{where}: {error}", law=law, term=error.term and f"{where}.{error.term}") from None
 

@@ -354,7 +354,8 @@ class Ranking:
                 f"give these {count} more data (a larger subset) before choosing")
 
     def format(self) -> str:
-        """A plain-text table for terminals, ending with :meth:`pick_statement`."""
+        """A plain-text table for terminals: the rows, which predictor ranked them and why (the
+        fits' ``basis``, where a method records one), then :meth:`pick_statement`."""
         pct = f"{100 * self.level:g}%"
         lines = [f"{'#':>3}  {'model':<40} {'predicted':>9}  {pct + ' interval':<17} {'P(best)':>7} "
                  f"{'transition':>10}  parameters"]
@@ -371,6 +372,8 @@ class Ranking:
             params = (f"{c.fit.law}: " + " ".join(f"{k}={v:.4g}" for k, v in c.fit.params.items())
                       if c.fit is not None else display(self.method))
             lines.append(f"{i:>3}  {model:<40} {value:>9.4f}  {shown:<17} {p:>7} {transition:>10}  {params}")
+        bases = {c.fit.basis for c in self.ranked if c.fit is not None and c.fit.basis}
+        lines.extend(f"ranked by {display(basis)}" for basis in sorted(bases))
         lines.append(self.pick_statement())
         return "\n".join(lines)
 

@@ -1,145 +1,28 @@
-"""``default``: the selection method LensLLMSelector uses.
+"""``default``: the selection method LensLLMSelector uses. How it decides, what its backtest
+measures, its numbers per family and the variants that lost: ``docs/methods.md``.
 
-What it is
-    AtS's model (Lin et al., 2024: in its power phase a fine-tuning curve is a line in log-log
-    space, log L = a + b log D) with two changes that pool information across the candidates
-    of one dataset:
+Two predictors of each candidate's log-loss at the target, and the table's own backtest to say
+how far to trust each:
 
-    1. *Local slope, bandwidth chosen by backtest.* The line is fitted by weighted least
-       squares, the weight of a point halving every ``h`` doublings before the largest size,
-       so that the slope is the one the curve has *now* (fine-tuning curves bend: on FLAN
-       they keep steepening up to 1.6M examples). ``h`` is not a constant: for each table it
-       is the one, of (inf, 3, 2, 1, 0.5) doublings, that best predicts the largest observed
-       column from the columns up to a quarter of it (mean squared log error over all
-       candidates). ``h = inf`` is AtS's own unweighted line.
-    2. *Empirical-Bayes shrinkage of the slopes.* A local slope is noisy. Each candidate's
-       slope is shrunk toward the median slope of the candidates, by the weight
-       tau^2 / (tau^2 + v_i): v_i is the sampling variance of its slope (from its own
-       residuals), tau^2 the spread of the true slopes (between-candidate variance of the
-       slopes minus the typical v_i). Clean curves keep their slope; noisy ones borrow.
+- *the law*: AtS's power-phase line in log-log space (Lin et al., 2024), fitted locally (the
+  weight of a point halves every ``h`` doublings before the largest size, ``h`` chosen by
+  backtest from :data:`BANDWIDTHS`), its slope shrunk toward the candidates' median by
+  empirical Bayes and never rising (a rising curve is a transient, not a trend);
+- *the observed order*: the candidate's last observed loss, carried to the target by the
+  candidates' median slope, so that the order stays the one observed.
 
-Why (DESIGN.md §2 protocol, ``run_bench(tables, methods=["ats", "default"])``, means over
-the budgets 1/8 ... 1/512, PearCorr / RelAcc in %)
+The backtest predicts every later column from each earlier cut with both
+(:func:`backtest`); :func:`~lensllm_hf.engine.methods.evidence.law_support` reads from it how
+much of the law's relative falls come true at each distance, carries that to the target's
+distance, and gives the law the weight the evidence surely supports there. The ranking is by
+the blend ``w * law + (1 - w) * observed`` (a log-log line per candidate, law ``local-loglog``);
+each fit's ``basis`` says which predictor that is and why.
 
-    ============================ ============= =============
-    method                        FLAN          Gigaword
-    ============================ ============= =============
-    ats (published)               62.7 / 92.1   93.8 / 95.1
-    default (this)                66.7 / 92.2   94.2 / 95.9
-    ats + slope shrinkage only    62.6 / 92.1   94.4 / 95.1
-    local line h=0.5, no shrink   67.2 / 92.2   91.9 / 88.8
-    rectified (4 parameters)      42.7 / 93.7   81.3 / 95.7
-    ============================ ============= =============
-
-    Variants that lost (rectified law with E = 0, with a floor E or slope beta shared by all
-    candidates, per-candidate quadratics in log-log, ensembles of AtS with the rectified or
-    power law) are listed with their numbers in the report of this change; the rectified
-    family's extra parameters extrapolate 9 doublings badly from a few points.
-
-The fit
-    Each candidate's fit is a :class:`~lensllm_hf.engine.fit.Fit` of the law ``local-loglog``
-    (log L = a + b log D, with the shrunk slope b), not ``ats``: the line is AtS's, but its
-    weights and slope are this method's. The fit's terms record the ``bandwidth`` (-1 for inf,
-    JSON has no infinity) and the unshrunk ``raw_slope``.
-
-Intervals
-    The line's own prediction variance (residual noise, intercept, and the shrunk slope's
-    posterior variance times the squared extrapolation distance) plus an extrapolation term
-    estimated from the table's own backtest (:func:`extrapolation_spread`): at d doublings
-    ahead, the larger of k d (right over the short distances a backtest sees) and k_far d^p
-    (p one power above the measured growth of the backtest errors: bending compounds beyond
-    them). Each side of the line has its own k and k_far, calibrated on the backtest errors
-    that fall on that side: the curves of one task bend alike, and on both shared tables the
-    lines under-predict the fall far more often than they over-predict it, so the intervals
-    reach further below the prediction than above it (the predictive distribution is a split
-    log-normal, :mod:`lensllm_hf.engine.fit`). The two terms are calibrated together: the interval
-    takes the larger of them, so two spreads each leaving (1 - level) / 2 of the backtest errors
-    beyond them left fewer beyond their larger one (0.7-3.3 % below FLAN's lines, 2.8-4.0 %
-    below Gigaword's, over the budgets), and both are scaled until the interval as used leaves
-    its share (3.3-5.1 % below the lines at every budget of both tables; 1.1-4.6 % above them,
-    where the prior and the Student t below widen the few errors' spread). The errors are
-    :func:`backtest`'s. The backtest is only as sure as its evidence: short
-    tables (four fine-tuned sizes or fewer) backtest the two-point lines they have, take a
-    prior growth and a symmetric spread (whichever way a short curve's next step bends says
-    nothing of the far ones: the truth suite's tiny models flatten where FLAN's steepen, and
-    sides taken from their backtests held 20 of its 25 true losses), and the spread is
-    combined with a prior (the constant measured on long tables) and widened by a Student t,
-    both weighted by the number of backtest lines. Coverage of the 90 % intervals
-    (benchmarks/interval_coverage.py --short; benchmarks/truth_coverage.py), and the interval
-    score (width plus 20 x the miss, in log-loss; proper, lower is better):
-
-    ============ ============================ ========================= =========================
-    table         all columns (score)          curves cut to 200..800     and to 200..1600
-    ============ ============================ ========================= =========================
-    FLAN          86.3 % (0.291); was 93.7 %   93.0 %                     91.7 %
-                  (0.303) with the terms
-                  calibrated apart, 87.8 %
-                  (0.415) with one spread
-    Gigaword      94.8 % (0.192); was 95.5 %   97.9 %                     98.7 %
-                  (0.207) apart, 97.6 %
-                  (0.219) with one spread
-    ============ ============================ ========================= =========================
-
-    Together, the terms are narrower at every distance; the score is better on both tables,
-    yet FLAN's later columns are harder to predict than the earlier ones its backtest sees: its
-    intervals hold 79 % of the columns 1-3 doublings ahead and 76 % at the budgets 1/128 and
-    1/64 (12.3 % of its truths fall below them, 1.3 % above; Gigaword's 0.8 % and 4.4 %).
-
-    On the truth suite's cached runs (25 candidates of tiny models, curves of 3-5 points
-    extrapolated 3-8 doublings) the intervals hold 23 of the 25 true losses.
-
-    P(best) is not computed from these marginal distributions taken as independent: the bend
-    that makes the intervals wide is mostly shared (every FLAN curve steepens), and a bend
-    every candidate shares moves none past another. So each fit also carries ``_relative``
-    spreads, calibrated like the others on each backtest error about the mean error of the
-    candidates at the same cut and distance, and P(best) uses those (symmetric; the line's own
-    variance is each candidate's alone). Against independent split distributions, the
-    P(best) Brier score (``lensllm bench``) is 0.845 / 0.706 on FLAN / Gigaword instead of
-    0.874 / 0.725 (0.856 / 0.704 with the former single spread), and ``adaptive``, which
-    spends by P(best), reaches a Gigaword RelAcc of 100.0 (Brier 0.571) instead of 91.4
-    (94.3 with the former single spread). The ``_relative`` spreads are not scaled with the
-    interval's: scaled, they made P(best) surer than it is right (the picks' mean P(best) 0.27
-    against 0.21 truly best, not 0.24), ``adaptive``'s Gigaword RelAcc fell to 94.3 (Brier
-    0.777) and default's Brier moved to 0.850 / 0.699.
-
-    What follows was measured with one spread for both sides (FLAN 87.8 %, Gigaword 97.6 %).
-    Gigaword's intervals were too wide, and ``EXPONENT_MARGIN`` is not why: they held 96-99 % at
-    every budget, 1/8 included (1-3 doublings ahead, where the exponent hardly matters;
-    ``interval_coverage.py --by-budget``): its later columns are easier to predict than its
-    earlier ones, FLAN's harder (76 % at 1/128), and a backtest on the earlier columns sees
-    neither. Replacements of the margin that lost (FLAN / Gigaword, all columns): the measured
-    exponent's upper confidence bound (maximum likelihood, standard error clustered by candidate;
-    or bootstrapped over candidates) 67.1 / 90.8 % and 69.4 / 98.3 %: FLAN's exponent is measured
-    tightly (standard error 0.05-0.10), yet its far errors grow about 0.7 power faster, so the
-    margin stands for the bend a backtest cannot see, not for sampling noise; a Taylor model of
-    the errors (a + b d^2 + c d^4) 71.4 / 96.8 %; the level weighted toward recent cuts by the
-    table's bandwidth 94.8 / 96.5 %; a trend of the errors with the cut 89.5 / 79.7 % (55 % on
-    FLAN cut to 200..1600); margin 0.5 or 0 without the scale 80.1 / 96.6 % and 63.6 / 93.0 %;
-    spreads proportional to each candidate's slope 86.5 / 96.0 % or residual noise 90.7 / 95.2 %
-    (right on average, far off per candidate: interval score 1.24 / 0.86 against 0.415 / 0.219,
-    ``interval_coverage.py`` prints it). A drift of the centre by the backtest's mean error per
-    doubling ahead (FLAN's lines under-predict the fall by 0.004-0.013 log-loss per doubling)
-    scored better on both tables, 86.0 / 96.0 %, interval score 0.313 / 0.199, and would not
-    change the order at one target; but the backtest's early lines span the pre-power phase,
-    whose end looks like steepening, so straight curves with a flat start were predicted 18 %
-    too low six doublings ahead (``test_recovers_a_planted_ranking``): a third table with a long
-    pre-power phase would pay for FLAN's gain. A quadratic drift (mean error per squared doubling)
-    was in range on both tables, 85.4 / 94.2 % (score 0.290 / 0.187), for the same reason and with
-    the same failure. Backtest lines kept to each row's power phase (its pre-power points, as the
-    whole table shows them, left out) remove that contamination: Gigaword 93.2 % (score 0.186),
-    but FLAN 76.7 %, its width having come from its early points; the quadratic drift measured
-    on the power phase and the spread on every point: 85.6 / 97.2 % (score 0.374 / 0.192). The
-    spread weighted toward recent cuts with ``EXPONENT_MARGIN`` 0.75: 89.0 / 94.4 % (score 0.363 /
-    0.177), but FLAN cut to 200..800 / 200..1600 fell to 83.0 / 81.7 % and the truth suite to 21
-    of 25: short curves need the margin of 1. Backtest lines of at least 4 points (the fewest on
-    which AtS's detection can flag a pre-power point) instead of ``MIN_LINE_POINTS`` 3: 80.2 /
-    93.0 % (score 0.385 / 0.172), the same trade. With the two sides, each side's own growth
-    exponent: 94.3 / 93.0 %, but a worse score, 0.358 / 0.250 (the rare errors above the line
-    measure their growth badly); a smaller far term (``SPREAD_SCALE`` 0.5-0.6) brings Gigaword
-    to 94.0-94.4 % with better scores, but the truth suite to 21 of 25: not taken.
-
-Cost: both shared tables at all 7 budgets in about 0.4 s on one core (the line fits of each
-column cut are memoised: the bandwidth choice and the spread backtest share them).
+Intervals: the blend's own backtest errors set the spread (:func:`extrapolation_spread`): at d
+doublings ahead the larger of k d and k_far d^p, each side of the prediction calibrated on the
+errors that fall on it (a split log-normal, :mod:`lensllm_hf.engine.fit`), as sure as the number
+of backtest lines; P(best) uses the spread of each candidate's error about the others' at the
+same cut and distance (a bend every candidate shares moves none past another).
 """
 
 from __future__ import annotations
@@ -156,6 +39,7 @@ from ...errors import LensLLMError
 from ..fit import EXTRAPOLATION_SD_PER_DOUBLING, Fit, cov_key
 from ..laws import transition_index
 from .base import LEVEL, Method, RunInfo, each_row, extrapolation_warnings, flops_spent
+from .evidence import Support, law_support
 from ..ranking import CandidateFit, Ranking
 
 __all__ = ["BANDWIDTHS", "LAW", "DefaultMethod", "backtest", "choose_bandwidth", "extrapolation_spread"]
@@ -189,13 +73,16 @@ class _Line:
         return self.y_mean + slope * (np.log(sizes) - self.x_mean)
 
 
-def _fit_line(sizes: np.ndarray, losses: np.ndarray, bandwidth: float) -> _Line:
-    """AtS's phase detection (k = 3, delta = 5), then a weighted line on the power phase."""
+def _fit_line(sizes: np.ndarray, losses: np.ndarray, bandwidth: float, start_size: float = math.nan) -> _Line:
+    """AtS's phase detection (k = 3, delta = 5), then a weighted line on the power phase; with
+    ``start_size``, the power phase is the points from that size on (no detection)."""
     keep = sizes > 0
     sizes, losses = sizes[keep], losses[keep]
     if sizes.size < 2:
         raise LensLLMError(f"default: {sizes.size} fine-tuned size(s); a slope needs at least 2 (D > 0)")
-    start = transition_index(sizes, losses) + 1
+    start = transition_index(sizes, losses) + 1 if math.isnan(start_size) else int(np.searchsorted(sizes, start_size))
+    if sizes.size - start < 2:
+        raise LensLLMError(f"default: {sizes.size - start} point(s) in the power phase; a slope needs at least 2")
     x, y = np.log(sizes[start:]), np.log(losses[start:])
     doublings_back = (x[-1] - x) / math.log(2)
     w = np.ones_like(x) if math.isinf(bandwidth) else 2.0 ** (-doublings_back / bandwidth)
@@ -223,25 +110,34 @@ def _shrink(lines: list[_Line]) -> tuple[np.ndarray, np.ndarray]:
     if slopes.size < 3:  # nothing to pool
         return slopes, var
     centre = float(np.median(slopes))
-    tau2 = max(float(np.mean((slopes - centre) ** 2) - np.median(var)), 1e-6)
+    # The spread of the true slopes, read robustly (1.4826 MAD): one wild curve must not convince
+    # the table that its slopes differ widely, and so keep its own.
+    tau2 = max((1.4826 * float(np.median(np.abs(slopes - centre)))) ** 2 - float(np.median(var)), 1e-6)
     keep = tau2 / (tau2 + var)
     return keep * slopes + (1 - keep) * centre, keep * var
 
 
-def _fit_all(table: CurveTable, bandwidth: float) -> dict[int, _Line | str]:
-    """A line per row of ``table``, or the error that stops one.
+def _fit_all(table: CurveTable, bandwidth: float, starts: tuple[float, ...] | None = None) -> dict[int, _Line | str]:
+    """A line per row of ``table``, or the error that stops one; ``starts``: each row's first
+    power-phase size, where known (see :func:`_fit_line`).
 
-    Memoised on the table's content: the bandwidth choice, the spread backtest and a benchmark's
+    Memoised on the table's content: the bandwidth choice, the backtests and a benchmark's
     budgets fit the same columns again and again (the lines are never modified).
     """
-    key = (*_table_key(table), bandwidth)
+    key = (*_table_key(table), bandwidth, starts)
     if key not in _LINES:
         if len(_LINES) > 4096:
             _LINES.clear()
+        detected = None if starts is None else _fit_all(table, bandwidth)
         out: dict[int, _Line | str] = {}
         for row in each_row(table, "default: fitting lines"):
+            same = detected is not None and isinstance(detected[row], _Line) and (
+                math.isnan(starts[row]) or detected[row].sizes[detected[row].start] == starts[row])
+            if same:  # the detected power phase is the one asked for: the same line
+                out[row] = detected[row]
+                continue
             try:
-                out[row] = _fit_line(*table.points(row), bandwidth)
+                out[row] = _fit_line(*table.points(row), bandwidth, math.nan if starts is None else starts[row])
             except (LensLLMError, ValueError, np.linalg.LinAlgError) as error:
                 out[row] = str(error)
         _LINES[key] = out
@@ -257,16 +153,37 @@ def _table_key(table: CurveTable) -> tuple:
             tuple(sorted(table.problems.items())))
 
 
-def _predict_log(lines: dict[int, _Line | str], target: float) -> dict[int, tuple[float, float, _Line, float, float]]:
-    """(log prediction, log sd without extrapolation, line, shrunk slope, its variance) per fitted row."""
+@dataclass
+class _Shrunk:
+    """The fitted rows of a table, their slopes shrunk together: both predictors at any size."""
+
+    rows: np.ndarray  # the table's row of each line
+    lines: list[_Line]
+    slope: np.ndarray  # shrunk, never rising
+    slope_var: np.ndarray
+    common: float  # the candidates' median slope, which carries the observed order
+
+    def __post_init__(self) -> None:
+        self.x_mean = np.array([ln.x_mean for ln in self.lines])
+        self.y_mean = np.array([ln.y_mean for ln in self.lines])
+        self.own_var = np.array([ln.noise_var + ln.mean_var for ln in self.lines])
+        self.noise_var = np.array([ln.noise_var for ln in self.lines])
+        self.last_size = np.array([ln.sizes[-1] for ln in self.lines], dtype=float)
+        self.last_loss = np.log(np.array([ln.losses[-1] for ln in self.lines], dtype=float))
+
+    def at(self, size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line, its own spread without extrapolation, observed) in log-loss at ``size``."""
+        dx = math.log(size) - self.x_mean
+        return (self.y_mean + self.slope * dx, np.sqrt(self.own_var + self.slope_var * dx**2),
+                self.last_loss + self.common * np.log(size / self.last_size))
+
+
+def _shrunk(lines: dict[int, _Line | str]) -> _Shrunk:
     fitted = {row: ln for row, ln in lines.items() if isinstance(ln, _Line)}
     slopes, slope_var = _shrink(list(fitted.values()))
-    out = {}
-    for (row, ln), slope, sv in zip(fitted.items(), slopes, slope_var):
-        dx = math.log(target) - ln.x_mean
-        out[row] = (float(ln.log_predict(np.array([target]), slope)[0]),
-                    math.sqrt(ln.noise_var + ln.mean_var + sv * dx**2), ln, float(slope), float(sv))
-    return out
+    slopes = np.minimum(slopes, 0.0)
+    common = float(np.median(slopes)) if slopes.size else 0.0
+    return _Shrunk(np.array(list(fitted), dtype=int), list(fitted.values()), slopes, slope_var, common)
 
 
 def choose_bandwidth(table: CurveTable, bandwidths: tuple[float, ...] = BANDWIDTHS) -> float:
@@ -285,12 +202,12 @@ def choose_bandwidth(table: CurveTable, bandwidths: tuple[float, ...] = BANDWIDT
     seen, observed = table.up_to(cut), table.column(int(largest))
     best, best_error = math.inf, math.inf
     for bandwidth in bandwidths:
-        preds = _predict_log(_fit_all(seen, bandwidth), largest)
-        errors = [(p[0] - math.log(observed[row])) ** 2 for row, p in preds.items()
-                  if np.isfinite(observed[row]) and observed[row] > 0]
-        if len(errors) < 2:
+        fitted = _shrunk(_fit_all(seen, bandwidth))
+        truth = observed[fitted.rows]
+        usable = np.isfinite(truth) & (truth > 0)
+        if usable.sum() < 2:
             return math.inf
-        error = float(np.mean(errors))
+        error = float(np.mean((fitted.at(largest)[0][usable] - np.log(truth[usable])) ** 2))
         if error < best_error - 1e-12:  # ties keep the earlier (smoother) bandwidth
             best, best_error = bandwidth, error
     return best
@@ -313,13 +230,14 @@ SPREAD_SCALE = 0.7
 PRIOR_LINES = 2
 
 
-def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEVEL) -> dict[str, float]:
+def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEVEL,
+                         weight: float = 1.0) -> dict[str, float]:
     """The extrapolation terms of the intervals (:mod:`lensllm_hf.engine.fit`), estimated from the
     table's own backtest and as sure as its evidence: at d doublings ahead the spread is
     max(k * d, k_far * d**p) above the line, and the same with k and k_far of their own below it.
 
     The errors are :func:`backtest`'s: every column of the table predicted from each earlier cut
-    with the shrunk lines the method uses. Their growth with the distance gives the exponent p:
+    with the blend the method ranks by (``weight`` on the line). Their growth with the distance gives the exponent p:
     the slope of log RMS error against log d (over whole doublings with five errors or more; at
     least two of them, and lines of ``MIN_LINE_POINTS``, else ``PRIOR_GROWTH``), plus
     ``EXPONENT_MARGIN``, within [1, 3]. k is the linear spread that leaves (1 - level) / 2 of the
@@ -352,31 +270,38 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     and ``extrapolation_sd_far`` (above the line, or both sides), ``extrapolation_exponent``, and,
     where the sides were measured apart, the ``_below`` and ``_relative`` twins of the first two.
     """
-    key = (*_table_key(table), bandwidth, level)
+    key = (*_table_key(table), bandwidth, level, weight)
     if key not in _SPREADS:
         if len(_SPREADS) > 4096:
             _SPREADS.clear()
-        _SPREADS[key] = _backtest_spread(table, bandwidth, level)
+        _SPREADS[key] = _backtest_spread(table, bandwidth, level, weight)
     return dict(_SPREADS[key])
 
 
 _SPREADS: dict[tuple, dict[str, float]] = {}
 
 
-def backtest(table: CurveTable, bandwidth: float) -> pd.DataFrame:
-    """Every later column of ``table`` predicted from each earlier cut with the shrunk lines of
-    :class:`DefaultMethod`: what :func:`extrapolation_spread` calibrates the intervals on.
+def backtest(table: CurveTable, bandwidth: float, weight: float = 1.0,
+             starts: tuple[float, ...] | None = None) -> pd.DataFrame:
+    """Every later column of ``table`` predicted from each earlier cut with both predictors of
+    :class:`DefaultMethod`: what its weight (:mod:`~lensllm_hf.engine.methods.evidence`) and its
+    intervals (:func:`extrapolation_spread`) rest on.
 
     The lines have at least ``MIN_LINE_POINTS`` fine-tuned sizes, or two on tables of four sizes
     or fewer (the lines their candidates' own slopes rest on are that short too). One row per
     prediction: ``row`` (of ``table``) and ``model``, ``cut`` (the size the table was cut at),
     ``size`` (the column predicted), ``ahead`` (doublings past the line's last point, which is
-    below the cut where the candidate has no loss at it), ``error`` (log observed minus log
-    predicted: negative where the loss fell further than the line said) and ``fit_sd`` (the
-    line's own spread of log L there: noise, intercept and slope).
+    below the cut where the candidate has no loss at it), ``line_error`` and ``observed_error``
+    (log observed minus each predictor's log prediction: negative where the loss fell further
+    than it said), and ``error`` and ``fit_sd`` of the blend with ``weight`` on the line (its
+    error, and its own spread of log L there: the line's noise, level and slope, and the last
+    point's noise).
 
     ``bandwidth`` is the lines' (see :data:`BANDWIDTHS`): a positive number of doublings, or
-    ``math.inf`` for unweighted lines.
+    ``math.inf`` for unweighted lines. ``starts``, one size per row (NaN: unknown), fits each line
+    on that row's points from its size on, as the power phase the whole table shows (lines
+    through an earlier cut would otherwise span a pre-power phase the method never extrapolates
+    from the budget); a row then needs as many of them as a line needs points.
 
     Example:
         >>> sizes = np.array([0, 200, 400, 800, 1600, 3200])
@@ -388,19 +313,45 @@ def backtest(table: CurveTable, bandwidth: float) -> pd.DataFrame:
     """
     if not bandwidth > 0:  # NaN too
         raise LensLLMError(f"backtest: bandwidth must be a positive number of doublings or math.inf, got {bandwidth!r}")
+    key = (*_table_key(table), bandwidth, starts)
+    if key not in _BACKTESTS:
+        if len(_BACKTESTS) > 1024:
+            _BACKTESTS.clear()
+        _BACKTESTS[key] = _both_predictors(table, bandwidth, starts)
+    both = _BACKTESTS[key]
+    return both[["row", "model", "cut", "size", "ahead", "line_error", "observed_error"]].assign(
+        error=weight * both["line_error"] + (1.0 - weight) * both["observed_error"],
+        fit_sd=np.sqrt((weight * both["line_sd"]) ** 2 + ((1.0 - weight) * both["point_sd"]) ** 2))
+
+
+_BACKTESTS: dict[tuple, pd.DataFrame] = {}
+
+
+def _both_predictors(table: CurveTable, bandwidth: float, starts: tuple[float, ...] | None) -> pd.DataFrame:
     positive = _fine_tuned_sizes(table)
-    rows = []
-    for cut in positive[_first_cut(positive):-1]:
-        lines = _fit_all(table.up_to(float(cut)), bandwidth)
+    first = _first_cut(positive)
+    parts: dict[str, list] = {c: [] for c in ("row", "cut", "size", "ahead", "line_error", "observed_error",
+                                              "line_sd", "point_sd")}
+    for cut in positive[first:-1]:
+        lines = _fit_all(table.up_to(float(cut)), bandwidth, starts)
+        if starts is not None:  # lines as long as the unrestricted ones (see _first_cut)
+            lines = {row: ln for row, ln in lines.items() if isinstance(ln, _Line) and ln.sizes.size - ln.start > first}
+        fitted = _shrunk(lines)
         for held in positive[positive > cut]:
-            observed = table.column(int(held))
-            for row, (log_pred, sd, ln, _, _) in _predict_log(lines, float(held)).items():
-                ahead = math.log2(float(held) / float(ln.sizes[-1]))
-                if np.isfinite(observed[row]) and observed[row] > 0 and ahead > 0:
-                    rows.append((row, table.models[row], float(cut), float(held), ahead,
-                                 math.log(observed[row]) - log_pred, sd))
-    return pd.DataFrame(rows, columns=["row", "model", "cut", "size", "ahead", "error", "fit_sd"]).astype(
-        {"row": int, "cut": float, "size": float, "ahead": float, "error": float, "fit_sd": float})
+            truth = table.column(int(held))[fitted.rows]
+            ahead = np.log2(float(held) / fitted.last_size)
+            keep = np.isfinite(truth) & (truth > 0) & (ahead > 0)
+            line, line_sd, observed = fitted.at(float(held))
+            log_truth = np.log(np.where(keep, truth, 1.0))
+            for name, values in (("row", fitted.rows), ("cut", np.full(keep.size, float(cut))),
+                                 ("size", np.full(keep.size, float(held))), ("ahead", ahead),
+                                 ("line_error", log_truth - line), ("observed_error", log_truth - observed),
+                                 ("line_sd", line_sd), ("point_sd", np.sqrt(fitted.noise_var))):
+                parts[name].append(values[keep])
+    frame = pd.DataFrame({name: np.concatenate(values) if values else np.zeros(0, dtype=int if name == "row" else float)
+                          for name, values in parts.items()})
+    frame.insert(1, "model", np.asarray(table.models, dtype=object)[frame["row"].to_numpy()])
+    return frame
 
 
 def _fine_tuned_sizes(table: CurveTable) -> np.ndarray:
@@ -414,8 +365,8 @@ def _first_cut(positive: np.ndarray) -> int:
     return MIN_LINE_POINTS - 1 if positive.size > MIN_LINE_POINTS + 1 else 1
 
 
-def _backtest_spread(table: CurveTable, bandwidth: float, level: float) -> dict[str, float]:
-    errors = backtest(table, bandwidth)
+def _backtest_spread(table: CurveTable, bandwidth: float, level: float, weight: float) -> dict[str, float]:
+    errors = backtest(table, bandwidth, weight)
     e, d = errors["error"].to_numpy(), errors["ahead"].to_numpy()
     v = errors["fit_sd"].to_numpy() ** 2
     n = len(errors[["row", "cut"]].drop_duplicates())  # backtest lines
@@ -454,7 +405,7 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float) -> dict[
             sides["_relative"] = (relative, k > 1, level)
     else:
         sides = {"": (np.abs(e), everyone, level)}
-    weight = n / (PRIOR_LINES + n)  # of the table's own estimate against the prior's
+    trust = n / (PRIOR_LINES + n)  # of the table's own estimate against the prior's
     terms = {"extrapolation_exponent": exponent}
     for side, (side_errors, kept, quantile) in sides.items():
         needed = np.sqrt(np.clip((side_errors[kept] / z) ** 2 - v[kept], 0.0, None))
@@ -465,18 +416,19 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float) -> dict[
             # The interval takes the larger of the two spreads, so two spreads calibrated apart
             # leave fewer of the backtest's errors beyond it than each alone: scale both until the
             # interval as used leaves its share. (P(best) keeps its spreads as they are: scaled
-            # too, the picks' P(best) overstated how often they are right, see the docstring.)
+            # too, the picks' P(best) overstated how often they are right, see docs/methods.md.)
             used = np.maximum(linear * ahead, far * ahead**exponent)
             joint = float(np.quantile(needed / used, quantile))
             linear, far = linear * joint, far * joint
-        linear = math.sqrt((1 - weight) * EXTRAPOLATION_SD_PER_DOUBLING**2 + weight * linear**2)
+        linear = math.sqrt((1 - trust) * EXTRAPOLATION_SD_PER_DOUBLING**2 + trust * linear**2)
         terms[f"extrapolation_sd_per_doubling{side}"] = linear * inflate
         terms[f"extrapolation_sd_far{side}"] = far * inflate
     return terms
 
 
 class DefaultMethod(Method):
-    """Shrunk local log-log lines with a backtested bandwidth (see the module docstring).
+    """The law or the observed order, as far as the table's own backtest supports each (see the
+    module docstring).
 
     Example:
         >>> import numpy as np
@@ -495,31 +447,48 @@ class DefaultMethod(Method):
         runs = runs or {}
         bandwidth = choose_bandwidth(table)
         lines = _fit_all(table, bandwidth)
-        preds = _predict_log(lines, target)
-        spread = extrapolation_spread(table, bandwidth)
+        fitted = _shrunk(lines)
+        index = {int(row): i for i, row in enumerate(fitted.rows)}
+        # Candidates last seen at different sizes (an adaptive or halving loop's table) have no
+        # observed order to follow. Otherwise the weight judges the law as it is extrapolated from
+        # the budget: from the power phase.
+        starts = tuple(float(ln.sizes[ln.start]) if isinstance(ln, _Line) else math.nan for ln in lines.values())
+        ahead = _doublings_ahead(table, target)
+        if np.unique(fitted.last_size).size > 1:
+            support = Support.ragged_table(ahead)
+        else:
+            support = law_support(backtest(table, bandwidth, starts=starts), ahead)
+        w = support.weight
+        spread = extrapolation_spread(table, bandwidth, weight=w)
         rows = []
         for row, model in enumerate(table.models):
             flops = flops_spent(table, row, self.sizes_used(table))
-            if row not in preds:
+            if row not in index:
                 rows.append(CandidateFit.failed(model, f"default: {lines[row]}", flops=flops))
                 continue
-            _, _, ln, slope, slope_var = preds[row]
+            i = index[row]
+            ln, own_slope, sv = fitted.lines[i], float(fitted.slope[i]), float(fitted.slope_var[i])
             sizes, losses = table.points(row)
             used = np.zeros(sizes.shape, dtype=bool)
             used[np.flatnonzero(sizes > 0)[ln.start:]] = True
+            # The blend of the two predictors is a line in log-log (module docstring).
+            slope = w * own_slope + (1 - w) * fitted.common
+            level_at_zero = (w * (ln.y_mean - own_slope * ln.x_mean)
+                             + (1 - w) * (math.log(ln.losses[-1]) - fitted.common * math.log(ln.sizes[-1])))
             terms = {
                 "noise_var": ln.noise_var,
-                cov_key("a", "a"): ln.mean_var + ln.x_mean**2 * slope_var,
-                cov_key("a", "b"): -ln.x_mean * slope_var,
-                cov_key("b", "b"): slope_var,
+                cov_key("a", "a"): w**2 * (ln.mean_var + ln.x_mean**2 * sv) + (1 - w) ** 2 * ln.noise_var,
+                cov_key("a", "b"): -(w**2) * ln.x_mean * sv,
+                cov_key("b", "b"): w**2 * sv,
                 "largest_size": float(ln.sizes[-1]),
                 **spread,
+                **support.terms(),
                 "bandwidth": bandwidth if math.isfinite(bandwidth) else -1.0,
                 "raw_slope": ln.slope,
             }
             info = runs.get(model, RunInfo())
-            fit = Fit(LAW, {"a": ln.y_mean - slope * ln.x_mean, "b": slope}, tuple(sizes), tuple(losses),
-                      tuple(used), terms, info.warnings)
+            fit = Fit(LAW, {"a": level_at_zero, "b": slope}, tuple(sizes), tuple(losses),
+                      tuple(used), terms, info.warnings, support.basis)
             predicted = float(fit.predict([target])[0])
             if not math.isfinite(predicted) or predicted <= 0:
                 rows.append(CandidateFit.failed(model, f"default: non-finite prediction ({predicted:.4g})", flops=flops))
@@ -527,3 +496,9 @@ class DefaultMethod(Method):
             rows.append(CandidateFit(model=model, fit=fit, score=predicted, flops=flops,
                                      warnings=extrapolation_warnings(fit, target)))
         return Ranking(target, self.name, rows, level)
+
+
+def _doublings_ahead(table: CurveTable, target: float) -> float:
+    """Doublings from the table's largest fine-tuned size with a loss to the target."""
+    positive = _fine_tuned_sizes(table)
+    return math.log2(target / float(positive[-1])) if positive.size else 0.0
