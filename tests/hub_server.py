@@ -93,6 +93,7 @@ class FakeHub:
         self.fail_with: int | None = None
         self.fail_on = ""  # with fail_with: fail only requests whose path contains this
         self.fail_message = "The Hub is having a bad day"  # with fail_with: the error message it answers
+        self.fail_times: int | None = None  # with fail_with: fail only this many requests, then answer
         self.answer_all_with: tuple[int, str, bytes] | None = None  # (status, content type, body) for every request
         self.hooks: dict[str, Any] = {}  # path substring -> fn(request), run before the request is answered
         self._lock = threading.Lock()
@@ -189,7 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
             if hub.answer_all_with is not None:
                 status, content_type, answer = hub.answer_all_with
                 return self._send(status, answer, content_type=content_type)
-            if hub.fail_with is not None and hub.fail_on in request.path:
+            if hub.fail_with is not None and hub.fail_on in request.path and hub.fail_times != 0:
+                if hub.fail_times is not None:
+                    hub.fail_times -= 1
                 return self._error(hub.fail_with, hub.fail_message)
             for part, hook in list(hub.hooks.items()):
                 if part in request.path:

@@ -224,6 +224,21 @@ def test_a_published_fit_ranks_exactly_as_the_ranking_that_made_it(tmp_path, hub
     assert hub_row.source == "hub card alice/first"
 
 
+#: Failed requests that fail the first metadata question whole (checked: 1 is absorbed by the client, 2 is not).
+FIRST_QUESTION_FAILS = 2
+
+
+def test_a_card_never_read_is_read_when_the_hub_answers_on_a_retry(hub):
+    """No cached copy, and a Hub that fails the first question (503) but answers the bounded retry: the
+    retry's answer is used, not the first error."""
+    ask = {"name": "gpt2", "dataset": "imdb", "config": None, "split": "test", "metric": "eval_loss",
+           "adapter": None, "target": TARGET}
+    hub.add_repo("alice/flaky", {"README.md": _card_text({"lensllm": [_fit(split="test").to_dict()]}).encode()})
+    hub.fail_with, hub.fail_times = 503, FIRST_QUESTION_FAILS
+    assert published_candidate("alice/flaky", **ask).model == "gpt2"
+    assert hub.fail_times == 0
+
+
 def test_published_candidate_is_none_when_nothing_matches_or_the_hub_cannot_answer(tmp_path, hub, monkeypatch):
     """Another dataset or adapter, no card, not a repo ID, Hub down, offline: None (train it); malformed: a warning."""
     write_card(tmp_path, _fit(split="test"))

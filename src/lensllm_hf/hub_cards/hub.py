@@ -256,7 +256,7 @@ def _fetch_card(repo_id: str, token: str | None) -> str:
         cached = try_to_load_from_cache(repo_id, CARD_NAME)
         if not isinstance(cached, str):
             get_hf_file_metadata(url, token=token, timeout=metadata_timeout(), retry_on_errors=True)
-            raise
+            return hf_hub_download(repo_id, CARD_NAME, token=token, etag_timeout=metadata_timeout())
         endpoint = redact(constants.ENDPOINT)
         warnings.warn(HubCacheWarning(f"{_shown(repo_id)}: the Hub at {endpoint} did not answer ({_failure(error)}); "
                                       "using the copy of its card cached on this machine, which may be out of date",
