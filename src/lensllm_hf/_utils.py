@@ -462,21 +462,19 @@ def _bounded_loader(yaml) -> type:
     return _LOADER
 
 
-def check_prediction(fit: Any, at: float, level: float, where: str) -> tuple[float, float, float]:
-    """(predicted loss, interval low, interval high) of ``fit`` at ``at`` examples, or a
+def check_prediction(fit: Any, at: float, level: float, where: str) -> Any:
+    """``fit.prediction(at, level)`` (:class:`~lensllm_hf.engine.fit.Prediction`), or a
     :class:`~lensllm_hf.errors.BoundsError` naming ``where`` (the fit) when the numbers cannot be a loss
     (:func:`implausible_prediction`). numpy's overflow warnings are not printed: the error says it."""
     import numpy as np
 
     with np.errstate(all="ignore"):
-        low, high = fit.predict_interval([at], level)
-        predicted = float(fit.predict([at])[0])
-    low, high = float(low[0]), float(high[0])
-    problem = implausible_prediction(fit, predicted, low, high)
+        prediction = fit.prediction(at, level)
+    problem = implausible_prediction(fit, prediction.predicted_loss, *prediction.interval)
     if problem:
         raise BoundsError(f"{display(where)}: refused at {at:,.0f} examples: {problem}; the fit was edited or damaged, "
                           "fit it again (lensllm fit, lensllm select)", path=where)
-    return predicted, low, high
+    return prediction
 
 
 def implausible_prediction(fit: Any, predicted: float, low: float, high: float) -> str | None:

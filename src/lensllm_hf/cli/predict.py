@@ -112,8 +112,7 @@ def predict(source: str | Path, model: str, at: float, *, level: float | None = 
 
     fit, source_level, name = _find(str(source), model, dataset=dataset, config=config, split=split, adapter=adapter)
     level = source_level if level is None else level
-    check_prediction(fit, at, level, f"{_shown(Path(source))}: the {display(fit.law)} fit of {_name(name)}")
-    prediction = fit.prediction(at, level)
+    prediction = check_prediction(fit, at, level, f"{_shown(Path(source))}: the {display(fit.law)} fit of {_name(name)}")
     notes = tuple(dict.fromkeys([*fit.warnings, *extrapolation_warnings(fit, at)]))
     return ModelPrediction(**vars(prediction), model=name, law=fit.law, warnings=notes)
 

@@ -128,7 +128,8 @@ def _run(args: argparse.Namespace) -> int:
         if pending:
             selector.start_backend(runs=len(pending))  # Ray's workers warm up while the cost is estimated
             cost = selector.estimate_cost()
-            cost.runs = [r for r in cost.runs if (r.model, r.size) in set(pending)]
+            wanted = set(pending)
+            cost.runs = [r for r in cost.runs if (r.model, r.size) in wanted]
             note = " (the full grid; the strategy may buy fewer)" if selector.strategy != "grid" else ""
             print(f"lensllm select: {cost.summary()}{note}", file=sys.stderr)
     result = selector.from_store() if args.from_store else selector.run()

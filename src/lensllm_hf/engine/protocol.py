@@ -225,9 +225,9 @@ def score_row(seen: CurveTable, method: str, budget: int | None, target: int, ra
     # A failed candidate cannot be chosen: it scores as the worst prediction.
     scores = np.where(ok, scores, np.nanmax(scores) + 1 if ok.any() else 0.0)
     pearson, relacc = score_ranking(scores, truth) if ok.any() else (float("nan"), float("nan"))
-    errors = [abs(by_model[m].predicted_loss - t) / t for m, t in zip(seen.models, truth)
-              if by_model[m].predicted_loss is not None]
-    intervals = [(by_model[m].interval, t) for m, t in zip(seen.models, truth) if by_model[m].interval is not None]
+    predictions = [(by_model[m].prediction, t) for m, t in zip(seen.models, truth)]  # each made once
+    errors = [abs(p.predicted_loss - t) / t for p, t in predictions if p is not None]
+    intervals = [(p.interval, t) for p, t in predictions if p is not None]
     brier, pick_p, pick_right = score_p_best(ranking, seen.models, truth) if ok.any() else (float("nan"),) * 3
     forecast = [by_model[m].p_best if by_model[m].status == "complete" else 0.0 for m in seen.models]
     return {

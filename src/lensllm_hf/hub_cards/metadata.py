@@ -192,7 +192,7 @@ class CardFit:
         target = self.target_size if target_size is None else float(target_size)
         if target is None:
             raise CardError(f"{self.model or 'this fit'}: the card has no target size; pass target_size")
-        return CandidateFit(model=self.model or "", fit=self.fit, score=self.fit.prediction(target).predicted_loss,
+        return CandidateFit(model=self.model or "", fit=self.fit, score=float(self.fit.predict([target])[0]),
                             flops=0.0, source=f"hub card {self.source}" if self.source else "hub card",
                             warnings=list(self.fit.warnings))
 

@@ -223,12 +223,6 @@ class SelectionResult:
         return self.to_markdown()
 
 
-def require_ranked(result: SelectionResult) -> None:
-    if result.best is None:
-        errors = "; ".join(f"{c.model}: {c.error}" for c in result.fits.candidates) or "no candidates"
-        raise LensLLMError(f"no candidate could be ranked ({errors})")
-
-
 #: Longest readable part of a card folder name; the whole name stays far below the 255 bytes file systems allow.
 _FOLDER_READABLE = 80
 
