@@ -117,7 +117,15 @@ def test_a_worker_makes_every_pending_run_once_and_ranks_nothing(tmp_path, capsy
     assert main([*worker, "--no-progress"]) == 0  # a late worker finds nothing left and trains nothing
     assert "0 run(s) made here, 8 recorded already" in capsys.readouterr().out
     assert {p: os.stat(p).st_mtime_ns for p in list_records(out / "store")} == stamps
-    assert main(["select", str(config), "--output-dir", str(out), "--from-store", "--no-progress"]) == 0
+    # Ranking from the store trains nothing, so it never imports torch (the TrainingArguments
+    # check, the task metrics' callback): it costs the fits, not the training stack, after the workers.
+    rank = ("import sys; from lensllm_hf.cli import main; code = main(sys.argv[1:]); "
+            "print('torch' in sys.modules); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", rank, "select", str(config), "--output-dir", str(out), "--from-store",
+                           "--no-progress"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False"
     assert json.loads((out / "selection.json").read_text())["best"] in {"models/small", "large"}
 
 

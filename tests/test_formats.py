@@ -7,7 +7,8 @@ import pytest
 from lensllm_hf.errors import LensLLMError
 from lensllm_hf.selector.formats import TaskFormat, is_encoder_decoder
 from lensllm_hf.selector.loading import load_candidate, model_load_kwargs
-from lensllm_hf.selector.task_metrics import GenerationConfig, GenerationMetricCallback, score
+from lensllm_hf.selector.generation import GenerationMetricCallback
+from lensllm_hf.selector.task_metrics import GenerationConfig, score
 from tiny_models import VOCAB_WORDS, make_tiny_gpt2, make_tiny_t5
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}assistant {% endif %}"

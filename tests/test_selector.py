@@ -254,9 +254,6 @@ def test_no_model_optimizer_or_trainer_outlives_its_run(data, tmp_path):
     ({"zero_shot": "no"}, "zero_shot='no': must be true or false"),
     ({"target_size": 10**24}, "target_size=1000000000000000000000000: must be at most 1e+12"),
     ({"seed": -1}, "seed=-1: must be at least 0"),
-    ({"training_args": {"learning_rat": 1e-3}}, "'learning_rat' is not a TrainingArguments keyword; did you mean "
-                                                "'learning_rate'?"),
-    ({"training_args": {"load_best_model_at_end": True, "eval_strategy": "steps"}}, "TrainingArguments refuses"),
     ({"target_size": 32}, "target_size 32 must be larger than the budget 32"),
     ({"text_column": "body"}, "no text column 'body'"),
     ({"budget": 400}, "exceeds the 200 training rows"),
@@ -270,6 +267,20 @@ def test_bad_input_is_one_line_naming_the_fix(models, data, tmp_path, change, me
     with pytest.raises(LensLLMError, match=re.escape(message)) as info:
         LensLLMSelector(candidates, *data, **params)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("training_args, message", [
+    ({"learning_rat": 1e-3}, "'learning_rat' is not a TrainingArguments keyword; did you mean 'learning_rate'?"),
+    ({"load_best_model_at_end": True, "eval_strategy": "steps"}, "TrainingArguments refuses"),
+])
+@pytest.mark.parametrize("call", ["run", "train", "check_candidates"])
+def test_bad_training_args_are_one_line_before_the_first_run(models, data, tmp_path, training_args, message, call):
+    params = {**COMMON, "training_args": {**COMMON.get("training_args", {}), **training_args}}
+    selector = LensLLMSelector([models["small"]], *data, **params, output_dir=tmp_path)
+    with pytest.raises(LensLLMError, match=re.escape(message)) as info:
+        getattr(selector, call)()
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "store").exists()  # nothing was made
 
 
 def test_an_unknown_parameter_is_a_type_error_as_for_any_python_call(models, data):

@@ -70,6 +70,8 @@ def load_config(args: argparse.Namespace):
         if overrides.get(key) and "://" not in str(overrides[key]):
             overrides[key] = str(Path(overrides[key]).resolve())
     config = config.with_overrides(overrides)
+    if not getattr(args, "from_store", False):  # runs will be made: their TrainingArguments must build
+        config.check_training_args()
     store = config.params.get("store") or str(Path(config.resolved_output_dir()) / "store")
     records.require_persistent(store)
     return config, overrides

@@ -217,16 +217,26 @@ class SelectConfig:
         return config
 
     def check(self) -> None:
-        """The rules between parameters and the training arguments (each candidate's TrainingArguments)."""
+        """The rules between parameters (sizes, task columns, metric) and the candidates; cheap, no torch."""
+        from .candidates import as_candidates
+
+        self._checked(lambda where: (run_sizes(self.params, where=where),
+                                     check_task({**self.params, **self.dataset.columns}, where=where),
+                                     as_candidates(self.candidates)))
+
+    def check_training_args(self) -> None:
+        """Each candidate's ``TrainingArguments`` built now (imports torch): before runs are made, not to rank."""
         from .candidates import as_candidates
         from .plan import check_training_args
 
+        self._checked(lambda where: check_training_args(self.params.get("training_args"),
+                                                         as_candidates(self.candidates), where=where))
+
+    def _checked(self, check: Callable[[str], Any]) -> None:
+        """Run ``check(where)``; its error as a :class:`~lensllm_hf.errors.ConfigError` naming this file."""
         where = self.path or "config"
         try:
-            run_sizes(self.params, where=where)
-            check_task({**self.params, **self.dataset.columns}, where=where)
-            built = as_candidates(self.candidates)
-            check_training_args(self.params.get("training_args"), built, where=where)
+            check(where)
         except LensLLMError as error:
             text = str(error)
             raise ConfigError(text if text.startswith(display(where)) else f"{display(where)}: {text}", path=where,

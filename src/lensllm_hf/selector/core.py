@@ -53,7 +53,9 @@ class LensLLMSelector(SelectionParams):
 
     The parameters (below, declared in :class:`~lensllm_hf.selector.params.SelectionParams`)
     are stored as given and checked together when the selector is made: a bad one is a
-    one-line :class:`~lensllm_hf.errors.LensLLMError` before any model loads.
+    one-line :class:`~lensllm_hf.errors.LensLLMError` before any model loads. The training
+    arguments are built (which imports torch) when runs are first asked for (:meth:`run`,
+    :meth:`train`, :meth:`check_candidates`): ranking :meth:`from_store` needs none.
 
     Example:
         >>> from datasets import load_dataset
@@ -99,11 +101,11 @@ class LensLLMSelector(SelectionParams):
         if self.sizes_[-1] > n_train:
             raise LensLLMError(f"the largest subset ({self.sizes_[-1]:,}) exceeds the {n_train:,} training rows; "
                                "lower the budget or give more data")
-        check_training_args(self.training_args, self.candidates_)
         self.store_: str = str(self.store) if self.store is not None else os.path.join(str(self.output_dir), "store")
         self._prepared: dict[str, Any] | None = None
         self._ray: Any = None  # the selection's RayBackend, from start_backend() or the first batch to its close
         self._log: Any = None  # the selection's SelectionLog in the trackers, from run() to its result
+        self._training_args_checked = False
 
     @property
     def failures_(self) -> dict[str, str]:
@@ -163,8 +165,9 @@ class LensLLMSelector(SelectionParams):
         with ``model_loader`` the candidates are the user's to load, and are not checked.
 
         Raises:
-            LensLLMError: one line naming the candidate and the fix.
+            LensLLMError: one line naming the candidate (or training argument) and the fix.
         """
+        self._check_training_args()
         if self.model_loader is not None:
             return
         from .cost import model_config
@@ -198,6 +201,7 @@ class LensLLMSelector(SelectionParams):
         from .cost import estimate_selection
         from .runner import quiet_logs
 
+        self._check_training_args()
         ready = self._prepare()
         keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
         # `lensllm select` prints the estimate and a budgeted run() needs it again: tokenise once.
@@ -223,6 +227,7 @@ class LensLLMSelector(SelectionParams):
             >>> result = selector.run()
             >>> print(result.to_markdown())
         """
+        self._check_training_args()
         policy = POLICIES[self.strategy]() if policy is None else policy
         if not isinstance(policy, Policy):
             raise LensLLMError(f"policy {policy!r} is no Policy: give it a name and a runs(state) method that yields "
@@ -263,6 +268,7 @@ class LensLLMSelector(SelectionParams):
             local_workers: how many processes on this machine make runs at once; on CPU each
                 run then uses the cores / ``local_workers`` torch threads (see :mod:`.threads`).
         """
+        self._check_training_args()
         ready = self._prepare()
         keys = [k for k in ready["plan"].choose(only, sizes) if k.model not in ready["published"]]
         with self._progress(len(keys)) as bar, self._backend_closed():
@@ -308,6 +314,12 @@ class LensLLMSelector(SelectionParams):
         return self._logged(result)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _check_training_args(self) -> None:
+        """Each candidate's ``TrainingArguments`` built once, before the first run (a bad keyword: one line)."""
+        if not self._training_args_checked:
+            check_training_args(self.training_args, self.candidates_)
+            self._training_args_checked = True
 
     def _prepare(self) -> dict[str, Any]:
         """Data, hashes, store and published fits, once per selector (cheap: no model is loaded)."""

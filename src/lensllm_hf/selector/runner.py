@@ -271,7 +271,7 @@ class Runner:
             if self.format.layout != "text":
                 self.format.prepare_tokenizer(tokenizer, c.name)  # the chat template (conversations need one)
             if self.generation is not None:
-                from .task_metrics import GenerationMetricCallback
+                from .generation import GenerationMetricCallback
 
                 # Before the LensLLMCallback: it adds eval_<metric> to the metrics the record keeps.
                 prompts, references = self.format.pairs(self.evalset.select(range(min(self.generation.rows,
