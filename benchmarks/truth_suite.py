@@ -33,7 +33,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import random
 import statistics
 import sys
@@ -301,7 +300,7 @@ def run_problem(problem: Problem, cache: Path, paths: dict[str, str], log: Calla
 
     # How this package version names record files: a version that names them differently would
     # not find the cached runs and would mix two names for one run in a store, so it gets new stores.
-    naming = os.path.basename(records.record_path(".", "probe", 1, 0, "probe"))
+    naming = records.RunKey("probe", 1, 0, "probe").name
     data = {"training": TRAINING_ARGS, "eval_rows": EVAL_ROWS, "max_length": MAX_LENGTH, "record_naming": naming}
     settings = {"problem": {k: v for k, v in asdict(problem).items() if k != "why"},
                 "models": {n: Path(paths[n]).name for n in problem.candidates}, **data}
