@@ -24,31 +24,34 @@ import numpy as np
 
 from lensllm_hf.engine.methods import rank
 from lensllm_hf.records import Store, load_table
+from truth_suite import PROBLEMS
 
-#: Target size of every problem of the suite.
-TARGET = 6400
+#: Task and target size of each problem of the suite, by name.
+SPECS = {p.name: (p.task, p.target) for p in PROBLEMS}
 
 
-def problems(cache: Path) -> list[tuple[str, str, dict[str, float], set[str]]]:
+def problems(cache: Path) -> list[tuple[str, str, dict[str, float], set[str], int]]:
     """(problem name, selection store, true loss per candidate, the candidates some truth seed
-    finds best) for every cached problem; a pick among the latter is right, as in the suite."""
+    finds best, target) for every cached problem; a pick among the latter is right, as in the suite."""
     out = []
     for folder in sorted((cache / "problems").iterdir()):
         name = folder.name.rsplit("-", 1)[0]
-        task = name.split("-")[0]
-        truths = sorted((cache / "truth").glob(f"{task}-{TARGET}-*"))
+        if name not in SPECS:
+            continue
+        task, target = SPECS[name]
+        truths = sorted((cache / "truth").glob(f"{task}-{target}-*"))
         if not truths or not (folder / "store").is_dir():
             continue
         runs: dict[str, list[float]] = {}
         for rec in Store(str(truths[-1])).records():
-            if rec.status == "complete" and rec.final_eval_loss is not None and rec.train_size == TARGET:
+            if rec.status == "complete" and rec.final_eval_loss is not None and rec.train_size == target:
                 runs.setdefault(rec.model_id, []).append(float(rec.final_eval_loss))
         truth = {m: float(np.mean(v)) for m, v in runs.items() if len(v) >= 2}
         if not truth:
             continue
         seeds = min(len(runs[m]) for m in truth)
         bests = {min(truth, key=lambda m: runs[m][i]) for i in range(seeds)} | {min(truth, key=truth.get)}
-        out.append((name, str(folder / "store"), truth, bests))
+        out.append((name, str(folder / "store"), truth, bests, target))
     return out
 
 
@@ -63,12 +66,13 @@ def main() -> None:
         print(f"truth_coverage: no truth-suite cache in {args.cache}; "
               f"run python benchmarks/truth_suite.py --cache {args.cache} first (about 5 min)", file=sys.stderr)
         sys.exit(2)
-    cases = [(name, load_table(store), truth, bests) for name, store, truth, bests in problems(Path(args.cache))]
+    cases = [(name, load_table(store), truth, bests, target)
+             for name, store, truth, bests, target in problems(Path(args.cache))]
     for method in args.methods.split(","):
         held = counted = right = 0
         briers, picks = [], []
-        for name, table, truth, bests in cases:
-            ranking = rank(table, TARGET, method, args.level)
+        for name, table, truth, bests, target in cases:
+            ranking = rank(table, target, method, args.level)
             rows = [c for c in ranking.ranked if c.model in truth]
             best = min(truth, key=truth.get)
             cov = [c.interval[0] <= truth[c.model] <= c.interval[1] for c in rows]
@@ -85,7 +89,7 @@ def main() -> None:
                     z = math.log(truth[c.model] / c.predicted_loss) / max(math.log(hi / c.predicted_loss), 1e-12)
                     print(f"      {c.model:<16} true {truth[c.model]:.3f} pred {c.predicted_loss:.3f} "
                           f"[{lo:.3f}, {hi:.3f}] p {c.p_best:.2f} (error / half-width {z:+.2f})")
-        k = np.mean([len(t) for _, _, t, _ in cases])
+        k = np.mean([len(t) for _, _, t, _, _ in cases])
         print(f"{method:<10} coverage {held}/{counted} ({100 * held / max(counted, 1):.0f}%)  picks right {right}/{len(cases)}  "
               f"mean p_best of picks {np.nanmean(picks):.2f}  mean Brier {np.nanmean(briers):.2f} "
               f"(uniform {(k - 1) / k:.2f})")
