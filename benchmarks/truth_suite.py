@@ -16,8 +16,7 @@ selection is judged against, and their seed spread says how sure that truth is.
 
 Per problem it reports RelAcc and PearCorr of the selector's ranking, the pick's ``p_best``
 (and the Brier score of all of them), how many candidates' intervals hold their true loss at
-the target, and an ablation of the laws: ``lensllm``, ``lensllm-dynamics`` (F decaying with each
-run's steps), ``rectified`` and ``default`` (and the
+the target, and an ablation of the laws: ``lensllm``, ``rectified`` and ``default`` (and the
 observed baselines for reference) rank the same store (``records.load_table`` then
 ``methods.rank``), each scored by its median prediction error at the target and its pick.
 Values a package version does not produce yet (``p_best``) print as ``n/a``.
@@ -58,7 +57,7 @@ TRAINING_ARGS: dict[str, Any] = {"per_device_train_batch_size": 16, "per_device_
                                  "weight_decay": 0.0}
 #: The methods whose predictions are scored against the truth (the lensllm law ablation), and
 #: observed baselines shown for reference (they pick, they do not predict).
-LAW_METHODS = ("lensllm", "lensllm-dynamics", "rectified", "default")
+LAW_METHODS = ("lensllm", "rectified", "default")
 REFERENCE_METHODS = ("subtuning", "zeroshot")
 
 # -- text --------------------------------------------------------------------------------------

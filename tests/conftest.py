@@ -13,22 +13,6 @@ import pytest
 CURVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "finetune-curves"
 
 
-def make_law(cls, sizes):
-    """An unfitted law of class ``cls``. The laws that need what run records say get it: an NTK
-    probe spectrum, a learning rate and the steps of runs of 16 examples a step at ``sizes``."""
-    import numpy as np
-
-    from lensllm_hf.engine.laws import LensLLMDynamicsLaw, LensLLMLaw
-
-    rng = np.random.default_rng(0)
-    lam, coef = np.sort(rng.lognormal(-2.0, 1.5, 16)), rng.uniform(0.3, 1.0, 16)
-    if cls is LensLLMLaw:
-        return cls(eigenvalues=lam, coefficients=coef)
-    if cls is LensLLMDynamicsLaw:
-        return cls(lam, coef, eta=2e-3, steps={float(d): float(d) / 16 for d in sizes if d > 0})
-    return cls()
-
-
 def make_record(model="org/model-a", train_size=200, seed=0, loss=3.0, status="complete", chash="cfg1", *,
                 flos=1e12, zero_shot=None, F=None, stream=None, params=1000, revision=None, adapter=None):
     """A run record as the callback writes it: one evaluation at the end of training (``loss``, None

@@ -27,7 +27,6 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard, ModelCardData, constants
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from conftest import make_law
 from hub_server import FakeHub, SilentServer
 
 from lensllm_hf.cli import main
@@ -69,7 +68,7 @@ def _ranking(*models: str, law_cls=RectifiedLaw, losses=LOSSES, level=0.9) -> Ra
     """A ranking whose rows carry the Fit of ``law_cls`` fitted to shifted copies of ``losses``."""
     rows = []
     for i, model in enumerate(models):
-        fit = make_law(law_cls, SIZES).fit(SIZES, [x + 0.1 * i for x in losses]).to_fit()
+        fit = law_cls().fit(SIZES, [x + 0.1 * i for x in losses]).to_fit()
         rows.append(CandidateFit(model=model, fit=fit, score=float(fit.predict([TARGET])[0])))
     return Ranking(target=TARGET, method=law_cls.name, candidates=rows, level=level)
 

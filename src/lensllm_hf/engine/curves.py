@@ -51,8 +51,6 @@ class CurveTable:
         families: model family per model, or None.
         flops: ``(n_models, n_sizes)`` FLOPs spent on each run when known (run records),
             else None: cost is then parameters x examples, for a table without token counts.
-        steps: ``(n_models, n_sizes)`` optimizer steps each run took (0 at zero-shot) when known
-            (run records), else None: what the ``lensllm-dynamics`` law reads the NTK term's decay from.
         source: where the table came from, used in error messages.
         problems: per model, why some of its cells were unusable (row and column named).
     """
@@ -63,7 +61,6 @@ class CurveTable:
     params: np.ndarray | None = None
     families: list[str] | None = None
     flops: np.ndarray | None = None
-    steps: np.ndarray | None = None
     source: str = "<table>"
     problems: dict[str, str] = field(default_factory=dict)
 
@@ -80,7 +77,6 @@ class CurveTable:
             sizes=self.sizes[keep],
             losses=self.losses[:, keep],
             flops=None if self.flops is None else self.flops[:, keep],
-            steps=None if self.steps is None else self.steps[:, keep],
         )
 
     def column(self, size: int) -> np.ndarray:

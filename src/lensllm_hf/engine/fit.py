@@ -139,84 +139,23 @@ def _rectified_grad(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-#: Parameters of a ``lensllm-dynamics`` fit besides the NTK spectrum (``ntk.lambda.<i>``, ``ntk.c.<i>``).
-_DYNAMICS_PARAMS = ("B", "beta", "E", "scale", "eta", "steps_per_example", "steps_exponent")
-
-
-def _dynamics_coords(p: Mapping[str, float]) -> np.ndarray:
-    """(beta, log scale, E, B), then the constants: eta * steps_per_example, steps_exponent, the
-    eigenvalues, the squared coefficients (no covariance: they are measured, not fitted)."""
-    k = sum(1 for name in p if name.startswith("ntk.lambda."))
-    try:
-        lam = [p[f"ntk.lambda.{i}"] for i in range(k)]
-        c2 = [p[f"ntk.c.{i}"] ** 2 for i in range(k)]
-    except KeyError as missing:
-        raise FitError(f"lensllm-dynamics fit: the spectrum needs ntk.lambda.<i> and ntk.c.<i> for i < {k}; "
-                       f"missing {missing}") from None
-    if not (k and p["scale"] > 0 and p["beta"] > 0 and sum(c2) > 0):
-        raise FitError("lensllm-dynamics fit needs scale > 0, beta > 0 and a spectrum with some initial loss")
-    return np.array([p["beta"], math.log(p["scale"]), p["E"], p["B"], p["eta"] * p["steps_per_example"],
-                     p["steps_exponent"], *np.clip(lam, 0.0, None), *c2])
-
-
-def dynamics_F(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """F(Theta, t_D) = sum_i c_i^2 exp(-2 scale eta t_D lambda_i) at each size, with t_D =
-    steps_per_example * D ** steps_exponent (0 at D = 0), for the coordinates of :func:`_dynamics_coords`."""
-    k = (x.size - 6) // 2
-    lam, c2 = x[6:6 + k], x[6 + k:]
-    with np.errstate(divide="ignore", over="ignore", under="ignore"):
-        eta_t = np.where(sizes > 0, x[4] * np.maximum(sizes, 1e-300) ** x[5], 0.0)
-        F = np.exp(-2.0 * math.exp(x[1]) * eta_t[:, None] * lam[None, :]) @ c2
-    return np.maximum(F, 1e-12 * float(c2.sum()))  # keeps L finite when every mode has decayed
-
-
-def _dynamics_parts(x: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(h = 1 / (F + D^beta), D^beta, L) at each size."""
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        power = np.where(sizes > 0, np.exp(np.clip(x[0] * _log_d(np.maximum(sizes, 1e-300)), -700, 700)), 0.0)
-    h = 1.0 / (dynamics_F(x, sizes) + power)
-    return h, power, np.maximum(x[2] + x[3] * h, 1e-300)
-
-
-def _dynamics_log(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    return np.log(_dynamics_parts(x, sizes)[2])
-
-
-def dynamics_log_grad(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """d log L / d (beta, log scale, E, B); the constants carry no spread."""
-    h, power, value = _dynamics_parts(x, sizes)
-    k = (x.size - 6) // 2
-    lam, c2 = x[6:6 + k], x[6 + k:]
-    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
-        rate = 2.0 * math.exp(x[1]) * np.where(sizes > 0, x[4] * np.maximum(sizes, 1e-300) ** x[5], 0.0)
-        dF = -(np.exp(-rate[:, None] * lam[None, :]) * rate[:, None] * lam[None, :]) @ c2  # dF / d log scale
-        log_d = np.where(sizes > 0, _log_d(np.maximum(sizes, 1e-300)), 0.0)
-        g = np.column_stack([-x[3] * h * h * power * log_d, -x[3] * h * h * dF, np.ones_like(h), h]) / value[:, None]
-    return np.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-
-
 _LOGLINEAR = Form(("a", "b"), ("a", "b"), lambda p: np.array([p["a"], p["b"]]), _loglinear_log, _loglinear_grad)
 _POWER = Form(("B", "beta", "E"), ("beta", "E", "B"), lambda p: np.array([p["beta"], p["E"], p["B"]]), _power_log,
               _power_grad)
 _RECTIFIED = Form(("B", "F", "beta", "E"), ("beta", "log_Dl", "E", "A"), _rectified_coords, _rectified_log,
                   _rectified_grad)
-_DYNAMICS = Form(_DYNAMICS_PARAMS, ("beta", "log_scale", "E", "B"), _dynamics_coords, _dynamics_log, dynamics_log_grad)
 
 #: Every law name a :class:`Fit` may carry, and the form of its curve.
 #: ``ats``: AtS's line log L = a + b log D through the power phase (Lin et al., 2024);
 #: ``local-loglog``: the ``default`` method's line (AtS's line fitted locally and shrunk, see
 #: ``lensllm_hf.engine.methods.default``); ``power``: B D^-beta + E; ``rectified``: B / (F + D^beta) + E;
-#: ``lensllm``: the rectified form with F = F(Theta, t) from the NTK probe's spectrum;
-#: ``lensllm-dynamics``: B / (F(Theta, t_D) + D^beta) + E, F decaying with the steps t_D of the run at D.
-#: A form's coordinate vector may end in constants beyond ``coords`` (the dynamics form's
-#: spectrum): they carry no covariance, and ``grad`` covers ``coords`` only.
+#: ``lensllm``: the rectified form with F = F(Theta, t) from the NTK probe's spectrum.
 FORMS: Mapping[str, Form] = MappingProxyType({
     "ats": _LOGLINEAR,
     "local-loglog": _LOGLINEAR,
     "power": _POWER,
     "rectified": _RECTIFIED,
     "lensllm": _RECTIFIED,
-    "lensllm-dynamics": _DYNAMICS,
 })
 
 #: Terms every fit carries (besides ``cov.<i>.<j>`` for each pair of its form's coordinates).
@@ -433,8 +372,8 @@ class Fit:
             return form.grad(self._coords, sizes)
         x = self._coords
         f0 = form.log_curve(x, sizes)
-        g = np.empty((sizes.size, len(form.coords)))
-        for k in range(len(form.coords)):
+        g = np.empty((sizes.size, x.size))
+        for k in range(x.size):
             step = 1e-6 * max(abs(x[k]), 1e-3)
             xk = x.copy()
             xk[k] += step
@@ -467,7 +406,7 @@ class Fit:
             >>> Fit.from_dict({"law": "cubic"})
             Traceback (most recent call last):
             ...
-            lensllm_hf.errors.FitError: fit.law: unknown law 'cubic'; known laws: ats, lensllm, lensllm-dynamics, local-loglog, power, rectified
+            lensllm_hf.errors.FitError: fit.law: unknown law 'cubic'; known laws: ats, lensllm, local-loglog, power, rectified
         """
         if not isinstance(data, Mapping):
             raise FitError(f"{where}: expected an object with law, params, sizes, losses, used, terms")

@@ -110,7 +110,6 @@ def _rows(table: CurveTable, keep: np.ndarray) -> CurveTable:
         params=None if table.params is None else table.params[pick],
         families=None if table.families is None else [table.families[i] for i in pick],
         flops=None if table.flops is None else table.flops[pick],
-        steps=None if table.steps is None else table.steps[pick],
         problems={m: p for m, p in table.problems.items() if m in {table.models[i] for i in pick}},
     )
 

@@ -34,8 +34,7 @@ def load_table(store: str | os.PathLike | Store | Iterable[RunRecord], *, zero_s
 
     Only ``complete`` runs count, each run once (a second record of the same :class:`RunKey` is
     reported and left out, never averaged in as another seed). A cell is the mean
-    ``final_eval_loss`` over seeds, ``flops`` the mean of their ``total_flos``, ``steps`` the mean
-    of the optimizer steps they took (the step of the last evaluation; 0 at zero-shot); ``params`` is each
+    ``final_eval_loss`` over seeds, ``flops`` the mean of their ``total_flos``; ``params`` is each
     model's parameter count (the NTK probe reaches the ``lensllm`` law through
     :func:`lensllm_hf.engine.methods.base.run_info`, from the records themselves). Rows are model
     IDs; a model run with several training configurations gives one row per configuration,
@@ -99,22 +98,19 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
         raise RecordError(f"{source}: no complete run records ({len(recs)} found: "
                           + ", ".join(f"{n} {s}" for s, n in counts.items()) + "); let the runs finish or "
                           "point at the store they wrote to", path=source)
-    # Per cell: (loss, FLOPs, optimizer steps) of each run that reached it.
-    final: dict[tuple[str, int], list[tuple[float, float | None, float | None]]] = {}
-    stream: dict[tuple[str, int], list[tuple[float, float | None, float | None]]] = {}
+    final: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
+    stream: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
     params: dict[str, float] = {}
     for name, r in ((name, r) for name, rs in table_rows(complete).items() for r in rs):
         params.setdefault(name, _num(r.model.get("num_parameters")))
         if r.train_size is not None and r.final_eval_loss is not None:
-            steps = float(r.evaluations[-1].step) if r.evaluations else None
-            final.setdefault((name, int(r.train_size)), []).append((r.final_eval_loss, r.total_flos, steps))
+            final.setdefault((name, int(r.train_size)), []).append((r.final_eval_loss, r.total_flos))
         if zero_shot and r.zero_shot_loss is not None:
-            stream.setdefault((name, 0), []).append((r.zero_shot_loss, 0.0, 0.0))
+            stream.setdefault((name, 0), []).append((r.zero_shot_loss, 0.0))
         if streamed:
             for ev in r.evaluations:
                 if ev.at_examples and ev.eval_loss is not None:
-                    stream.setdefault((name, int(ev.at_examples)), []).append((ev.eval_loss, ev.total_flos,
-                                                                               float(ev.step)))
+                    stream.setdefault((name, int(ev.at_examples)), []).append((ev.eval_loss, ev.total_flos))
     cells = {**stream, **final}  # a separate run of a size wins over a streamed point
     if not cells:
         raise RecordError(f"{source}: the complete runs recorded no finite eval loss; give the Trainer an "
@@ -125,14 +121,11 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
     col_of = {s: j for j, s in enumerate(sizes)}
     losses = np.full((len(models), len(sizes)), np.nan)
     flops = np.full((len(models), len(sizes)), np.nan)
-    steps = np.full((len(models), len(sizes)), np.nan)
     for (name, size), points in cells.items():
         i, j = row_of[name], col_of[size]
-        losses[i, j] = float(np.mean([loss for loss, _, _ in points]))
-        spent = [f for _, f, _ in points if f is not None]
+        losses[i, j] = float(np.mean([loss for loss, _ in points]))
+        spent = [f for _, f in points if f is not None]
         flops[i, j] = float(np.mean(spent)) if spent else np.nan
-        took = [t for _, _, t in points if t is not None]
-        steps[i, j] = float(np.mean(took)) if took else np.nan
     problems = {}
     for i, name in enumerate(models):
         missing = [str(sizes[j]) for j in range(len(sizes)) if np.isnan(losses[i, j])]
@@ -146,7 +139,6 @@ def _table(recs: list[RunRecord], *, source: str, zero_shot: bool, streamed: boo
         losses=losses,
         params=param_arr if np.isfinite(param_arr).any() else None,
         flops=flops,
-        steps=steps,
         source=source,
         problems=problems,
     )

@@ -14,20 +14,18 @@ Example:
 from ..fit import FitError
 from .ats import AtSLaw
 from .base import ScalingLaw, SeparableLaw
-from .dynamics import LensLLMDynamicsLaw
 from .phases import detect_transition, transition_index
 from .power import PowerLaw
 from .rectified import LensLLMLaw, RectifiedLaw, spectrum_F
 
 #: Every law class by its name (the ``default`` method's line, ``local-loglog``, is not a law
 #: class: it needs every candidate of a table at once, see ``lensllm_hf.engine.methods.default``).
-LAWS: dict[str, type[ScalingLaw]] = {law.name: law for law in (LensLLMLaw, LensLLMDynamicsLaw, RectifiedLaw, PowerLaw, AtSLaw)}
+LAWS: dict[str, type[ScalingLaw]] = {law.name: law for law in (LensLLMLaw, RectifiedLaw, PowerLaw, AtSLaw)}
 
 __all__ = [
     "LAWS",
     "AtSLaw",
     "FitError",
-    "LensLLMDynamicsLaw",
     "LensLLMLaw",
     "PowerLaw",
     "RectifiedLaw",

@@ -191,23 +191,22 @@ class SeparableLaw(ScalingLaw):
     def _make_fit(self) -> Fit:
         """Laplace (delta-method) spread: the parameter covariance in the form's coordinates."""
         form = FORMS[self.name]
-        coords = form.to_coords(self.params_)  # the form's coordinates, then any constants
+        coords = form.to_coords(self.params_)
         sizes, losses = self.sizes_[self.used_], self.losses_[self.used_]
         resid = form.log_curve(coords, sizes) - np.log(losses)
-        n, p = resid.size, len(form.coords)
+        n, p = resid.size, coords.size
         sigma2 = max(float(np.sum(resid**2)) / max(n - p, 1), 1e-4**2)
         # The covariance is taken in the law's own (bounded) parameters, then carried to the form's
         # coordinates: a parameter held at its bound (LensLLM's t) adds no spurious spread.
         if self._internal_coords == form.coords:
-            to_coords = np.eye(p)
+            to_coords = np.eye(coords.size)
         else:
-            to_coords = _numeric_jacobian(lambda x: form.to_coords(self._named(x))[:p], self._x)
+            to_coords = _numeric_jacobian(lambda x: form.to_coords(self._named(x)), self._x)
         curve_grad = form.grad(coords, sizes) if form.grad is not None else _numeric_jacobian(
-            lambda x: form.log_curve(np.concatenate([x, coords[p:]]), sizes), coords[:p])
+            lambda x: form.log_curve(x, sizes), coords)
         jac = curve_grad @ to_coords
         cov_x = sigma2 * np.linalg.pinv(jac.T @ jac, rcond=1e-10)
         cov = to_coords @ cov_x @ to_coords.T
-        np.fill_diagonal(cov, np.clip(np.diag(cov), 0.0, None))  # a parameter at its bound: -1e-32 is 0
         return self._new_fit(self.params_, sigma2, cov)
 
 

@@ -80,7 +80,8 @@ class LensLLMLaw(SeparableLaw):
     along the curve the spectrum defines, between sum over lambda_i = 0 of c_i^2 and ||r||^2. The
     fit starts from a grid over (beta, log eta_t), with B and E in closed form, and is polished by
     bounded least squares. Without a probe, F is fitted freely (the rectified law) and the fit's
-    warnings say so.
+    warnings say so. (F read as dynamics, decaying with the steps of each run, was measured on
+    the truth suite and dropped: ``docs/methods.md``.)
 
     Args:
         eigenvalues, coefficients: the probe's spectrum, or None for a free F.

@@ -24,7 +24,7 @@ from ..curves import CurveError, CurveTable
 from .default import DefaultMethod
 from ...errors import LensLLMError
 from ..fit import check_level
-from ..laws import AtSLaw, LensLLMDynamicsLaw, LensLLMLaw, PowerLaw, RectifiedLaw, ScalingLaw
+from ..laws import AtSLaw, LensLLMLaw, PowerLaw, RectifiedLaw, ScalingLaw
 from .base import LEVEL, Method, RunInfo, each_row, extrapolation_warnings, flops_spent
 from ..ranking import CandidateFit, Ranking
 
@@ -130,16 +130,10 @@ def _lensllm(table: CurveTable, row: int, info: RunInfo) -> ScalingLaw:
     return LensLLMLaw(eigenvalues=info.eigenvalues, coefficients=info.coefficients)
 
 
-def _lensllm_dynamics(table: CurveTable, row: int, info: RunInfo) -> ScalingLaw:
-    steps = {} if table.steps is None else dict(zip(table.sizes.tolist(), table.steps[row].tolist()))
-    return LensLLMDynamicsLaw(info.eigenvalues, info.coefficients, info.eta, steps)
-
-
 #: Every selection method by name. ``default`` is DefaultMethod (``lensllm_hf.engine.methods.default``): AtS's
 #: line fitted locally and shrunk across candidates; its fits carry the law ``local-loglog``.
 METHODS: dict[str, Method] = {
     "lensllm": LawMethod("lensllm", _lensllm),
-    "lensllm-dynamics": LawMethod("lensllm-dynamics", _lensllm_dynamics),
     "rectified": LawMethod("rectified", lambda t, r, i: RectifiedLaw()),
     "power": LawMethod("power", lambda t, r, i: PowerLaw()),
     "ats": LawMethod("ats", lambda t, r, i: AtSLaw()),

@@ -33,7 +33,6 @@ class RunInfo:
 
     Attributes:
         eigenvalues, coefficients: the NTK probe's spectrum (``record.ntk``), or None.
-        eta: the learning rate the probe's run trained with (``record.ntk["eta"]``), or None.
         warnings: the records' warnings about their losses (e.g. stream mode with a decaying
             learning rate), passed into the candidate's fit.
     """
@@ -41,12 +40,11 @@ class RunInfo:
     eigenvalues: tuple[float, ...] | None = None
     coefficients: tuple[float, ...] | None = None
     warnings: tuple[str, ...] = ()
-    eta: float | None = None
 
 
 def run_info(rows: Mapping[str, Iterable]) -> dict[str, RunInfo]:
-    """Per row of a curve table, the probe spectrum (and learning rate) of its complete run with the
-    largest subset, and every distinct record warning.
+    """Per row of a curve table, the probe spectrum of its complete run with the largest subset,
+    and every distinct record warning.
 
     ``rows`` maps the table's row names to their run records, as ``records.table_rows`` groups
     them (anything with the public ``status``, ``train_size``, ``ntk`` and ``warnings`` of
@@ -67,13 +65,11 @@ def run_info(rows: Mapping[str, Iterable]) -> dict[str, RunInfo]:
             if (isinstance(eig, list) and isinstance(coef, list) and eig and len(eig) == len(coef)
                     and all(isinstance(v, int | float) and math.isfinite(v) for v in [*eig, *coef])
                     and size >= best.get(name, (-2, None))[0]):
-                eta = ntk.get("eta")
-                eta = float(eta) if isinstance(eta, int | float) and math.isfinite(eta) and eta > 0 else None
-                best[name] = (size, RunInfo(tuple(map(float, eig)), tuple(map(float, coef)), eta=eta))
+                best[name] = (size, RunInfo(tuple(map(float, eig)), tuple(map(float, coef))))
     out = {}
     for name in set(best) | set(notes):
         probe = best.get(name, (0, RunInfo()))[1]
-        out[name] = RunInfo(probe.eigenvalues, probe.coefficients, tuple(notes.get(name, ())), probe.eta)
+        out[name] = RunInfo(probe.eigenvalues, probe.coefficients, tuple(notes.get(name, ())))
     return out
 
 
