@@ -315,6 +315,60 @@ def test_each_run_logs_to_its_own_wandb_run_in_one_group_with_the_selection(mode
     assert json.loads((selection / "files" / "selection.json").read_text())["best"] == result.best == "tiny/small"
 
 
+@pytest.fixture
+def trackio_module(tmp_path, monkeypatch):
+    """trackio with its store in ``tmp_path/trackio``, kept off the network (no Space, no server, no Hub token:
+    with one, trackio.init asks the Hub whose it is). trackio reads ``TRACKIO_DIR`` once, at import, so it
+    is imported afresh here, and forgotten afterwards."""
+    from huggingface_hub import constants
+
+    def forget_trackio():
+        for name in [n for n in sys.modules if n.split(".")[0] == "trackio"]:
+            monkeypatch.delitem(sys.modules, name)
+
+    forget_trackio()
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    for key in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL", "HF_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # any request to the Hub would raise
+    yield pytest.importorskip("trackio")
+    forget_trackio()
+
+
+def test_each_run_logs_to_its_own_trackio_run_in_one_group_with_the_selection(models, data, tmp_path,
+                                                                               trackio_module):
+    from trackio.cas import blob_path
+    from trackio.sqlite_storage import SQLiteStorage
+
+    training = {**TRAINING, "report_to": ["trackio"], "project": "lensllm-test", "logging_strategy": "steps",
+                "logging_steps": 1}
+    result = LensLLMSelector([{"model": models["small"], "name": "tiny/small"}], *data, output_dir=tmp_path / "sel",
+                             **{**COMMON, "training_args": training}).run()
+    store = tmp_path / "trackio"
+    assert (store / "lensllm-test.db").is_file()
+    # One run per Trainer run, named <candidate>-D<size>, and the selection's, all in its group.
+    runs = {run.name: run for run in trackio_module.Api().runs("lensllm-test")}
+    assert sorted(runs) == ["lensllm-sel"] + [f"tiny/small-D{d}" for d in (0, 16, 32, 8)]
+    assert {run.config["_Group"] for run in runs.values()} == {"lensllm-sel"}
+    assert "eval/loss" in SQLiteStorage.get_logs("lensllm-test", "tiny/small-D0")[-1]
+    assert all("train/loss" in SQLiteStorage.get_logs("lensllm-test", f"tiny/small-D{d}")[0] for d in (8, 16, 32))
+    assert trackio_module.context_vars.current_run.get() is None  # every run finished
+    # The selection's run: the ranking (intervals, P(best)), the plot, the pick, the cost; the fits its artifact.
+    (log,) = SQLiteStorage.get_logs("lensllm-test", "lensllm-sel")
+    row = log["ranking"]["_value"][0]
+    assert row["model"] == "tiny/small" and row["p_best"] == pytest.approx(1.0)
+    assert row["interval_low"] < row["predicted_loss"] < row["interval_high"]
+    assert (store / "media" / log["curves"]["file_path"]).read_bytes().startswith(b"\x89PNG")
+    assert "tiny/small" in log["pick"]["_value"]
+    assert log["flops"] == pytest.approx(result.flops, rel=1e-6) and log["fraction_saved"] == result.fraction_saved
+    (artifact,) = SQLiteStorage.get_run_artifacts("lensllm-test", "lensllm-sel", runs["lensllm-sel"].id)["output"]
+    assert (artifact["name"], artifact["type"]) == ("lensllm-sel", "selection")
+    (entry,) = SQLiteStorage.get_artifact_manifest("lensllm-test", "lensllm-sel", None)["manifest"]
+    fits = json.loads(blob_path("lensllm-test", entry["digest"]).read_text())
+    assert entry["path"] == "selection.json" and fits["best"] == result.best == "tiny/small"
+
+
 def _tf_events(path: Path):
     """The events of a TensorBoard event file (TFRecord frames: length, its CRC, the Event proto, its CRC)."""
     import struct

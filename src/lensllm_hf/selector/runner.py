@@ -248,6 +248,7 @@ class Runner:
         from transformers import set_seed
 
         from ..callbacks import LensLLMCallback
+        from .trackers import join_group, named_trackers, selection_group
 
         p = self.params
         c = self.plan.candidate(key)
@@ -302,6 +303,8 @@ class Runner:
         except Exception as error:  # a model the Trainer cannot place or wrap: this candidate only
             raise CandidateError(f"could not set up the Trainer for {display(c.name)!r}: {one_line(error)}",
                                  candidate=c.name) from None
+        if "trackio" in named_trackers(kwargs.get("report_to")):
+            join_group(trainer, selection_group(p.output_dir)[0])
         return trainer, callback, model
 
     def _train(self, c: Candidate, key: RunKey, workdir: str, tracker_args: dict[str, Any] | None = None

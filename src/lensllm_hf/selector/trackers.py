@@ -10,7 +10,10 @@ run, when ``report_to`` names the tracker (:func:`tracked_run`):
 - MLflow: the tag ``lensllm.selection`` holds the group, and ``mlflow.parentRunId`` the
   selection's own run (``MLFLOW_TAGS``), so the runs nest under it; MLflow's callback already
   ends the run it started;
-- TensorBoard: events go to ``<log_root>/<group>/<candidate>-D<size>``.
+- TensorBoard: events go to ``<log_root>/<group>/<candidate>-D<size>``;
+- trackio: the run is in the selection's group (transformers' ``TrackioCallback`` gives
+  ``trackio.init`` none: :func:`join_group` swaps it for one that does), in the project
+  ``TrainingArguments.project``; a zero-shot run's trackio run (no ``on_train_end``) is finished.
 
 The environment is put back after each run. When the selection has ranked, :class:`SelectionLog`
 logs it once, where the runs are: the ranking table (intervals, P(best), status), the plot, the
@@ -24,7 +27,9 @@ saved):
   ``selection.png``, the cost as metrics;
 - TensorBoard: ``<log_root>/<group>/selection``: the table and the JSON as text, the plot as an
   image, predicted loss and P(best) per candidate and the cost as scalars;
-- trackio (where installed): a run named after the group, in the runs' project.
+- trackio: a run named after the group, in the group and the runs' project: the table, the plot,
+  the pick (Markdown) and the cost in its history, ``selection.json`` as its artifact named after
+  the group (type ``selection``).
 
 A tracker that fails to take the selection gets a warning; the ranking is never lost to it.
 """
@@ -43,7 +48,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRACKERS", "SelectionLog", "named_trackers", "selection_group", "tracked_run"]
+__all__ = ["TRACKERS", "SelectionLog", "join_group", "named_trackers", "selection_group", "tracked_run"]
 
 TRACKERS = ("wandb", "mlflow", "tensorboard", "trackio")
 
@@ -107,6 +112,28 @@ def tracked_run(report_to: str | Sequence[str] | None, *, group: str, run_name: 
         wandb = sys.modules.get("wandb")
         if "wandb" in trackers and wandb is not None and getattr(wandb, "run", None) is not None:
             wandb.finish()  # the next Trainer must start its own run, not log into this one
+        trackio = sys.modules.get("trackio")
+        if "trackio" in trackers and trackio is not None and trackio.context_vars.current_run.get() is not None:
+            trackio.finish()  # a zero-shot run only evaluates: the Trainer's callback never finishes it
+
+
+def join_group(trainer: Any, group: str) -> None:
+    """Put the Trainer's trackio run in the selection's ``group`` (nothing when it does not report to trackio).
+
+    transformers' ``TrackioCallback`` calls ``trackio.init`` with no group; it is swapped for a
+    subclass that sets the group on the run it starts, before the run's first log (which stores it).
+    """
+    from transformers.integrations import TrackioCallback
+
+    class GroupedTrackioCallback(TrackioCallback):
+        def setup(self, *args: Any, **kwargs: Any) -> None:
+            super().setup(*args, **kwargs)
+            run = self._trackio.context_vars.current_run.get()
+            if run is not None:  # trackio keeps a run's group in its config, written with its first log
+                run.group = run.config["_Group"] = group
+
+    if trainer.pop_callback(TrackioCallback) is not None:
+        trainer.add_callback(GroupedTrackioCallback())
 
 
 class SelectionLog:
@@ -215,11 +242,17 @@ class SelectionLog:
     def _publish_trackio(self, result: Any, files: dict[str, Path]) -> None:
         import trackio
 
-        trackio.init(project=self.project, name=self.group, group=self.group)
+        # No dashboard in a notebook, no system-metrics thread; "allow": a selection ranked again
+        # (resumed, --from-store) logs its new ranking into the same run.
+        trackio.init(project=self.project, name=self.group, group=self.group, resume="allow", embed=False,
+                     auto_log_cpu=False, auto_log_gpu=False)
         try:
             trackio.log({"ranking": trackio.Table(dataframe=result.ranking.reset_index()),
-                         "curves": trackio.Image(str(files["plot"])), **_cost(result)})
-            trackio.save(str(files["fits"]))
+                         "curves": trackio.Image(str(files["plot"])),
+                         "pick": trackio.Markdown(result.pick_statement()), **_cost(result)})
+            # The run's own artifact: trackio.save would put the file in the project, where the next
+            # selection's selection.json replaces it.
+            trackio.log_artifact(str(files["fits"]), name=_safe(self.group), type="selection")
         finally:
             trackio.finish()
 
