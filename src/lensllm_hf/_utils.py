@@ -267,20 +267,15 @@ def _umask() -> int:
 # -- processes ---------------------------------------------------------------------------------
 
 
+@functools.cache
 def node_id() -> str:
     """This machine and pid namespace, ``host/namespace`` (two containers may share a host name, not a
     namespace): where a process id means the same process."""
-    global _NODE
-    if _NODE is None:
-        try:
-            namespace = str(os.stat("/proc/self/ns/pid").st_ino)
-        except OSError:
-            namespace = "-"
-        _NODE = f"{socket.gethostname()}/{namespace}"
-    return _NODE
-
-
-_NODE: str | None = None
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()}/{namespace}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -401,9 +396,7 @@ def load_yaml(text: str, where: str) -> Any:
     """``yaml.safe_load`` within the bounds: at most :data:`MAX_DEPTH` levels, :data:`MAX_YAML_ALIASES`
     aliases and number literals of :data:`MAX_NUMBER_CHARS` characters. ``yaml.YAMLError`` keeps
     its type (callers word a syntax error with its line); a bound is a :class:`~lensllm_hf.errors.BoundsError`."""
-    import yaml
-
-    loader = _bounded_loader(yaml)(text)
+    loader = _bounded_loader()(text)
     loader.lensllm_where = display(where)
     try:
         return loader.get_single_data()
@@ -411,14 +404,10 @@ def load_yaml(text: str, where: str) -> Any:
         loader.dispose()
 
 
-_LOADER: type | None = None
-
-
-def _bounded_loader(yaml) -> type:
+@functools.cache
+def _bounded_loader() -> type:
     """pyyaml's SafeLoader, counting depth and aliases as it composes and number lengths as it constructs."""
-    global _LOADER
-    if _LOADER is not None:
-        return _LOADER
+    import yaml
 
     class BoundedLoader(yaml.SafeLoader):
         lensllm_where = "YAML"
@@ -458,8 +447,7 @@ def _bounded_loader(yaml) -> type:
 
     BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
     BoundedLoader.add_constructor("tag:yaml.org,2002:float", BoundedLoader.construct_yaml_float)
-    _LOADER = BoundedLoader
-    return _LOADER
+    return BoundedLoader
 
 
 def check_prediction(fit: Any, at: float, level: float, where: str) -> Any:
