@@ -31,7 +31,7 @@ from .schema import STORE_SUFFIX, RunKey
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["CLAIMS_FOLDER", "Claim", "claim", "claim_of"]
+__all__ = ["CLAIMS_FOLDER", "Claim", "claim", "claim_of", "lock_path"]
 
 #: Hidden folder of a store holding claim and lock files (never listed as records).
 CLAIMS_FOLDER = ".lensllm-claims"
@@ -302,6 +302,11 @@ def _live(info: dict[str, Any] | None, ttl_s: float) -> bool:
 
 def _claims_dir(store: Store) -> str:
     return join(store.url, CLAIMS_FOLDER)
+
+
+def lock_path(store: Store, key: RunKey) -> str:
+    """The run's lock file in the claims folder, where a store's writes lock when its folder cannot be locked."""
+    return join(_claims_dir(store), f"{_stem(key)}.lock")
 
 
 def _claim_path(store: Store, key: RunKey, generation: int) -> str:

@@ -240,10 +240,9 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError:
                 os.close(fd)
-                folder = join(self.url, CLAIMS_FOLDER)
-                os.makedirs(folder, exist_ok=True)
-                fd = os.open(os.path.join(folder, key.name.replace(STORE_SUFFIX, ".lock")), os.O_CREAT | os.O_RDWR,
-                             0o644)
+                lock = claims.lock_path(self, key)
+                os.makedirs(os.path.dirname(lock), exist_ok=True)
+                fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
                 fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
