@@ -112,20 +112,15 @@ def model_config(model_id: str, *, revision: str | None = None):
 
 def count_parameters(model_id: str, *, model_kwargs: Mapping[str, Any] | None = None, peft_config: Any = None,
                      config: Any = None) -> int:
-    """Parameters as Trainer counts them (no embeddings), from the config alone: no weights are loaded."""
+    """Parameters as Trainer counts them (no embeddings), from the config alone: no weights are loaded
+    (the model is built on the meta device by :func:`~.memory.meta_model`)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from .memory import meta_model
 
     kwargs = dict(model_kwargs or {})
     config = config if config is not None else model_config(model_id, revision=kwargs.get("revision"))
-    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    with torch.device("meta"):
-        model = auto.from_config(config)
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
-    return int(model.num_parameters(exclude_embeddings=True))
+    return int(meta_model(config, torch.float32, peft_config).num_parameters(exclude_embeddings=True))
 
 
 def gpu_hours(flops: float, *, gpu: str | None = None, flops_per_second: float | None = None,
@@ -265,8 +260,8 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
         c = plan.candidate(model_keys[0])
         try:
             config = model_config(c.model, revision=c.model_kwargs.get("revision"))
-            parameters = count_parameters(c.model, model_kwargs=c.model_kwargs, peft_config=c.build_peft_config(),
-                                          config=config)
+            peft_config = c.build_peft_config()
+            parameters = count_parameters(c.model, model_kwargs=c.model_kwargs, peft_config=peft_config, config=config)
             tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.model, revision=c.model_kwargs.get("revision"))
             if getattr(tokenizer, "pad_token", "") is None:
                 tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -287,7 +282,7 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
         shape = dict(batch_size=args.train_batch_size, epochs=args.num_train_epochs, max_steps=args.max_steps,
                      gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed)
         try:
-            memory = CandidateMemory(config, args, model_kwargs=c.model_kwargs, peft_config=c.build_peft_config(),
+            memory = CandidateMemory(config, args, model_kwargs=c.model_kwargs, peft_config=peft_config,
                                      probe_examples=runner.params.probe_examples if runner.params.ntk_probe else 0)
         except Exception as error:  # an architecture the meta device cannot build: FLOPs only
             memory, memory_errors[name] = None, one_line(error, 200)

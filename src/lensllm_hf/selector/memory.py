@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["GIB", "CandidateMemory", "MemoryEstimate", "optimizer_bytes_per_parameter"]
+__all__ = ["GIB", "CandidateMemory", "MemoryEstimate", "meta_model", "optimizer_bytes_per_parameter"]
 
 GIB = 2**30
 #: bitsandbytes NF4: 4 bits per weight plus one float32 absmax per block of 64.
@@ -108,7 +108,7 @@ class CandidateMemory:
             self.compute_dtype = dtype if dtype in half else torch.bfloat16
         else:
             self.compute_dtype = (torch.float16 if args.fp16 else torch.bfloat16) if mixed else dtype
-        model = _meta_model(config, dtype, peft_config)
+        model = meta_model(config, dtype, peft_config)
         head = model.get_output_embeddings()
         self.vocab = int(head.weight.shape[0]) if head is not None else int(config.get_text_config().vocab_size)
         # bitsandbytes quantizes the base model's Linear layers (not the head), before any adapter exists.
@@ -131,7 +131,7 @@ class CandidateMemory:
         checkpointing = bool(args.activation_checkpointing) or four_bit  # PEFT turns it on with 4-bit
         options = args.activation_checkpointing_kwargs or {}
         self._every = int(options.get("every_n_layers", 1)) if checkpointing else 0
-        self._trace_model = model if self.compute_dtype == dtype else _meta_model(config, self.compute_dtype,
+        self._trace_model = model if self.compute_dtype == dtype else meta_model(config, self.compute_dtype,
                                                                                    peft_config)
         self._traces: dict[tuple[int, int], float] = {}
 
@@ -163,8 +163,9 @@ def _dtype(value: Any, config: Any):
     return value if isinstance(value, torch.dtype) else torch.float32
 
 
-def _meta_model(config: Any, dtype: Any, peft_config: Any):
-    """The candidate's model on the meta device in ``dtype`` (with its adapter), in training mode."""
+def meta_model(config: Any, dtype: Any, peft_config: Any):
+    """The candidate's model on the meta device in ``dtype`` (with its adapter), in training mode: its
+    shapes and parameters without any weight (what the cost and memory estimates are made from)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
