@@ -85,3 +85,34 @@ def test_each_run_logs_to_its_own_tensorboard_folder(tmp_path):
     assert runs == ["tiny_gpt2-D16", "tiny_gpt2-D8"]
     assert all(any((tmp_path / "tb" / "sel_1" / r).iterdir()) for r in runs)
     assert "TENSORBOARD_LOGGING_DIR" not in os.environ
+
+
+def test_a_selection_reads_each_candidates_config_and_tokenizer_once(tmp_path):
+    """The check before any model loads reads them and the cost estimate reuses them (conversations without
+    a configured template: the tokenizer too), so a candidate folder gone after the check still estimates;
+    a read that failed is not kept, and is read again."""
+    import shutil
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from lensllm_hf import LensLLMSelector
+    from tiny_models import TINY_SELECTION
+
+    def chat_model(path):
+        make_tiny_gpt2(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+        tokenizer.save_pretrained(path)
+        return str(path)
+
+    gone, late = chat_model(tmp_path / "gone"), str(tmp_path / "late")
+    rows = Dataset.from_list([{"messages": [{"role": "user", "content": f"w{i % 40} w{i % 7}"},
+                                            {"role": "assistant", "content": f"w{i % 5}"}]} for i in range(48)])
+    selector = LensLLMSelector([gone, late], rows, rows.select(range(8)), messages_column="messages",
+                               output_dir=tmp_path / "out", **TINY_SELECTION)
+    selector.check_candidates()  # 'late' cannot be read yet: left to its runs
+    shutil.rmtree(gone)
+    chat_model(late)
+    cost = selector.estimate_cost()
+    assert cost.errors == {} and {run.model for run in cost.runs} == {gone, late}

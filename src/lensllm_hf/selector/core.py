@@ -34,6 +34,7 @@ from ..engine.policies import POLICIES, GridPolicy
 from ..engine.ranking import Ranking
 from ..records import RunKey, RunRecord
 from .candidates import as_candidates, peft_summary
+from .cost import CandidateReads
 from .data import check_text_column, content_fingerprint, split_eval, subset_pool
 from .params import SelectionParams, check_params, check_task, params_doc, params_of, run_sizes
 from .plan import PlannedRun, RunPlan, check_training_args, config_hash_of, name_of, user_args
@@ -106,6 +107,7 @@ class LensLLMSelector(SelectionParams):
         self._ray: Any = None  # the selection's RayBackend, from start_backend() or the first batch to its close
         self._log: Any = None  # the selection's SelectionLog in the trackers, from run() to its result
         self._training_args_checked = False
+        self._reads = CandidateReads()  # each candidate's config and tokenizer, read once per selection
 
     @property
     def failures_(self) -> dict[str, str]:
@@ -160,7 +162,8 @@ class LensLLMSelector(SelectionParams):
 
         An encoder-decoder (known from its config) needs prompt -> completion data, and
         conversations need a chat template (the tokenizer's, or ``chat_template``): each candidate's
-        config is read (no weights), and for conversations without ``chat_template`` its tokenizer.
+        config is read (no weights), and for conversations without ``chat_template`` its tokenizer,
+        once per selection (:meth:`estimate_cost` reuses them).
         A candidate whose config or tokenizer cannot be read is left to its runs, which say why;
         with ``model_loader`` the candidates are the user's to load, and are not checked.
 
@@ -170,19 +173,14 @@ class LensLLMSelector(SelectionParams):
         self._check_training_args()
         if self.model_loader is not None:
             return
-        from .cost import model_config
         from .runner import quiet_logs
 
+        chat = self.format_.layout == "messages" and self.chat_template is None
         for c in self.candidates_:
             try:
                 with quiet_logs(self.verbose):
-                    config = model_config(c.model, revision=c.revision)
-                    tokenizer = None
-                    if self.format_.layout == "messages" and self.chat_template is None:
-                        from transformers import AutoTokenizer
-
-                        tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.model, revision=c.revision)
-            except Exception:  # its runs will say why it cannot load
+                    config, tokenizer = self._reads.of(c, tokenizer=chat)
+            except Exception:  # its runs (and the cost estimate) will say why it cannot load
                 continue
             encoder_decoder = self.preprocess is None and bool(getattr(config, "is_encoder_decoder", False))
             self.format_.check_candidate(c.name, encoder_decoder=encoder_decoder, tokenizer=tokenizer)
@@ -210,7 +208,7 @@ class LensLLMSelector(SelectionParams):
         if wanted not in memo:
             with quiet_logs(self.verbose):
                 memo[wanted] = estimate_selection(ready["plan"], ready["runner"], target_size=self.target_size_,
-                                                  keys=keys)
+                                                  keys=keys, reads=self._reads)
         cost = memo[wanted]
         return dataclasses.replace(cost, runs=list(cost.runs), full=dict(cost.full), errors=dict(cost.errors))
 

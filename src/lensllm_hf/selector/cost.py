@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ import numpy as np
 from ..errors import LensLLMError
 from .memory import GIB, MemoryEstimate
 
-__all__ = ["GPU_BF16_FLOPS", "GPU_MEMORY_GIB", "UTILISATION", "RunCost", "SelectionCost", "count_parameters",
-           "estimate_run_flops", "estimate_selection", "gpu_hours", "gpu_name", "model_config", "padded_tokens"]
+__all__ = ["GPU_BF16_FLOPS", "GPU_MEMORY_GIB", "UTILISATION", "CandidateReads", "RunCost", "SelectionCost",
+           "count_parameters", "estimate_run_flops", "estimate_selection", "gpu_hours", "gpu_name", "load_tokenizer",
+           "model_config", "padded_tokens"]
 
 #: Dense bf16 (fp16 where the card has no bf16) tensor throughput in FLOP/s, from the datasheets.
 GPU_BF16_FLOPS: dict[str, float] = {
@@ -108,6 +110,35 @@ def model_config(model_id: str, *, revision: str | None = None):
 
         raise LensLLMError(f"cannot read the config of {model_id!r} to estimate its cost ({one_line(error, 200)}); "
                            "check the Hub ID or path") from None
+
+
+def load_tokenizer(tokenizer_id: str, revision: str | None = None):
+    """The candidate's tokenizer, with a pad token (its EOS or UNK) when it has none: batches need padding."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_id, revision=revision)
+    if getattr(tokenizer, "pad_token", "") is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+class CandidateReads:
+    """Each candidate's config and tokenizer, read once per selection (its selector holds one): what
+    :meth:`~lensllm_hf.LensLLMSelector.check_candidates` and :func:`estimate_selection` both read.
+
+    ``functools.cache`` keeps what was read; a read that fails keeps nothing and raises again when
+    asked again, so its error is reported where the caller reports it, never taken for a success.
+    """
+
+    def __init__(self) -> None:
+        self.config = functools.cache(model_config)
+        self.tokenizer = functools.cache(load_tokenizer)
+
+    def of(self, candidate: Any, *, tokenizer: bool = True) -> tuple[Any, Any]:
+        """``(config, tokenizer)`` of a :class:`~lensllm_hf.selector.candidates.Candidate` (the tokenizer None
+        unless asked for)."""
+        config = self.config(candidate.model, revision=candidate.revision)
+        return config, self.tokenizer(candidate.tokenizer or candidate.model, candidate.revision) if tokenizer else None
 
 
 def count_parameters(model_id: str, *, model_kwargs: Mapping[str, Any] | None = None, peft_config: Any = None,
@@ -227,7 +258,7 @@ class SelectionCost:
 
 
 def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Sequence[str] | None = None,
-                       keys: Sequence[Any] | None = None) -> SelectionCost:
+                       keys: Sequence[Any] | None = None, reads: CandidateReads | None = None) -> SelectionCost:
     """Estimate every planned run of ``names`` (default all) before anything trains.
 
     Args:
@@ -236,19 +267,21 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
         target_size: the full training size (the cost of fine-tuning each candidate on it).
         names: the candidates to estimate.
         keys: the runs to estimate (default: every planned run of ``names``).
+        reads: where the candidates' configs and tokenizers are read (the selection's, so that each is read once).
 
     Each candidate's tokenizer is loaded (its config too, on the meta device: no weights); a
     candidate whose config or tokenizer cannot be read is named in ``errors``.
     """
     import tempfile
 
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import TrainingArguments
 
     from .._utils import one_line
     from .memory import CandidateMemory
     from .plan import RUN_DEFAULTS, user_args
 
     keys = list(keys) if keys is not None else plan.keys(only=names)
+    reads = reads if reads is not None else CandidateReads()
     runs: list[RunCost] = []
     full: dict[str, float] = {}
     errors: dict[str, str] = {}
@@ -259,12 +292,9 @@ def estimate_selection(plan: Any, runner: Any, *, target_size: int, names: Seque
     for name, model_keys in by_model.items():
         c = plan.candidate(model_keys[0])
         try:
-            config = model_config(c.model, revision=c.model_kwargs.get("revision"))
+            config, tokenizer = reads.of(c)
             peft_config = c.build_peft_config()
             parameters = count_parameters(c.model, model_kwargs=c.model_kwargs, peft_config=peft_config, config=config)
-            tokenizer = AutoTokenizer.from_pretrained(c.tokenizer or c.model, revision=c.model_kwargs.get("revision"))
-            if getattr(tokenizer, "pad_token", "") is None:
-                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
             fmt = runner.format
             encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
             if runner.params.preprocess is None and (fmt.layout != "text" or encoder_decoder):
