@@ -239,8 +239,8 @@ def special(tmp_path, kind):
 @pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and /dev/zero are POSIX")
 @pytest.mark.parametrize("kind, fragment", [
     ("folder", "is a folder"),
-    ("fifo", "is a FIFO"),
-    ("dev-zero", "is a device"),
+    ("fifo", "is a FIFO, not a regular file"),
+    ("dev-zero", "is a character device, not a regular file"),
     ("missing", "no such file"),
     ("dangling-link", "no such file"),
 ])

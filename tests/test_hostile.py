@@ -185,7 +185,7 @@ def test_a_fifo_named_like_a_fit_is_refused_not_waited_on(tmp_path, capsys, no_h
     fifo = tmp_path / "fit.json"
     os.mkfifo(fifo)
     assert main(["card", "write", str(tmp_path), "--from", str(fifo), "--dataset", "d"]) == 2
-    assert "fit.json: not a regular file" in capsys.readouterr().err
+    assert "fit.json: is a FIFO, not a regular file; pass a regular file" in capsys.readouterr().err
 
 
 def test_an_absurd_fit_in_a_card_is_refused(fit_json, tmp_path, capsys):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import errno
 import functools
 import math
 import os
@@ -37,9 +38,9 @@ from typing import Any, NamedTuple
 from .errors import BoundsError, LensLLMError
 
 __all__ = ["MAX_DEPTH", "MAX_DOCUMENT_BYTES", "MAX_LOSS", "MAX_NUMBER_CHARS", "Problem", "atomic_write_text",
-           "check_depth", "check_output_file", "check_prediction", "display", "fields_adapter", "first_problem",
-           "implausible_prediction", "json_safe", "load_json", "load_yaml", "node_id", "one_line", "pid_alive",
-           "read_bounded", "short", "suggest", "whole"]
+           "check_depth", "check_output_file", "check_prediction", "check_regular", "display", "fields_adapter",
+           "first_problem", "implausible_prediction", "json_safe", "load_json", "load_yaml", "node_id", "one_line",
+           "pid_alive", "read_bounded", "short", "suggest", "whole"]
 
 #: Longest error text kept in one line (records, tables, terminal messages).
 ONE_LINE_LIMIT = 500
@@ -314,30 +315,48 @@ _DAMAGED = "the file is damaged or not what it should be"
 def read_bounded(path: str | os.PathLike, where: str | None = None, *, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes.
 
-    A folder, FIFO, device or socket is refused before it is opened for a blocking read. Raises
-    :class:`~lensllm_hf.errors.BoundsError` for those and for a file over ``limit``; ``OSError`` (``FileNotFoundError``
-    ...) for a file that cannot be read, for the caller to word.
+    A FIFO, device or socket is refused before it is opened for a blocking read. Raises
+    :class:`~lensllm_hf.errors.BoundsError` for those and for a file over ``limit`` (its ``reason``
+    says which, for a reader that words its own fix); ``IsADirectoryError`` for a folder and
+    ``OSError`` (``FileNotFoundError`` ...) for a file that cannot be read, for the caller to word.
     """
     where = display(where if where is not None else os.fspath(path))
-    info = os.stat(path)
-    _check_regular(info, where, limit)
+    check_regular(os.stat(path), where, limit)
     # O_NONBLOCK: if a FIFO took the name since the stat, opening it still returns at once.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as handle:
-        _check_regular(os.fstat(handle.fileno()), where, limit)
-        data = handle.read(limit + 1)
+    try:
+        check_regular(os.fstat(fd), where, limit)
+        chunks, left = [], limit + 1  # read by the MiB: one read of limit + 1 bytes would allocate them all
+        while left and (chunk := os.read(fd, min(left, 2**20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > limit:
-        raise BoundsError(f"{where}: over {limit:,} bytes, too large to be read; {_DAMAGED}", path=where)
+        reason = f"is over the {limit:,} bytes read"
+        raise BoundsError(f"{where}: {reason}; {_DAMAGED}", path=where, reason=reason)
     return data
 
 
-def _check_regular(info: os.stat_result, where: str, limit: int) -> None:
-    if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(21, "is a folder", where)
-    if not stat.S_ISREG(info.st_mode):
-        raise BoundsError(f"{where}: not a regular file (a FIFO, device or socket); pass a file", path=where)
+def check_regular(info: os.stat_result, where: str, limit: int = MAX_DOCUMENT_BYTES) -> None:
+    """Refuse what ``os.stat`` says is not a regular file of at most ``limit`` bytes, before it is opened:
+    ``IsADirectoryError`` for a folder, :class:`~lensllm_hf.errors.BoundsError` naming the kind of
+    entry (``is a FIFO, not a regular file``) or the size."""
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder", where)
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "something else")
+        reason = f"is {kind}, not a regular file"
+        raise BoundsError(f"{where}: {reason}; pass a regular file", path=where, reason=reason)
     if info.st_size > limit:
-        raise BoundsError(f"{where}: {info.st_size:,} bytes, more than the {limit:,} read; {_DAMAGED}", path=where)
+        reason = f"is {info.st_size:,} bytes, more than the {limit:,} read"
+        raise BoundsError(f"{where}: {reason}; {_DAMAGED}", path=where, reason=reason)
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
 
 
 # -- JSON --------------------------------------------------------------------------------------

@@ -65,11 +65,13 @@ class BoundsError(LensLLMError, ValueError):
 
     Attributes:
         path: the file or source concerned (``"runs/x.lensllm.json"``, ``"fit.json.ranking[0].fit"``).
+        reason: what is wrong, without the path or a fix (``"is a FIFO, not a regular file"``), for a
+            reader that words the fix itself; None where the message alone says it.
     """
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
+    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
-        self.path = path
+        self.path, self.reason = path, reason
 
 
 class CurveError(LensLLMError, ValueError):

@@ -19,7 +19,6 @@ import csv
 import io
 import math
 import os
-import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -27,8 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._utils import MAX_DOCUMENT_BYTES, MAX_LOSS, atomic_write_text, display, one_line
-from ..errors import CurveError
+from .._utils import MAX_LOSS, atomic_write_text, display, one_line, read_bounded
+from ..errors import BoundsError, CurveError
 
 __all__ = ["MAX_SUBSET_SIZE", "CurveError", "CurveTable", "validate_points"]
 
@@ -126,7 +125,7 @@ class CurveTable:
         """
         path = Path(path)
         where = display(path)
-        return _read_table(cls, _read_regular_file(path, where), source=str(path), where=where)
+        return _read_table(cls, _read_table_file(path, where), source=str(path), where=where)
 
 
 def validate_points(sizes, losses, *, where: str = "points", problem: str | None = None,
@@ -167,37 +166,20 @@ def _quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def _read_regular_file(path: Path, where: str) -> bytes:
-    """The bytes of a regular file; folders, FIFOs and devices are refused before opening (no hang)."""
+def _read_table_file(path: Path, where: str) -> bytes:
+    """The bytes of a curve table (:func:`~lensllm_hf._utils.read_bounded`: folders, FIFOs and devices are
+    refused before opening, no hang), or a :class:`CurveError` naming the problem."""
     try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return read_bounded(path, where)
+    except BoundsError as error:  # before ValueError, which it is
+        raise CurveError(f"{where}: {error.reason}; pass a curve table (a regular CSV file)", path=where) from None
+    except IsADirectoryError:
+        raise CurveError(f"{where}: is a folder, not a curve table; pass a CSV file", path=where) from None
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the path
         raise CurveError(f"{where}: no such file; pass the path of a curve table (CSV)", path=where) from None
     except OSError as error:
         raise CurveError(f"{where}: cannot be read ({one_line(error.strerror or error)}); "
-                         "pass the path of a curve table (CSV)", path=where) from None
-    _check_regular(info.st_mode, where)
-    if info.st_size > MAX_DOCUMENT_BYTES:
-        raise CurveError(f"{where}: {info.st_size:,} bytes, more than a curve table may have ({MAX_DOCUMENT_BYTES:,}); "
-                         "pass a CSV with one row per model", path=where)
-    try:
-        # O_NONBLOCK: if the name was swapped for a FIFO since the stat, opening must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            _check_regular(os.fstat(handle.fileno()).st_mode, where)
-            return handle.read()
-    except OSError as error:
-        raise CurveError(f"{where}: cannot be read ({one_line(error.strerror or error)}); "
                          "check its permissions or pass another curve table", path=where) from None
-
-
-def _check_regular(mode: int, where: str) -> None:
-    if stat.S_ISDIR(mode):
-        raise CurveError(f"{where}: is a folder, not a curve table; pass a CSV file", path=where)
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-        raise CurveError(f"{where}: is {kind}, not a curve table; pass a regular CSV file", path=where)
 
 
 def _text_bytes(data: bytes, where: str) -> bytes:

@@ -1,10 +1,10 @@
 """File access for stores: local folders and fsspec URLs, regular files only, atomic writes.
 
 A store may hold anything a user or another program put there, so nothing is read blindly: a
-local entry is ``stat``-ed before it is opened (a FIFO named like a record must not hang a
-reader), opened non-blocking, and read up to :data:`MAX_RECORD_BYTES`. What cannot be read is
-a :class:`~lensllm_hf.errors.RecordError` whose message is the reason (``is a FIFO, not a
-regular file``) and whose ``path`` is the entry.
+local entry is read with :func:`~lensllm_hf._utils.read_bounded` (``stat``-ed before it is
+opened, so that a FIFO named like a record cannot hang a reader, opened non-blocking, read up to
+:data:`MAX_RECORD_BYTES`). What cannot be read is said by :func:`why` in a few words (``is a
+FIFO, not a regular file``), for the store's warnings to name the entry.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import uuid
 import warnings
 from pathlib import Path
 
-from .._utils import atomic_write_text, display
-from ..errors import RecordError, RecordWarning
+from .._utils import atomic_write_text, check_regular, display
+from ..errors import BoundsError, RecordError, RecordWarning
 
-__all__ = ["MAX_RECORD_BYTES", "basename", "fs_of", "is_local", "join", "read_local", "regular_stat", "warn",
-           "why", "write_local", "write_remote"]
+__all__ = ["MAX_RECORD_BYTES", "basename", "fs_of", "is_local", "join", "regular_stat", "warn", "why", "write_local",
+           "write_remote"]
 
 #: Largest file read as a record; a bigger one is not a record (a real one is well under 10 MB).
 MAX_RECORD_BYTES = 64 * 2**20
@@ -53,38 +52,20 @@ def basename(path: str) -> str:
 
 
 def regular_stat(path: str) -> os.stat_result:
-    """stat() that follows links (a loop raises OSError) and refuses anything but a regular file."""
+    """stat() that follows links (a loop raises OSError) and refuses anything but a regular file of a
+    record's size (:func:`~lensllm_hf._utils.check_regular`)."""
     st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise RecordError(_kind(st.st_mode), path=path)
-    if st.st_size > MAX_RECORD_BYTES:
-        raise RecordError(f"is {st.st_size} bytes, too large for a record", path=path)
+    check_regular(st, path, MAX_RECORD_BYTES)
     return st
-
-
-def read_local(path: str) -> bytes:
-    """A local regular file's bytes; FIFOs and devices are refused before a blocking open."""
-    regular_stat(path)
-    # O_NONBLOCK: if a FIFO replaced the file since the stat, open() still returns at once.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise RecordError(_kind(st.st_mode), path=path)
-        chunks, total = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > MAX_RECORD_BYTES:
-                raise RecordError(f"is over {MAX_RECORD_BYTES} bytes, too large for a record", path=path)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def why(error: BaseException) -> str:
     """Why an entry could not be read, in a few words (``is a link loop``)."""
+    if isinstance(error, BoundsError) and error.reason:
+        return error.reason
     if isinstance(error, OSError):
+        if error.errno == errno.EISDIR:
+            return "is a folder"
         if error.errno == errno.ELOOP:
             return "is a link loop"
         if error.errno == errno.ENOENT and error.filename and os.path.islink(error.filename):
@@ -102,7 +83,7 @@ def write_local(path: str, text: str) -> None:
     if os.path.lexists(path):
         try:
             regular_stat(path)
-        except (OSError, RecordError) as error:
+        except (OSError, BoundsError) as error:
             warn(f"{path}: {why(error)}; replaced by the record", path)
             os.unlink(path)
     atomic_write_text(path, text)
@@ -125,11 +106,3 @@ def write_remote(fs, path: str, text: str) -> None:
 def warn(message: str, path: str | None = None) -> None:
     """A :class:`RecordWarning`, one line with control characters escaped, pointing at the caller's caller."""
     warnings.warn(RecordWarning(display(" ".join(message.split())), path=path), stacklevel=3)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return f"is {name}, not a regular file"
-    return "is not a regular file"

@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._utils import load_json
+from .._utils import load_json, read_bounded
 from ..errors import BoundsError, RecordError, SchemaError
 from . import claims
 from .claims import CLAIMS_FOLDER, Claim
-from .files import (MAX_RECORD_BYTES, basename, fs_of, is_local, join, read_local, regular_stat, warn, why,
-                    write_local, write_remote)
+from .files import (MAX_RECORD_BYTES, basename, fs_of, is_local, join, regular_stat, warn, why, write_local,
+                    write_remote)
 from .schema import DEFAULT_RECORD_NAME, STORE_SUFFIX, RunKey, RunRecord, legacy_record_name
 
 if TYPE_CHECKING:
@@ -280,14 +280,15 @@ class Store:
         try:
             regular_stat(path)
             return True
-        except (OSError, RecordError) as error:
+        except (OSError, BoundsError) as error:
             warn(f"{path}: {why(error)}; skipped, never read")
             return False
 
     def _read_bytes(self, path: str) -> bytes:
-        """The bytes of a regular file; FileNotFoundError when absent, RecordError for anything else."""
+        """The bytes of a regular file; FileNotFoundError when absent, another OSError, BoundsError or RecordError
+        for anything else."""
         if self._local:
-            return read_local(path)
+            return read_bounded(path, limit=MAX_RECORD_BYTES)
         fs_path = self._fs_path(path)
         size = (self._fs.info(fs_path) or {}).get("size")
         if isinstance(size, int) and size > MAX_RECORD_BYTES:
@@ -306,7 +307,7 @@ class Store:
             if missing_ok:
                 return None
             raise
-        except (OSError, RecordError) as error:
+        except (OSError, BoundsError, RecordError) as error:
             if not quiet:
                 warn(f"{path}: {why(error)}; skipped, never read")
             return None
@@ -375,17 +376,14 @@ def read_record(path: str | os.PathLike) -> RunRecord:
     where = os.fspath(path)
     fs, fs_path = fs_of(where)
     try:
-        raw = read_local(fs_path) if is_local(fs) else fs.cat_file(fs_path)
+        raw = read_bounded(fs_path, limit=MAX_RECORD_BYTES) if is_local(fs) else fs.cat_file(fs_path)
     except FileNotFoundError:
         raise RecordError(f"{where}: no such record; pass the path of a lensllm_record.json or a store",
                           path=where) from None
     except IsADirectoryError:
         raise RecordError(f"{where}: is a folder; use list_records() or load_table() for a store", path=where) from None
-    except RecordError as error:
-        if "folder" in str(error):
-            raise RecordError(f"{where}: is a folder; use list_records() or load_table() for a store",
-                              path=where) from None
-        raise RecordError(f"{where}: {error}; pass the path of a record file", path=where) from None
+    except BoundsError as error:
+        raise RecordError(f"{where}: {why(error)}; pass the path of a record file", path=where) from None
     except OSError as error:
         raise RecordError(f"{where}: {why(error)}; check the path", path=where) from error
     return _parse(raw, where)
