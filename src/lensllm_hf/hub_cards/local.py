@@ -80,7 +80,7 @@ def read_card(path: str | os.PathLike, source: str | None = None) -> ModelCard:
     :class:`CardMetadataError` naming ``source`` (default: the path).
 
     The file is read whole only when it is a regular file of at most
-    :data:`~lensllm_hf._utils.MAX_DOCUMENT_BYTES`, and its YAML front matter is parsed (once) by
+    :data:`~lensllm_hf._utils.MAX_DOCUMENT_BYTES`, and its YAML front matter is first read with
     the bounded loader (depth, aliases, number lengths), so a hostile card is one line, never a
     ``RecursionError`` inside ``yaml.safe_load``.
     """
@@ -94,36 +94,15 @@ def read_card(path: str | os.PathLike, source: str | None = None) -> ModelCard:
     except BoundsError as error:
         raise CardMetadataError(str(error), source=source) from None
     try:
-        return _BoundedCard(content, source)
+        block = REGEX_YAML_BLOCK.search(content)
+        if block is not None:
+            load_yaml(block.group(2), f"{source}: the card's metadata")
+        return ModelCard(content)
     except BoundsError as error:
         raise CardMetadataError(f"{error}; fix the card by hand first", source=source) from None
     except (ValueError, TypeError, yaml.YAMLError) as error:  # TypeError: a key that is not text
         raise CardMetadataError(f"{source}: the card's metadata is malformed ({one_line(str(error), 300)}); "
                                 "fix it by hand first", source=source) from None
-
-
-class _BoundedCard(ModelCard):
-    """huggingface_hub's ``ModelCard`` whose metadata block is parsed once, by the bounded loader: its
-    ``content`` setter is ``RepoCard``'s with :func:`~lensllm_hf._utils.load_yaml` for ``yaml.safe_load``."""
-
-    def __init__(self, content: str, source: str) -> None:
-        self._source = source
-        super().__init__(content)
-
-    @ModelCard.content.setter
-    def content(self, content: str) -> None:
-        block = REGEX_YAML_BLOCK.search(content)
-        if block is None:  # no metadata: nothing to parse
-            ModelCard.content.fset(self, content)
-            return
-        data = load_yaml(block.group(2), f"{self._source}: the card's metadata")
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ValueError("repo card metadata block should be a dict")
-        self._content, self.text = content, content[block.end():]
-        self.data = self.card_data_class(**data, ignore_metadata_errors=self.ignore_metadata_errors)
-        self._original_order = list(data)
 
 
 def card_with_fits(card: ModelCard, fits: Iterable[CardFit], *, source: str, model_name: str) -> ModelCard:
