@@ -92,7 +92,8 @@ def lcdb_plans(budgets: str = "own", split: bool = False) -> list[BenchTable]:
 
 def reliability(rows: list[dict], family: str, out: Path) -> Path:
     """P(best) forecast against how often it came true, every candidate of every ranking pooled,
-    in 10 bins of the forecast; the marker's area grows with the bin's count."""
+    in 10 bins of the forecast; the marker's area grows with the bin's count, written beside it
+    for ``default``."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 5), layout="constrained")
@@ -116,6 +117,9 @@ def reliability(rows: list[dict], family: str, out: Path) -> Path:
         colour = STRATEGIES.get(method, (None, None))[1]
         ax.plot(x, y, color=colour, label=method, linewidth=1)
         ax.scatter(x, y, s=8 + 60 * np.sqrt(n / n.max()), color=colour)
+        if method == "default":
+            for xi, yi, ni in zip(x, y, n):
+                ax.annotate(str(ni), (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7, color=colour)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="P(best) forecast", ylabel="how often the candidate was best",
            title=f"{family}: reliability of P(best)")
     ax.legend(loc="upper left", fontsize=8)

@@ -408,3 +408,30 @@ def test_a_ragged_table_has_no_observed_order_and_is_ranked_by_the_law() -> None
     ranking = rank(CurveTable(table.models, table.sizes, losses), TARGET, "default")
     fit = ranking.ranked[0].fit
     assert fit.terms["law_weight"] == 1.0 and "last observed at different sizes" in fit.basis
+
+
+def test_part_of_the_margin_applies_only_beyond_the_backtests_horizon() -> None:
+    """Within the distances the backtest predicted, the errors were seen: half the exponent's
+    margin grows the spread only beyond them; short tables (growth not measured) keep it all."""
+    from lensllm_hf.engine.methods.default import EXPONENT_MARGIN, HORIZON_SHARE, backtest, extrapolation_spread
+
+    table, _ = _synthetic(n=12, noise=0.01)
+    spread = extrapolation_spread(table, math.inf)
+    assert spread["extrapolation_horizon"] == pytest.approx(float(backtest(table, math.inf)["ahead"].max()))
+    assert spread["extrapolation_margin"] == HORIZON_SHARE * EXPONENT_MARGIN > 0
+    assert "extrapolation_horizon" not in extrapolation_spread(table.up_to(800), math.inf)
+
+
+def test_p_best_reads_the_core_of_the_relative_errors_not_their_tail() -> None:
+    """Most candidates follow their lines, a quarter bend far away from them: the intervals widen
+    for the bends, but P(best)'s relative spread follows the many (it was the tail's: 0.072
+    against 0.016, and the picks' P(best) understated how often they are right)."""
+    from lensllm_hf.engine.methods.default import extrapolation_spread
+
+    table, _ = _synthetic(n=16, noise=0.002)
+    x = np.log2(SIZES[1:] / 1600.0)
+    losses = table.losses.copy()
+    for row, curvature in enumerate((0.03, -0.03, 0.04, -0.04)):
+        losses[row, 1:] *= np.exp(np.where(x > 0, curvature * x**2, 0.0))
+    spread = extrapolation_spread(CurveTable(table.models, SIZES, losses), math.inf)
+    assert spread["extrapolation_sd_per_doubling_relative"] < 0.5 * spread["extrapolation_sd_per_doubling"]

@@ -52,6 +52,20 @@ def test_the_far_term_takes_over_beyond_the_short_range():
     assert far.log_sds(distant)[0][0] == far.log_sds(distant)[1][0]  # no _below terms: symmetric
 
 
+def test_beyond_the_horizon_the_spread_grows_by_the_margin():
+    """Within ``extrapolation_horizon`` doublings the spread is the backtest's; beyond, times
+    (d / horizon) ** ``extrapolation_margin``, the relative spread too; fits without the terms as before."""
+    plain = line_fit(k=0.01, extrapolation_sd_per_doubling_relative=0.005)
+    grown = line_fit(k=0.01, extrapolation_sd_per_doubling_relative=0.005, extrapolation_horizon=2.0,
+                     extrapolation_margin=0.5)
+    within, beyond = [1600.0, 3200.0], [800.0 * 2**8]
+    assert grown.log_sds(within)[1].tolist() == plain.log_sds(within)[1].tolist()
+    assert grown.log_sds(beyond)[1][0] == pytest.approx(math.sqrt(1e-4 + (0.01 * 8 * 2.0) ** 2))
+    assert grown.log_sds(beyond, relative=True)[0][0] == pytest.approx(math.sqrt(1e-4 + (0.005 * 8 * 2.0) ** 2))
+    with pytest.raises(FitError, match="extrapolation_margin must be >= 0"):
+        line_fit(extrapolation_horizon=2.0, extrapolation_margin=-1.0)
+
+
 def test_a_split_fit_has_its_own_spread_below_and_leaves_a_tail_on_each_side():
     fit = line_fit(k=0.01, extrapolation_sd_per_doubling_below=0.03, extrapolation_sd_far=0.002,
                    extrapolation_sd_far_below=0.001, extrapolation_exponent=2.0)

@@ -14,6 +14,8 @@ side of it the shape of a normal whose variance is the sum of three terms, all s
 - extrapolation: at d doublings of D beyond ``largest_size``, the larger of
   ``extrapolation_sd_per_doubling`` * d and ``extrapolation_sd_far`` * d ** ``extrapolation_exponent``
   (0 and 1 when absent): a curve's residuals cannot say how it bends beyond its last point.
+  Beyond ``extrapolation_horizon`` doublings (where present: the farthest the method's backtest
+  predicted), that spread is multiplied by (d / horizon) ** ``extrapolation_margin``.
   Below the median these two spreads are ``extrapolation_sd_per_doubling_below`` and
   ``extrapolation_sd_far_below`` when the fit has them: curves of one task tend to bend one way
   (fine-tuning curves steepen), so the truth is likelier to fall on one side of a line. Their
@@ -253,7 +255,8 @@ class Fit:
         bad = [k for k, v in {**self.params, **self.terms}.items() if not math.isfinite(v)]
         if bad:
             raise FitError(f"fit value {bad[0]!r} is not a finite number", law=self.law, term=bad[0])
-        negative = [t for t in ("noise_var", *_SPREAD_TERMS) if self.terms.get(t, 0.0) < 0]
+        negative = [t for t in ("noise_var", "extrapolation_horizon", "extrapolation_margin", *_SPREAD_TERMS)
+                    if self.terms.get(t, 0.0) < 0]
         if negative:
             raise FitError(f"a fit's {negative[0]} must be >= 0", law=self.law, term=negative[0])
         if not 0.0 < self.terms.get("extrapolation_exponent", 1.0) <= 4.0:
@@ -328,14 +331,17 @@ class Fit:
         base = self.terms["noise_var"] + np.clip(spread, 0.0, None)
         doublings = np.maximum(np.log2(np.maximum(sizes, 1.0) / max(self.terms["largest_size"], 1.0)), 0.0)
         bent = doublings ** self.terms.get("extrapolation_exponent", 1.0)
+        horizon = self.terms.get("extrapolation_horizon", 0.0)
+        beyond = (np.maximum(doublings / horizon, 1.0) ** self.terms.get("extrapolation_margin", 0.0)
+                  if horizon > 0 else 1.0)
         linear, far = self.terms["extrapolation_sd_per_doubling"], self.terms.get("extrapolation_sd_far", 0.0)
         if relative and self.has_relative_spread:
-            own = np.maximum(self.terms["extrapolation_sd_per_doubling_relative"] * doublings,
-                             self.terms.get("extrapolation_sd_far_relative", 0.0) * bent)
+            own = beyond * np.maximum(self.terms["extrapolation_sd_per_doubling_relative"] * doublings,
+                                      self.terms.get("extrapolation_sd_far_relative", 0.0) * bent)
             return np.sqrt(base + own**2), np.sqrt(base + own**2)
-        above = np.maximum(linear * doublings, far * bent)
-        below = np.maximum(self.terms.get("extrapolation_sd_per_doubling_below", linear) * doublings,
-                           self.terms.get("extrapolation_sd_far_below", far) * bent)
+        above = beyond * np.maximum(linear * doublings, far * bent)
+        below = beyond * np.maximum(self.terms.get("extrapolation_sd_per_doubling_below", linear) * doublings,
+                                    self.terms.get("extrapolation_sd_far_below", far) * bent)
         return np.sqrt(base + below**2), np.sqrt(base + above**2)
 
     def predict_interval(self, sizes, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:

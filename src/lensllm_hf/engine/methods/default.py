@@ -228,6 +228,12 @@ SPREAD_SCALE = 0.7
 #: Weight, in backtest lines, of the prior spread :data:`~lensllm_hf.engine.fit.EXTRAPOLATION_SD_PER_DOUBLING`
 #: against the table's own, and the prior's degrees of freedom in the Student-t inflation.
 PRIOR_LINES = 2
+#: Share of ``EXPONENT_MARGIN`` that applies only beyond the backtest's horizon (the farthest it
+#: predicted), as a factor (d / horizon) ** (share * margin): within it the errors were seen.
+HORIZON_SHARE = 0.5
+#: P(best)'s relative spread is the normal's that matches this central share of the relative
+#: errors (their median): they are heavy-tailed, and what orders close rivals is their core.
+RELATIVE_QUANTILE = 0.5
 
 
 def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEVEL,
@@ -240,7 +246,10 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     with the blend the method ranks by (``weight`` on the line). Their growth with the distance gives the exponent p:
     the slope of log RMS error against log d (over whole doublings with five errors or more; at
     least two of them, and lines of ``MIN_LINE_POINTS``, else ``PRIOR_GROWTH``), plus
-    ``EXPONENT_MARGIN``, within [1, 3]. k is the linear spread that leaves (1 - level) / 2 of the
+    ``EXPONENT_MARGIN``, within [1, 3]; where the growth is measured, ``HORIZON_SHARE`` of that
+    margin applies only beyond the backtest's horizon, as the factor (d / horizon) ** margin
+    (terms ``extrapolation_horizon`` and ``extrapolation_margin``): the distances the backtest
+    saw need less of it (see docs/methods.md). k is the linear spread that leaves (1 - level) / 2 of the
     backtest predictions beyond that side of their intervals (right at the short distances the
     backtest sees); k_far the same with the shape d**p, times ``SPREAD_SCALE`` (the far distances
     it cannot see); then both are scaled until the larger of the two leaves that share of the
@@ -264,11 +273,14 @@ def extrapolation_spread(table: CurveTable, bandwidth: float, level: float = LEV
     Where the sides are measured apart, the spread of each candidate's error about the mean
     error of the others at the same cut and distance is measured too (symmetric, the same way;
     errors seen alone at their cut and distance left out): what is left of the bend when the
-    part every candidate shares is taken out, which P(best) uses.
+    part every candidate shares is taken out, which P(best) uses. It matches the median of those
+    errors (``RELATIVE_QUANTILE``), not the level's quantile: they are heavy-tailed, and read at
+    their tail the normal overstated every rival's chance (the picks' P(best) was too low).
 
     Returns the terms by their :class:`~lensllm_hf.engine.fit.Fit` names: ``extrapolation_sd_per_doubling``
     and ``extrapolation_sd_far`` (above the line, or both sides), ``extrapolation_exponent``, and,
-    where the sides were measured apart, the ``_below`` and ``_relative`` twins of the first two.
+    where the sides were measured apart, the ``_below`` and ``_relative`` twins of the first two
+    and the horizon terms.
     """
     key = (*_table_key(table), bandwidth, level, weight)
     if key not in _SPREADS:
@@ -386,7 +398,8 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float, weight: 
     # and a symmetric spread.
     measured = _first_cut(_fine_tuned_sizes(table)) > 1 and len(xs) >= 2
     growth = float(np.polyfit(xs, ys, 1)[0]) if measured else PRIOR_GROWTH
-    exponent = float(min(max(growth + EXPONENT_MARGIN, 1.0), 3.0))
+    beyond = HORIZON_SHARE * EXPONENT_MARGIN if measured else 0.0
+    exponent = float(min(max(growth + EXPONENT_MARGIN - beyond, 1.0), 3.0))
     # Each side's spread is the one its own errors need to fall on the interval's edge (0 for the
     # errors on the other side), leaving (1 - level) / 2 of them beyond it; symmetric: level of
     # all errors within.
@@ -402,13 +415,16 @@ def _backtest_spread(table: CurveTable, bandwidth: float, level: float, weight: 
         shared = (np.bincount(group, weights=e) / np.bincount(group))[group]
         if np.any(k > 1):
             relative = np.abs(e - shared) * np.sqrt(k / np.maximum(k - 1, 1))
-            sides["_relative"] = (relative, k > 1, level)
+            sides["_relative"] = (relative, k > 1, RELATIVE_QUANTILE)
     else:
         sides = {"": (np.abs(e), everyone, level)}
     trust = n / (PRIOR_LINES + n)  # of the table's own estimate against the prior's
     terms = {"extrapolation_exponent": exponent}
+    if beyond > 0:
+        terms.update(extrapolation_horizon=float(d.max()), extrapolation_margin=beyond)
     for side, (side_errors, kept, quantile) in sides.items():
-        needed = np.sqrt(np.clip((side_errors[kept] / z) ** 2 - v[kept], 0.0, None))
+        z_side = float(stats.norm.ppf(0.5 + quantile / 2)) if side == "_relative" else z
+        needed = np.sqrt(np.clip((side_errors[kept] / z_side) ** 2 - v[kept], 0.0, None))
         ahead = d[kept]
         linear = float(np.quantile(needed / ahead, quantile))
         far = float(SPREAD_SCALE * np.quantile(needed / ahead**exponent, quantile)) if exponent > 1 else 0.0
