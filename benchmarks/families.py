@@ -19,9 +19,11 @@ Per family and method it prints the mean over tables (of the means over budgets)
 RelAcc, the 90 % interval's coverage at the target (with its lowest and highest over the
 distances from budget to target), P(best)'s Brier score against the uniform forecast's
 (1 - 1/n per ranking), the calibration of the pick (its mean P(best) against how often it is
-truly best) and the compute spent (a fraction of fine-tuning every candidate on the target).
-It draws, per family, a reliability diagram of P(best) and a cost-quality chart (RelAcc and
-PearCorr against compute, for the grid at each budget, halving and adaptive) into ``--out``.
+truly best) and the compute spent (a fraction of fine-tuning every candidate on the target),
+and every method's PearCorr / RelAcc at most 2 % of that compute (the policies run at that cap,
+the grid methods at their largest budget within it). It draws, per family, a reliability diagram
+of P(best) and a cost-quality chart (RelAcc and PearCorr against compute, for the grid at each
+budget and each policy at each cap of ``POLICY_CAPS``) into ``--out``.
 Every table runs in the protocol's process pool (one worker per core).
 """
 
@@ -39,8 +41,8 @@ import numpy as np
 from lensllm_hf._utils import json_safe
 from lensllm_hf.cli.bench import format_family
 from lensllm_hf.engine.curves import CurveTable
-from lensllm_hf.engine.protocol import (DEFAULT_BUDGETS, DEFAULT_TARGET, BenchTable, coverage_by_distance,
-                                        plan_table, run_bench, summarize_families)
+from lensllm_hf.engine.protocol import (DEFAULT_BUDGETS, DEFAULT_TARGET, BenchTable, at_compute,
+                                        coverage_by_distance, plan_table, run_bench, summarize_families)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METHODS = ["default", "ats", "subtuning", "power", "rectified", "lensllm", "halving", "adaptive"]
@@ -156,12 +158,12 @@ def cost_quality(rows: list[dict], family: str, out: Path) -> Path:
 
 
 def _by_distance(rows: list[dict], method: str) -> dict[float, tuple[float, float, float]]:
-    """Distance (doublings from budget to target, to the half; adaptive: one point) -> mean
+    """Distance (doublings from budget to target, to the half; a policy: its compute cap) -> mean
     (compute fraction, RelAcc, PearCorr) over the tables."""
     groups: dict[float, list[dict]] = {}
     for r in rows:
         if r["method"] == method:
-            key = -1.0 if r["budget"] is None else round(2 * math.log2(r["target"] / r["budget"])) / 2
+            key = r["compute_cap"] if r["budget"] is None else round(2 * math.log2(r["target"] / r["budget"])) / 2
             groups.setdefault(key, []).append(r)
     return {k: tuple(float(np.nanmean([r[m] if r[m] is not None else np.nan for r in g]))
                      for m in ("compute_fraction", "relacc", "pearson")) for k, g in groups.items()}
@@ -185,7 +187,7 @@ def main() -> None:
     plans = [plan for family in args.families.split(",") if family.strip() for plan in makers[family.strip()]()]
     rows = run_bench(plans, methods)
     seconds = time.perf_counter() - start
-    summary = summarize_families(rows)
+    summary, cheap = summarize_families(rows), at_compute(rows, AIM_FRACTION)
     args.out.mkdir(parents=True, exist_ok=True)
     for family in dict.fromkeys(p.family for p in plans):
         group = [r for r in rows if r["family"] == family]
@@ -197,6 +199,9 @@ def main() -> None:
                 cov = coverage_by_distance([r for r in group if r["method"] == method])
                 print(f"\n{method} coverage at the target by doublings ahead: "
                       + ", ".join(f"{k:g}: {100 * v:.0f} %" for k, v in cov.items()))
+        print(f"\nat most {AIM_FRACTION:.0%} of the compute (a policy run at that cap; a grid method at its largest "
+              "budget within it): " + "; ".join(f"{m} {c['pearson']:.1f} / {c['relacc']:.1f} at {100 * c['compute_fraction']:.2f} % "
+                                                f"({c['tables']} tables)" for m, c in cheap[family].items()))
         figures = [reliability(group, family, args.out), cost_quality(group, family, args.out)]
         print("\nwrote " + ", ".join(str(f) for f in figures) + "\n")
     print(f"{len(rows)} rows from {len(plans)} tables in {seconds:.1f} s")

@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from lensllm_hf.engine.protocol import run_bench, score_p_best, score_ranking, summarize
+from lensllm_hf.engine.loop import run_loop
+from lensllm_hf.engine.policies import POLICIES
+from lensllm_hf.engine.protocol import (POLICY_CAPS, at_compute, run_bench, score_p_best, score_ranking, summarize,
+                                        table_buyer)
 from lensllm_hf.engine.ranking import CandidateFit, Ranking
 from lensllm_hf.cli import main
 from lensllm_hf.engine.curves import CurveTable
@@ -242,3 +245,38 @@ def test_lcdb_tables_read_as_their_notice_describes(lcdb_dir):
     assert table.params is None and table.families[4] == "ensemble" and np.all(table.losses > 0)
     plan = plan_table(table)
     assert (plan.target, plan.budgets[0], plan.budgets[-1], plan.family) == (3054, 362, 32, "learning-curves-lcdb")
+
+
+def test_each_policy_is_scored_at_each_compute_cap_as_the_selector_runs_it():
+    sizes = np.array([0, 200, 400, 800, 1600, 3200, 6400, 12800, 409_600])
+    d = np.maximum(sizes, 100) / 200
+    losses = np.array([3.3 * d ** -0.08] + [(2.2 + 0.05 * i) * d ** -(0.005 + 0.0025 * i) for i in range(5)])
+    table = CurveTable(["late", *(f"flat{i}" for i in range(5))], sizes, losses, params=np.arange(1, 7) * 1e8,
+                       source="crossing.csv")
+    rows = run_bench([table], ["default", "adaptive", "halving"], target=409_600, budgets=[12_800, 1_600])
+    seen, full = table.up_to(12_800), float(np.sum(table.params)) * 409_600
+    assert [r["budget"] for r in rows if r["method"] == "default"] == [12_800, 1_600]
+    for name in ("adaptive", "halving"):
+        mine = [r for r in rows if r["method"] == name]
+        assert [r["compute_cap"] for r in mine] == list(POLICY_CAPS) and all(r["budget"] is None for r in mine)
+        for r in mine:
+            # The policy a selection runs (POLICIES[strategy]()), in the same loop, allowed the cap.
+            direct = run_loop(POLICIES[name](), seen.models, seen.sizes.tolist(), 409_600, table_buyer(seen),
+                              max_flops=r["compute_cap"] * full, params=dict(zip(seen.models, seen.params)))
+            assert r["compute_fraction"] == pytest.approx(direct.flops / full) and r["compute_fraction"] <= r["compute_cap"]
+    # Grown with the cap: more compute is allowed, more is bought.
+    spent = [r["compute_fraction"] for r in rows if r["method"] == "adaptive"]
+    assert spent == sorted(spent) and spent[-1] > spent[0]
+
+
+def test_at_compute_takes_a_policys_row_at_the_cap_and_the_grids_largest_budget_within_it():
+    def row(method, budget, fraction, relacc, cap=None, dataset="t"):
+        return {"family": "f", "dataset": dataset, "method": method, "budget": budget, "compute_fraction": fraction,
+                "relacc": relacc, "pearson": relacc, **({} if cap is None else {"compute_cap": cap})}
+
+    rows = [row("default", 800, 0.03, 1.0), row("default", 400, 0.015, 0.9), row("default", 200, 0.007, 0.8),
+            row("default", 400, 0.025, 0.5, dataset="u"),  # no budget of u fits 2 %: u is left out
+            row("adaptive", None, 0.019, 0.95, cap=0.02), row("adaptive", None, 0.039, 1.0, cap=0.04)]
+    cell = at_compute(rows, 0.02)["f"]
+    assert cell["default"] == {"pearson": 90.0, "relacc": 90.0, "compute_fraction": 0.015, "tables": 1}
+    assert cell["adaptive"] == {"pearson": 95.0, "relacc": 95.0, "compute_fraction": 0.019, "tables": 1}

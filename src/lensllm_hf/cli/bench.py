@@ -18,6 +18,7 @@ from pathlib import Path
 from .._utils import atomic_write_text, check_output_file, display, json_safe
 from ..engine.curves import CurveTable
 from ..engine.methods import METHODS
+from ..engine.policies import POLICIES
 from ..engine.protocol import BenchTable, plan_table, run_bench, summarize, summarize_families
 from ..errors import LensLLMError
 
@@ -46,7 +47,7 @@ def add_parser(subparsers) -> None:
 
 
 def all_methods() -> list[str]:
-    return [*METHODS, "adaptive", "halving"]
+    return [*METHODS, *(policy for policy in POLICIES if policy != "grid")]
 
 
 def parse_budgets(text: str, target: int | None) -> list[int]:

@@ -33,10 +33,10 @@ import numpy as np
 from .curves import CurveError, CurveTable
 from .loop import Buyer, Run, run_loop
 from .methods import METHODS, rank
-from .policies import AdaptivePolicy, HalvingPolicy
+from .policies import POLICIES
 
 __all__ = ["BUDGET_RATIOS", "DEFAULT_BUDGETS", "DEFAULT_TARGET", "MIN_BUDGET_POINTS", "BenchTable", "grid_flops",
-           "plan_table", "run_bench", "score_p_best", "score_ranking", "score_row", "summarize", "summarize_families",
+           "POLICY_CAPS", "at_compute", "plan_table", "run_bench", "score_p_best", "score_ranking", "score_row", "summarize", "summarize_families",
            "table_buyer"]
 
 DEFAULT_TARGET = 1_638_400
@@ -45,8 +45,9 @@ DEFAULT_BUDGETS = (204_800, 102_400, 51_200, 25_600, 12_800, 6_400, 3_200)
 BUDGET_RATIOS = (1 / 512, 1 / 8)
 #: ... that leave a method at least this many fine-tuned sizes (D > 0) to fit.
 MIN_BUDGET_POINTS = 3
-#: The adaptive method may spend at most this fraction of fine-tuning every candidate at the target.
-ADAPTIVE_FLOPS_FRACTION = 1 / 16
+#: The compute caps, as fractions of fine-tuning every candidate on the target, at which a policy
+#: (adaptive, halving) is scored: one row each, to compare with the grid's rows at equal compute.
+POLICY_CAPS = (0.005, 0.01, 0.02, 0.04)
 
 
 @dataclass(frozen=True)
@@ -155,32 +156,21 @@ def _bench_table(plan: BenchTable, methods: list[str]) -> list[dict]:
     truth = table.column(target)
     full_cost = _full_cost(table, target)
     rows = [_score(table.up_to(budget), method, target, budget, truth, full_cost)
-            for budget in budgets for method in methods if method not in ("adaptive", "halving")]
-    if "adaptive" in methods:
-        rows.append(_score_adaptive(table.up_to(max(budgets)), target, truth, full_cost))
-    if "halving" in methods:
-        rows.extend(_score_halving(table.up_to(max(budgets)), target, budgets, truth, full_cost))
+            for budget in budgets for method in methods if method not in POLICIES]
+    rows += [_score_policy(table.up_to(max(budgets)), method, target, cap, truth, full_cost)
+             for method in methods if method in POLICIES for cap in POLICY_CAPS]
     return [{"family": plan.family, **row} for row in rows]
 
 
-def _score_adaptive(table: CurveTable, target: int, truth: np.ndarray, full_cost: float) -> dict:
-    """The adaptive policy in the buying loop, the table standing in for training (:func:`table_buyer`)."""
-    result = run_loop(AdaptivePolicy(), table.models, table.sizes.tolist(), target, table_buyer(table),
-                      max_flops=ADAPTIVE_FLOPS_FRACTION * full_cost, params=_params(table))
-    return score_row(table, "adaptive", None, target, result.ranking, truth, result.flops / full_cost)
-
-
-def _score_halving(table: CurveTable, target: int, budgets: Sequence[int], truth: np.ndarray,
-                   full_cost: float) -> list[dict]:
-    """The halving rows: one per budget, each allowed what the grid spends at that budget
-    (:func:`grid_flops`), so it compares with the grid methods' row of the same budget at equal
-    or lower compute. Every size of ``table`` may be bought."""
-    rows = []
-    for budget in budgets:
-        result = run_loop(HalvingPolicy(), table.models, table.sizes.tolist(), target, table_buyer(table),
-                          max_flops=grid_flops(table, budget), params=_params(table))
-        rows.append(score_row(table, "halving", budget, target, result.ranking, truth, result.flops / full_cost))
-    return rows
+def _score_policy(table: CurveTable, policy: str, target: int, cap: float, truth: np.ndarray,
+                  full_cost: float) -> dict:
+    """A policy of :data:`POLICIES` in the buying loop, allowed ``cap`` of the full compute, the table
+    standing in for training (:func:`table_buyer`): the object a selection runs. Every size of
+    ``table`` may be bought."""
+    result = run_loop(POLICIES[policy](), table.models, table.sizes.tolist(), target, table_buyer(table),
+                      max_flops=cap * full_cost, params=_params(table))
+    row = score_row(table, policy, None, target, result.ranking, truth, result.flops / full_cost)
+    return {**row, "compute_cap": cap}
 
 
 def table_buyer(table: CurveTable) -> Buyer:
@@ -279,7 +269,7 @@ def score_p_best(ranking, models: Sequence[str], truth: np.ndarray) -> tuple[flo
 
 
 def _predicts_loss(method: str) -> bool:
-    return method in ("adaptive", "halving") or METHODS[method].predicts_loss
+    return method in POLICIES or METHODS[method].predicts_loss
 
 
 def _full_cost(table: CurveTable, target: int) -> float:
@@ -337,6 +327,27 @@ def summarize_families(rows: list[dict]) -> dict[str, dict[str, dict[str, float]
                 "coverage_max": max(by_distance.values(), default=float("nan")),
             }
     return out
+
+
+def at_compute(rows: list[dict], cap: float) -> dict[str, dict[str, dict[str, float]]]:
+    """Per family and method, the mean over tables of PearCorr and RelAcc (in %) and the compute
+    spent, at most ``cap`` of fine-tuning every candidate on the target: a policy's row run at that
+    cap, a grid method's row at its largest budget within it (tables where none fits left out;
+    ``tables`` says how many remain)."""
+    best: dict[tuple[str, str, str], dict] = {}
+    for r in rows:
+        if r.get("compute_cap", cap) != cap or (r["budget"] is not None and r["compute_fraction"] > cap):
+            continue
+        key = (r["family"], r["method"], r["dataset"])
+        if key not in best or r["compute_fraction"] > best[key]["compute_fraction"]:
+            best[key] = r
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (family, method, _), r in best.items():
+        out.setdefault(family, {}).setdefault(method, []).append(r)
+    return {family: {method: {"pearson": 100 * _mean(r["pearson"] for r in group),
+                              "relacc": 100 * _mean(r["relacc"] for r in group),
+                              "compute_fraction": _mean(r["compute_fraction"] for r in group), "tables": len(group)}
+                     for method, group in methods.items()} for family, methods in out.items()}
 
 
 def coverage_by_distance(rows: Iterable[dict]) -> dict[float, float]:
