@@ -55,8 +55,9 @@ class LensLLMSelector(SelectionParams):
     The parameters (below, declared in :class:`~lensllm_hf.selector.params.SelectionParams`)
     are stored as given and checked together when the selector is made: a bad one is a
     one-line :class:`~lensllm_hf.errors.LensLLMError` before any model loads. The training
-    arguments are built (which imports torch) when runs are first asked for (:meth:`run`,
-    :meth:`train`, :meth:`check_candidates`): ranking :meth:`from_store` needs none.
+    arguments are built (which imports torch) when runs are first asked for or costed
+    (:meth:`run`, :meth:`train`, :meth:`check_candidates`, :meth:`estimate_cost`): ranking
+    :meth:`from_store` needs none.
 
     Example:
         >>> from datasets import load_dataset
