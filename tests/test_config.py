@@ -199,3 +199,14 @@ def test_every_yaml_key_and_flag_comes_from_the_one_declaration():
     assert {"--strategy", "--store", "--output-dir", "--no-progress", "--verbose"} <= flags
     # The same check serves the selector's keywords and the file's keys.
     assert check_params({"budget": 64.0}) == {"budget": 64}
+
+
+@pytest.mark.parametrize("value", ["fast", [1, 2]])
+def test_training_args_of_the_wrong_type_are_one_line_when_ranking_from_the_store(folder, capsys, value):
+    """--from-store builds no TrainingArguments, but the plan reads them: their type is checked with the file."""
+    path = folder / "args-type.yaml"
+    path.write_text(_with({"training_args": value}), encoding="utf-8")
+    code = main(["select", str(path), "--output-dir", str(folder / "out"), "--from-store"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "training_args must be a mapping of TrainingArguments keywords" in err and "Traceback" not in err

@@ -283,6 +283,14 @@ def test_bad_training_args_are_one_line_before_the_first_run(models, data, tmp_p
     assert not (tmp_path / "store").exists()  # nothing was made
 
 
+@pytest.mark.parametrize("training_args", ["fast", [1, 2]])
+def test_training_args_of_the_wrong_type_are_refused_when_the_selector_is_made(models, data, tmp_path, training_args):
+    """plan() and from_store() read the training arguments without building them: their type is checked first."""
+    with pytest.raises(LensLLMError, match="training_args must be a mapping of TrainingArguments keywords") as info:
+        LensLLMSelector([models["small"]], *data, **{**COMMON, "training_args": training_args}, output_dir=tmp_path)
+    assert "\n" not in str(info.value)
+
+
 def test_an_unknown_parameter_is_a_type_error_as_for_any_python_call(models, data):
     with pytest.raises(TypeError, match="budgte"):
         LensLLMSelector([models["small"]], *data, budgte=64)

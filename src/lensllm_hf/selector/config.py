@@ -219,10 +219,12 @@ class SelectConfig:
     def check(self) -> None:
         """The rules between parameters (sizes, task columns, metric) and the candidates; cheap, no torch."""
         from .candidates import as_candidates
+        from .plan import check_training_args_type
 
         self._checked(lambda where: (run_sizes(self.params, where=where),
                                      check_task({**self.params, **self.dataset.columns}, where=where),
-                                     as_candidates(self.candidates)))
+                                     as_candidates(self.candidates),
+                                     check_training_args_type(self.params.get("training_args"), where=where)))
 
     def check_training_args(self) -> None:
         """Each candidate's ``TrainingArguments`` built now (imports torch): before runs are made, not to rank."""

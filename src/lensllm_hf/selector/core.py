@@ -37,7 +37,8 @@ from .candidates import as_candidates, peft_summary
 from .cost import CandidateReads
 from .data import check_text_column, content_fingerprint, split_eval, subset_pool
 from .params import SelectionParams, check_params, check_task, params_doc, params_of, run_sizes
-from .plan import PlannedRun, RunPlan, check_training_args, config_hash_of, name_of, user_args
+from .plan import (PlannedRun, RunPlan, check_training_args, check_training_args_type, config_hash_of, name_of,
+                   user_args)
 from .published import published_rows
 from .result import SelectionResult
 from .runner import Deferred, Runner, is_main_process
@@ -103,6 +104,7 @@ class LensLLMSelector(SelectionParams):
         if self.sizes_[-1] > n_train:
             raise LensLLMError(f"the largest subset ({self.sizes_[-1]:,}) exceeds the {n_train:,} training rows; "
                                "lower the budget or give more data")
+        check_training_args_type(self.training_args)  # the plan reads them; building them waits for the runs
         self.store_: str = str(self.store) if self.store is not None else os.path.join(str(self.output_dir), "store")
         self._prepared: dict[str, Any] | None = None
         self._ray: Any = None  # the selection's RayBackend, from start_backend() or the first batch to its close

@@ -26,7 +26,7 @@ from ..records import RunKey
 from .candidates import Candidate
 
 __all__ = ["NOT_HASHED", "RUN_DEFAULTS", "PlannedRun", "RunPlan", "changed_args", "check_training_args",
-           "config_hash_of", "user_args"]
+           "check_training_args_type", "config_hash_of", "user_args"]
 
 #: TrainingArguments the selector sets itself (scratch output, quiet, no checkpoints); yours win.
 RUN_DEFAULTS: dict[str, Any] = {"report_to": "none", "save_strategy": "no", "disable_tqdm": True,
@@ -136,10 +136,7 @@ def changed_args(args: Any) -> dict[str, Any]:
 
 def check_training_args(shared: Any, candidates: Sequence[Candidate], *, where: str | None = None) -> None:
     """Build each candidate's ``TrainingArguments`` now, so a bad keyword fails before any model loads."""
-    if shared is not None and not isinstance(shared, Mapping) and not dataclasses.is_dataclass(shared):
-        raise ConfigError(f"{where + ': ' if where else ''}training_args must be a mapping of TrainingArguments "
-                          f"keywords or a TrainingArguments, got {type(shared).__name__}", key="training_args",
-                          value=shared, path=where)
+    check_training_args_type(shared, where=where)
     from transformers import TrainingArguments
 
     scratch = tempfile.gettempdir()
@@ -170,6 +167,15 @@ def check_training_args(shared: Any, candidates: Sequence[Candidate], *, where: 
                                   key=f"training_args.{unknown}", path=where) from None
             raise ConfigError(f"{head}{key}: TrainingArguments refuses them ({one_line(error, 300)}); fix them",
                               key="training_args", path=where) from None
+
+
+def check_training_args_type(shared: Any, *, where: str | None = None) -> None:
+    """``training_args`` is None, a mapping or a ``TrainingArguments`` (cheap, no torch): what every
+    reader of them (the plan, its hashes, ``from_store``) relies on."""
+    if shared is not None and not isinstance(shared, Mapping) and not dataclasses.is_dataclass(shared):
+        raise ConfigError(f"{where + ': ' if where else ''}training_args must be a mapping of TrainingArguments "
+                          f"keywords or a TrainingArguments, got {type(shared).__name__}", key="training_args",
+                          value=shared, path=where)
 
 
 def _unknown_keyword(error: Exception, cls: type) -> str | None:
