@@ -399,15 +399,39 @@ def test_a_rising_curve_is_not_extrapolated_upward() -> None:
     assert rising.predicted_loss <= losses[2, -1] and rising.fit.params["b"] <= 0
 
 
-def test_a_ragged_table_has_no_observed_order_and_is_ranked_by_the_law() -> None:
-    """An adaptive or halving loop's table: the candidates were last seen at different sizes, so
-    their observed losses cannot be compared; the law ranks, and the fits say so."""
-    table, truth = _crossing()
+def _stopped_early(table: CurveTable, truth: dict[str, float]) -> CurveTable:
+    """The table as a halving loop leaves it: the half predicted worst stopped two sizes early."""
     losses = table.losses.copy()
-    losses[: len(table.models) // 2, -2:] = np.nan  # half the candidates stopped two sizes early
-    ranking = rank(CurveTable(table.models, table.sizes, losses), TARGET, "default")
+    worst = sorted(range(len(table.models)), key=lambda row: -truth[table.models[row]])
+    losses[worst[: len(worst) // 2], -2:] = np.nan
+    return CurveTable(table.models, table.sizes, losses)
+
+
+def _ragged_fit(curves) -> tuple:
+    """The ranking of ``curves`` stopped early, its first fit and the square table's law weight."""
+    table, truth = curves()
+    ranking = rank(_stopped_early(table, truth), TARGET, "default")
     fit = ranking.ranked[0].fit
-    assert fit.terms["law_weight"] == 1.0 and "last observed at different sizes" in fit.basis
+    assert fit.terms["law_weight_shared_size"] == 6400 and "sizes all of them share, up to 6400" in fit.basis
+    return ranking, fit, rank(table.up_to(6400), TARGET, "default").ranked[0].fit.terms["law_weight"], truth
+
+
+def test_a_ragged_table_reads_its_weight_on_the_sizes_every_candidate_shares() -> None:
+    """An adaptive or halving loop's table: the candidates were last seen at different sizes, and
+    the loop chose who got the later points by this very ranking. The law's weight is read on the
+    sizes all candidates share, as on that square table: the law, where its relative falls came
+    true there (crossing curves)."""
+    _, fit, square, _ = _ragged_fit(_crossing)
+    assert fit.terms["law_weight"] == square == 1.0 and fit.basis.startswith("law: ")
+
+
+def test_a_ragged_table_of_noisy_flat_curves_follows_the_observed_order() -> None:
+    """Where the shared sizes show the lines' relative falls are noise, a ragged table is ranked
+    by the observed order too (the rule before, the law alone on every ragged table, picked a
+    candidate whose noisy line crossed the others)."""
+    ranking, fit, square, truth = _ragged_fit(_flat_noisy)
+    assert fit.terms["law_weight"] == square == 0.0 and fit.basis.startswith("observed order: ")
+    assert ranking.best == min(truth, key=truth.get)
 
 
 def test_part_of_the_margin_applies_only_beyond_the_backtests_horizon() -> None:

@@ -27,6 +27,7 @@ same cut and distance (a bend every candidate shares moves none past another).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -465,15 +466,16 @@ class DefaultMethod(Method):
         lines = _fit_all(table, bandwidth)
         fitted = _shrunk(lines)
         index = {int(row): i for i, row in enumerate(fitted.rows)}
-        # Candidates last seen at different sizes (an adaptive or halving loop's table) have no
-        # observed order to follow. Otherwise the weight judges the law as it is extrapolated from
-        # the budget: from the power phase.
-        starts = tuple(float(ln.sizes[ln.start]) if isinstance(ln, _Line) else math.nan for ln in lines.values())
         ahead = _doublings_ahead(table, target)
         if np.unique(fitted.last_size).size > 1:
-            support = Support.ragged_table(ahead)
+            # Candidates last seen at different sizes (an adaptive or halving loop's table): the
+            # loop promoted some of them on this very ranking, so their later points were chosen
+            # by the predictor the backtest would judge. The sizes every candidate shares were
+            # chosen by nobody: the weight is read there, and carried to this table's distance.
+            shared = float(fitted.last_size.min())
+            support = dataclasses.replace(_law_support(table.up_to(shared), ahead), shared_size=shared)
         else:
-            support = law_support(backtest(table, bandwidth, starts=starts), ahead)
+            support = _law_support(table, ahead, bandwidth)
         w = support.weight
         spread = extrapolation_spread(table, bandwidth, weight=w)
         rows = []
@@ -512,6 +514,15 @@ class DefaultMethod(Method):
             rows.append(CandidateFit(model=model, fit=fit, score=predicted, flops=flops,
                                      warnings=extrapolation_warnings(fit, target)))
         return Ranking(target, self.name, rows, level)
+
+
+def _law_support(table: CurveTable, ahead: float, bandwidth: float | None = None) -> Support:
+    """What ``table``'s backtest supports at ``ahead`` doublings (:func:`law_support`), the law
+    judged as it is extrapolated from the budget: from each line's power phase."""
+    bandwidth = choose_bandwidth(table) if bandwidth is None else bandwidth
+    starts = tuple(float(ln.sizes[ln.start]) if isinstance(ln, _Line) else math.nan
+                   for ln in _fit_all(table, bandwidth).values())
+    return law_support(backtest(table, bandwidth, starts=starts), ahead)
 
 
 def _doublings_ahead(table: CurveTable, target: float) -> float:

@@ -25,6 +25,10 @@ weight where that bound reaches 1/2 (it then surely beats the observed order), n
 bound is at or below 0, and twice the bound in between. Without such a backtest nothing
 supports extrapolating one candidate past another: the observed order.
 
+A ragged table (candidates last observed at different sizes: an adaptive or halving loop's) is
+judged on the sizes every candidate shares: the loop promoted the others on this very ranking,
+so their later points are a sample chosen by the predictor under judgement.
+
 Example:
     >>> import pandas as pd
     >>> rng = np.random.default_rng(0)
@@ -66,7 +70,9 @@ class Support:
         ahead: doublings from the table's largest size to the target.
         horizon: the farthest the backtest predicted (0 without one).
         predictions: how many backtest predictions (candidate, cut, column) the weight rests on.
-        ragged: the candidates were last observed at different sizes (no observed order: the law).
+        shared_size: on a ragged table (candidates last observed at different sizes, an adaptive
+            or halving loop's), the largest size every candidate has, up to which the backtest
+            was read; NaN on a table whose candidates all end at the same size.
     """
 
     weight: float
@@ -75,24 +81,19 @@ class Support:
     ahead: float
     horizon: float
     predictions: int
-    ragged: bool = False
-
-    @classmethod
-    def ragged_table(cls, ahead: float) -> Support:
-        """The candidates were last observed at different sizes: there is no observed order."""
-        return cls(1.0, math.nan, math.nan, ahead, 0.0, 0, ragged=True)
+    shared_size: float = math.nan
 
     @property
     def basis(self) -> str:
         """One sentence: which predictor ranks the candidates, and why (carried in each Fit)."""
-        if self.ragged:
-            return ("law: the candidates were last observed at different sizes (an adaptive or halving "
-                    "loop's table), so there is no observed order to follow")
+        where = ("" if math.isnan(self.shared_size) else
+                 f" (the candidates were last observed at different sizes, so the backtest reads only the sizes "
+                 f"all of them share, up to {self.shared_size:g}: no loop chose those points by this ranking)")
         if self.predictions == 0:
             return ("observed order: no backtest (fewer than three candidates predicted a doubling or more "
-                    "ahead of a cut), so nothing supports extrapolating one candidate past another")
-        seen = (f"on {self.predictions} backtest predictions up to {self.horizon:.1f} doublings ahead, the law's "
-                f"relative falls came true with weight {self.estimate:.2f} at the target's {self.ahead:.1f} "
+                    f"ahead of a cut){where}, so nothing supports extrapolating one candidate past another")
+        seen = (f"on {self.predictions} backtest predictions up to {self.horizon:.1f} doublings ahead{where}, the "
+                f"law's relative falls came true with weight {self.estimate:.2f} at the target's {self.ahead:.1f} "
                 f"(lower bound {self.lower:.2f})")
         if self.weight >= 1.0:
             return f"law: {seen}, so the law surely beats the observed order"
@@ -105,6 +106,8 @@ class Support:
         out = {"law_weight": self.weight, "law_weight_horizon": self.horizon}
         if math.isfinite(self.estimate):
             out.update(law_weight_estimate=self.estimate, law_weight_lower=self.lower)
+        if not math.isnan(self.shared_size):
+            out["law_weight_shared_size"] = self.shared_size
         return out
 
 
