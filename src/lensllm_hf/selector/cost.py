@@ -116,10 +116,9 @@ def load_tokenizer(tokenizer_id: str, revision: str | None = None):
     """The candidate's tokenizer, with a pad token (its EOS or UNK) when it has none: batches need padding."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_id, revision=revision)
-    if getattr(tokenizer, "pad_token", "") is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return tokenizer
+    from .loading import with_pad_token
+
+    return with_pad_token(AutoTokenizer.from_pretrained(tokenizer_id, revision=revision))
 
 
 class CandidateReads:

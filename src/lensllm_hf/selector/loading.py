@@ -23,7 +23,7 @@ from typing import Any
 from .._utils import one_line
 from ..errors import CandidateError, LensLLMError
 
-__all__ = ["DTYPES", "attach_adapter", "load_candidate", "model_load_kwargs"]
+__all__ = ["DTYPES", "attach_adapter", "load_candidate", "model_load_kwargs", "with_pad_token"]
 
 #: dtype names ``model_kwargs`` may give (``dtype`` or ``torch_dtype``).
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -89,11 +89,16 @@ def load_candidate(model_id: str, *, tokenizer_id: str | None = None, model_kwar
     except Exception as error:
         raise CandidateError(f"could not load {model_id!r} as {auto.__name__[9:]}: {one_line(error, 300)}",
                              candidate=model_id) from None
-    if getattr(tokenizer, "pad_token", "") is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token  # batches need padding
     if peft_config is not None:
         model = attach_adapter(model, peft_config)
-    return model, tokenizer
+    return model, with_pad_token(tokenizer)
+
+
+def with_pad_token(tokenizer):
+    """``tokenizer``, given its EOS (or UNK) token as pad token when it has none: batches need padding."""
+    if getattr(tokenizer, "pad_token", "") is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
 
 
 def attach_adapter(model, peft_config):

@@ -33,7 +33,7 @@ from ..records import Evaluation, RunKey, RunRecord, Store
 from .candidates import Candidate
 from .data import aligned_argmax, default_preprocess
 from .formats import TaskFormat, is_encoder_decoder
-from .loading import attach_adapter, load_candidate
+from .loading import attach_adapter, load_candidate, with_pad_token
 from .plan import RUN_DEFAULTS, RunPlan, user_args
 from .scoring import Metric
 
@@ -385,8 +385,8 @@ class Runner:
             else:
                 model, tokenizer = load_candidate(c.model, tokenizer_id=c.tokenizer, model_kwargs=c.model_kwargs,
                                                   name=c.name)
-            if tokenizer is not None and getattr(tokenizer, "pad_token", "") is None:
-                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token  # batches need padding
+            if tokenizer is not None:  # a model_loader's tokenizer too
+                tokenizer = with_pad_token(tokenizer)
             peft_config = c.build_peft_config(task_type="SEQ_2_SEQ_LM" if is_encoder_decoder(model) else "CAUSAL_LM")
             if peft_config is not None:
                 model = attach_adapter(model, peft_config)
