@@ -188,6 +188,20 @@ def test_a_fifo_named_like_a_fit_is_refused_not_waited_on(tmp_path, capsys, no_h
     assert "fit.json: is a FIFO, not a regular file; pass a regular file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["predict", "{src}", "--model", "a", "--at", "1e6"], ["card", "show", "{src}"]])
+def test_a_fifo_or_device_given_as_the_source_is_named_not_taken_for_a_repo_id(tmp_path, capsys, monkeypatch,
+                                                                             no_hang, argv):
+    """An existing path that is not a folder is a local file to read, whatever it is: a FIFO or a
+    device is named in one line (it was taken for a Hub repo ID and asked of the Hub)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fifo = tmp_path / "card"
+    os.mkfifo(fifo)
+    for source, kind in ((fifo, "a FIFO"), ("/dev/zero", "a character device")):
+        assert main([a.format(src=source) for a in argv]) == 2
+        lines = _one_line_each(capsys.readouterr().err, argv[0])
+        assert len(lines) == 1 and f"{source}: is {kind}, not a regular file; pass a regular file" in lines[0], lines
+
+
 def test_an_absurd_fit_in_a_card_is_refused(fit_json, tmp_path, capsys):
     """The same hand edit in a model card: 'card show' refuses the card in one line naming the fit."""
     assert main(["card", "write", str(tmp_path), "--from", str(fit_json), "--model", "a", "--dataset", "d"]) == 0

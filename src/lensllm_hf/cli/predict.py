@@ -120,8 +120,9 @@ def predict(source: str | Path, model: str, at: float, *, level: float | None = 
 def _find(source: str, model: str, **card_filters: str | None):
     """(fit, level, model name) of ``model`` in the ranking JSON or model card at ``source`` (a path or repo ID)."""
     path = Path(source)
-    try:
-        is_dir, is_file = path.is_dir(), path.is_file()
+    try:  # anything here that is not a folder is a file to read (a FIFO or a device: one line, never a repo ID)
+        is_dir = path.is_dir()
+        is_file = not is_dir and path.exists()
     except OSError:  # a name too long for a path
         is_dir = is_file = False
     if not (is_dir or is_file):

@@ -192,12 +192,15 @@ def _redact_client_logs() -> None:
 
 
 def _local_card(source: str | os.PathLike) -> Path | None:
-    """The README.md that ``source`` names here (a model folder or the file), or None: then it is a repo ID."""
+    """The README.md that ``source`` names here (a model folder or the file), or None: then it is a repo ID.
+
+    Anything here that is not a folder is the file (a FIFO or a device: the bounded reader names it).
+    """
     path = Path(source)
     try:
         if path.is_dir():
             return path / CARD_NAME
-        return path if path.is_file() else None
+        return path if path.exists() else None
     except OSError:  # a name too long for a path (a 300-character candidate name): not a local file
         return None
 
