@@ -29,9 +29,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,24 +222,27 @@ class SelectConfig:
         from .candidates import as_candidates
         from .plan import check_training_args_type
 
-        self._checked(lambda where: (run_sizes(self.params, where=where),
-                                     check_task({**self.params, **self.dataset.columns}, where=where),
-                                     as_candidates(self.candidates),
-                                     check_training_args_type(self.params.get("training_args"), where=where)))
+        with self._errors_name_the_file() as where:
+            run_sizes(self.params, where=where)
+            check_task({**self.params, **self.dataset.columns}, where=where)
+            as_candidates(self.candidates)
+            check_training_args_type(self.params.get("training_args"), where=where)
 
     def check_training_args(self) -> None:
         """Each candidate's ``TrainingArguments`` built now (imports torch): before runs are made, not to rank."""
         from .candidates import as_candidates
         from .plan import check_training_args
 
-        self._checked(lambda where: check_training_args(self.params.get("training_args"),
-                                                         as_candidates(self.candidates), where=where))
+        with self._errors_name_the_file() as where:
+            check_training_args(self.params.get("training_args"), as_candidates(self.candidates), where=where)
 
-    def _checked(self, check: Callable[[str], Any]) -> None:
-        """Run ``check(where)``; its error as a :class:`~lensllm_hf.errors.ConfigError` naming this file."""
+    @contextlib.contextmanager
+    def _errors_name_the_file(self) -> Iterator[str]:
+        """Yields the file's name; a :class:`~lensllm_hf.errors.LensLLMError` inside becomes a
+        :class:`~lensllm_hf.errors.ConfigError` naming it."""
         where = self.path or "config"
         try:
-            check(where)
+            yield where
         except LensLLMError as error:
             text = str(error)
             raise ConfigError(text if text.startswith(display(where)) else f"{display(where)}: {text}", path=where,
